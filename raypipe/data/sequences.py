@@ -1,0 +1,201 @@
+"""Preprocessing: k-core filtering, item indexing, chronological sequences, splits and mixed flows.
+
+Conventions used by every model and by :mod:`raypipe.eval`:
+
+* items are indexed ``1..N`` in a fixed order (domain, then item_id); ``0`` is padding;
+* a sequence is chronological, ties in timestamp broken by the row order of ``interactions.parquet``
+  (a *stable* sort), so the same input always gives the same sequences;
+* histories handed to models are **left**-padded: the most recent item is the last column.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from raypipe.io import write_parquet_atomic
+
+log = logging.getLogger(__name__)
+
+
+def kcore(df: pd.DataFrame, k: int, per_domain: bool = True, max_rounds: int = 100) -> pd.DataFrame:
+    """Iterated k-core: repeatedly drop users and items with fewer than ``k`` interactions until stable.
+
+    With ``per_domain`` the user degree is counted inside each domain (a user's sequence in one domain
+    is what a single-domain model sees), as in the papers' per-domain 5-core preprocessing.
+    """
+    if k <= 1:
+        return df
+    user_key = ["user_id", "domain"] if per_domain else ["user_id"]
+    for rnd in range(max_rounds):
+        n = len(df)
+        ucount = df.groupby(user_key, sort=False)["item_id"].transform("size")
+        icount = df.groupby("item_id", sort=False)["user_id"].transform("size")
+        df = df[(ucount >= k) & (icount >= k)]
+        if len(df) == n:
+            log.info("k-core(%d) stable after %d rounds: %d interactions", k, rnd, n)
+            return df
+    raise RuntimeError(f"k-core({k}) did not converge in {max_rounds} rounds")
+
+
+@dataclass
+class ItemIndex:
+    """Bidirectional item_id <-> index map (index 0 is padding)."""
+
+    item_ids: np.ndarray  # object array, position i holds the id of index i+1
+    domains: np.ndarray  # object array, domain of index i+1
+
+    @classmethod
+    def build(cls, item_ids: pd.Series, domains: pd.Series) -> "ItemIndex":
+        frame = pd.DataFrame({"item_id": item_ids, "domain": domains}).drop_duplicates("item_id")
+        frame = frame.sort_values(["domain", "item_id"], kind="mergesort")
+        return cls(frame["item_id"].to_numpy(dtype=object), frame["domain"].to_numpy(dtype=object))
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def num_embeddings(self) -> int:
+        return len(self.item_ids) + 1
+
+    def lookup(self, ids: pd.Series | list[str]) -> np.ndarray:
+        """Indices for ids; unknown ids map to 0."""
+        mapping = pd.Series(np.arange(1, len(self) + 1), index=self.item_ids)
+        return pd.Series(ids).map(mapping).fillna(0).to_numpy(dtype=np.int64)
+
+    def domain_items(self, domain: str) -> np.ndarray:
+        """The catalogue of one domain as item indices."""
+        return np.flatnonzero(self.domains == domain) + 1
+
+    def save(self, path: str | Path) -> None:
+        write_parquet_atomic(path, pa.table({"index": np.arange(1, len(self) + 1), "item_id": self.item_ids.astype(str),
+                                             "domain": self.domains.astype(str)}))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ItemIndex":
+        t = pq.read_table(path).to_pandas().sort_values("index")
+        if not np.array_equal(t["index"].to_numpy(), np.arange(1, len(t) + 1)):
+            raise ValueError(f"{path}: item index is not contiguous from 1")
+        return cls(t["item_id"].to_numpy(dtype=object), t["domain"].to_numpy(dtype=object))
+
+
+def build_sequences(df: pd.DataFrame, index: ItemIndex, by_domain: bool = True) -> pd.DataFrame:
+    """One chronological sequence per user (per domain when ``by_domain``).
+
+    Returns columns ``user_id``, ``domain`` (``"*"`` for mixed sequences), ``items`` (int64 arrays),
+    ``timestamps`` (int64 arrays).  Order: stable sort by timestamp within the input row order.
+    """
+    df = df.assign(_row=np.arange(len(df)), _idx=index.lookup(df["item_id"]))
+    if (df["_idx"] == 0).any():
+        bad = df.loc[df["_idx"] == 0, "item_id"].iloc[0]
+        raise KeyError(f"interaction references item {bad!r} absent from the item index")
+    df = df.sort_values(["timestamp", "_row"], kind="mergesort")
+    keys = ["user_id", "domain"] if by_domain else ["user_id"]
+    g = df.groupby(keys, sort=True)
+    out = pd.DataFrame({
+        "items": g["_idx"].agg(lambda s: s.to_numpy(dtype=np.int64)),
+        "timestamps": g["timestamp"].agg(lambda s: s.to_numpy(dtype=np.int64)),
+    }).reset_index()
+    if not by_domain:
+        out["domain"] = "*"
+        doms = g["domain"].agg(lambda s: s.to_numpy(dtype=object)).reset_index(drop=True)
+        out["domains"] = doms
+    return out
+
+
+def mixed_flows(df: pd.DataFrame, index: ItemIndex) -> pd.DataFrame:
+    """UniM2Rec's mixed user behaviour flow: all of a user's items from every domain, chronological."""
+    return build_sequences(df, index, by_domain=False)
+
+
+def truncate(seqs: np.ndarray, max_len: int) -> np.ndarray:
+    """Keep the most recent ``max_len`` items of each sequence."""
+    return np.array([s[-max_len:] for s in seqs], dtype=object)
+
+
+def pad_left(seqs: list[np.ndarray] | np.ndarray, max_len: int) -> np.ndarray:
+    """Left-pad (with 0) / truncate variable-length sequences into an int64 matrix ``[n, max_len]``."""
+    out = np.zeros((len(seqs), max_len), dtype=np.int64)
+    for i, s in enumerate(seqs):
+        s = s[-max_len:]
+        if len(s):
+            out[i, max_len - len(s):] = s
+    return out
+
+
+@dataclass
+class SplitSet:
+    """Histories (variable length) and their next-item targets for one split."""
+
+    user_id: np.ndarray
+    domain: np.ndarray
+    history: list[np.ndarray]
+    target: np.ndarray
+    target_time: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+    def padded(self, max_len: int) -> np.ndarray:
+        return pad_left(self.history, max_len)
+
+    def subset(self, mask: np.ndarray) -> "SplitSet":
+        idx = np.flatnonzero(mask)
+        return SplitSet(self.user_id[idx], self.domain[idx], [self.history[i] for i in idx],
+                        self.target[idx], self.target_time[idx])
+
+
+def leave_one_out(seqs: pd.DataFrame, min_len: int = 3) -> tuple[pd.DataFrame, SplitSet, SplitSet]:
+    """Leave-one-out: the last item is the test target, the one before it the validation target.
+
+    Returns the training sequences (everything before the validation target) and the validation and
+    test sets.  Users with fewer than ``min_len`` items keep all their items for training only.
+    """
+    lengths = seqs["items"].map(len).to_numpy()
+    ok = lengths >= min_len
+    train = seqs.copy()
+    for col in ("items", "timestamps"):
+        train[col] = pd.Series([s[:-2] if keep else s for s, keep in zip(seqs[col], ok)],
+                               index=seqs.index, dtype=object)
+    ev = seqs[ok]
+
+    def make(offset: int) -> SplitSet:
+        return SplitSet(
+            ev["user_id"].to_numpy(dtype=object),
+            ev["domain"].to_numpy(dtype=object),
+            [s[: len(s) - offset] for s in ev["items"]],
+            np.array([s[len(s) - offset] for s in ev["items"]], dtype=np.int64),
+            np.array([t[len(t) - offset] for t in ev["timestamps"]], dtype=np.int64),
+        )
+
+    return train.reset_index(drop=True), make(2), make(1)
+
+
+def user_split(users: np.ndarray, ratios: tuple[int, ...] = (4, 3, 3), seed: int = 0) -> list[np.ndarray]:
+    """Random user split (PreRec: train/validation/test users 4:3:3), deterministic for a seed."""
+    users = np.asarray(sorted(set(users.tolist())), dtype=object)
+    perm = np.random.default_rng(seed).permutation(len(users))
+    cuts = np.cumsum(np.asarray(ratios, dtype=float) / sum(ratios) * len(users)).round().astype(int)[:-1]
+    return [users[np.sort(p)] for p in np.split(perm, cuts)]
+
+
+def next_item_examples(seqs: pd.Series | list[np.ndarray], max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """All (history, next item) prefix pairs from training sequences: ``[n, max_len]`` and ``[n]``."""
+    hist: list[np.ndarray] = []
+    tgt: list[int] = []
+    for s in seqs:
+        for t in range(1, len(s)):
+            hist.append(s[max(0, t - max_len):t])
+            tgt.append(int(s[t]))
+    return pad_left(hist, max_len), np.asarray(tgt, dtype=np.int64)
+
+
+def item_counts(seqs: pd.Series | list[np.ndarray], n_embeddings: int) -> np.ndarray:
+    """Interaction count per item index (training popularity), length ``n_embeddings``."""
+    flat = np.concatenate([np.asarray(s, dtype=np.int64) for s in seqs]) if len(seqs) else np.zeros(0, np.int64)
+    return np.bincount(flat, minlength=n_embeddings)
