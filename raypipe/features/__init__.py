@@ -1,0 +1,1 @@
+"""Item feature extraction: frozen encoders, the Ray Data pipeline and the feature store."""
