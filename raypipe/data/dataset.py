@@ -107,6 +107,14 @@ class CanonicalWriter:
         report.add_error(line, field, reason)
 
     def finish(self) -> dict[str, ValidationReport]:
+        """Check every report, close the files and move the directory into place (or remove it all)."""
+        try:
+            return self._finish()
+        except BaseException as e:
+            self.abort(e)
+            raise
+
+    def _finish(self) -> dict[str, ValidationReport]:
         for rep in self.reports.values():
             rep.check(self.max_bad_fraction)
         self.items.flush()

@@ -1,0 +1,1 @@
+"""Recommender models sharing one small surface (:class:`raypipe.models.base.SequentialRecommender`)."""
