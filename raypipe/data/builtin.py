@@ -22,7 +22,8 @@ Generative story
   domain (weighted by the domain's traffic), then a theme: with probability ``p_transition`` it follows
   the theme transition matrix from the last item the user had *in that domain* (mostly the same theme,
   sometimes its successor theme; when staying, often the same secondary theme too, i.e. the same
-  style — the sequential signal); otherwise it samples the taste.  The item is
+  style — the sequential signal); otherwise it samples the taste.  An immediate repeat of the
+  previous item is redrawn once from the theme (people rarely take the same item twice in a row).  The item is
   then drawn among the domain's items of that theme in proportion to their *current* popularity:
   base popularity times a lifecycle that starts at the launch time and decays, evaluated in ``n_epochs``
   time windows.  Popularity therefore drifts over time (new items rise, old ones fade).
@@ -358,7 +359,13 @@ def _generate_interactions(cfg: BenchmarkConfig, items: GeneratedItems, rng: np.
         th = np.where(follow, np.where(stay, prev, successor[np.maximum(prev, 0)]), sampled_taste)
         th2 = np.where(same_style, prev2, -1)
         keys = sampler.cell_key(doms, th, th2)
-        chosen = sampler.sample(keys, sampler.epoch(times), rng.random(m))
+        epochs = sampler.epoch(times)
+        chosen = sampler.sample(keys, epochs, rng.random(m))
+        # people rarely take the very same item twice in a row: redraw those once from the theme cell
+        again = np.flatnonzero(chosen == prev_item)
+        if len(again):
+            theme_keys = sampler.cell_key(doms[again], th[again], None)
+            chosen[again] = sampler.sample(theme_keys, epochs[again], rng.random(len(again)))
         last_item[users, doms] = chosen
         out["user"].append(users)
         out["item"].append(chosen)

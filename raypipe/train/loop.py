@@ -1,0 +1,225 @@
+"""The single Ray Train loop every trainable model goes through.
+
+``train_loop_per_worker`` runs inside each Ray Train worker (Train V2): it builds the model from the
+typed config, wraps it for DDP (gloo on CPU, NCCL on GPU) with ``ray.train.torch.prepare_model``, reads
+its shard of the training rows with ``iter_torch_batches``, evaluates its slice of the validation users
+after every epoch (sums all-reduced, so every worker takes the same early-stopping decision), and
+reports metrics with a checkpoint (rank 0 writes it).  On (re)start it resumes from
+``ray.train.get_checkpoint()``: model, optimiser, epoch, early-stopping state and curves.
+
+Determinism: parameters are initialised from ``seed``; the shuffle of epoch ``e`` and the dropout /
+negative-sampling RNG of epoch ``e`` are seeded from ``(seed, e, rank)``, so an interrupted run resumed
+from its checkpoint ends with the same metrics as an uninterrupted one (single worker; with several
+workers Ray Data's dynamic block assignment can change the order rows reach each worker).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from raypipe.config import ExperimentConfig, _build
+from raypipe.eval.protocols import EvalSet, evaluate
+from raypipe.models.layers import ModelContext
+from raypipe.models.registry import build_model
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.pt"
+BEST_FILE = "best_model.pt"
+OPTIM_FILE = "optimizer.pt"
+STATE_FILE = "state.json"
+
+
+@dataclass
+class TrainPayload:
+    """Everything a worker needs besides the config and its data shard (shipped once via the object store)."""
+
+    ctx: ModelContext
+    valid: dict[str, EvalSet]  # per domain
+    init_state: dict[str, torch.Tensor] | None = None  # e.g. a pre-trained model's weights
+    trainable_filter: str | None = None  # fine-tune mode handled by raypipe.train.finetune
+
+
+@dataclass
+class EarlyStopping:
+    """Stop after ``patience`` epochs without improvement of a metric to maximise."""
+
+    patience: int
+    best: float = -math.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0
+
+    def update(self, value: float, epoch: int) -> bool:
+        """Record an epoch's value; return True when this epoch is the new best."""
+        if value > self.best:
+            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.bad_epochs >= self.patience
+
+
+@dataclass
+class LoopState:
+    epoch: int = 0  # next epoch to run
+    stopper: EarlyStopping = field(default_factory=lambda: EarlyStopping(5))
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps({"epoch": self.epoch, "history": self.history,
+                           "stopper": vars(self.stopper)})
+
+    @classmethod
+    def from_json(cls, text: str) -> "LoopState":
+        d = json.loads(text)
+        return cls(d["epoch"], EarlyStopping(**d["stopper"]), d["history"])
+
+
+def _distributed() -> tuple[int, int]:
+    import ray.train
+
+    ctx = ray.train.get_context()
+    return ctx.get_world_rank(), ctx.get_world_size()
+
+
+def _all_reduce_sum(values: np.ndarray, world: int, device: torch.device) -> np.ndarray:
+    if world == 1:
+        return values
+    import torch.distributed as dist
+
+    t = torch.as_tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.cpu().numpy()
+
+
+def validate(model: torch.nn.Module, valid: dict[str, EvalSet], metric_names: list[str], rank: int, world: int,
+             device: torch.device, ks: tuple[int, ...] = (10,)) -> dict[str, float]:
+    """Pooled validation metrics over every domain's users; each worker scores users ``rank::world``."""
+    sums = np.zeros(len(metric_names) + 1)
+    per_domain: dict[str, np.ndarray] = {}
+    for dom, es in valid.items():
+        rows = np.arange(rank, es.n_users, world)
+        local = np.zeros(len(metric_names) + 1)
+        if len(rows):
+            r = evaluate(model.score, es.subset(rows), ks=ks, device=str(device), progress=False)
+            local = np.array([r[m] * r["n_users"] for m in metric_names] + [r["n_users"]])
+        per_domain[dom] = local
+        sums += local
+    keys = sorted(per_domain)
+    stacked = np.concatenate([sums] + [per_domain[k] for k in keys])
+    stacked = _all_reduce_sum(stacked, world, device)
+    width = len(metric_names) + 1
+    out = {f"valid/{m}": float(stacked[i] / max(stacked[width - 1], 1)) for i, m in enumerate(metric_names)}
+    for j, k in enumerate(keys):
+        block = stacked[width * (j + 1): width * (j + 2)]
+        out[f"valid/{k}/{metric_names[0]}"] = float(block[0] / max(block[-1], 1))
+    return out
+
+
+def _save_checkpoint(path: Path, model: torch.nn.Module, best_state: dict[str, torch.Tensor],
+                     optim: torch.optim.Optimizer, state: LoopState) -> None:
+    torch.save(model.state_dict(), path / MODEL_FILE)
+    torch.save(best_state, path / BEST_FILE)
+    torch.save(optim.state_dict(), path / OPTIM_FILE)
+    (path / STATE_FILE).write_text(state.to_json())
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train entry point (``TorchTrainer(train_loop_per_worker, train_loop_config=...)``)."""
+    import ray
+    import ray.train
+    import ray.train.torch
+
+    cfg: ExperimentConfig = _build(ExperimentConfig, config["cfg"], "")
+    payload: TrainPayload = ray.get(config["payload"])
+    tc = cfg.train
+    torch.set_num_threads(tc.torch_threads)
+    rank, world = _distributed()
+    torch.manual_seed(tc.seed)
+    np.random.seed(tc.seed)
+    model = build_model(cfg.model, payload.ctx, cfg.data.max_len)
+    if payload.init_state is not None:
+        missing, unexpected = model.load_state_dict(payload.init_state, strict=False)
+        log.info("initialised from a pre-trained state (missing %s, unexpected %s)", missing, unexpected)
+    if payload.trainable_filter is not None:
+        from raypipe.train.finetune import apply_trainable_filter
+
+        apply_trainable_filter(model, payload.trainable_filter)
+    device = ray.train.torch.get_device()
+    model = ray.train.torch.prepare_model(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optim = torch.optim.Adam(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    state = LoopState(stopper=EarlyStopping(tc.patience))
+    best_state = {k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()}
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            d = Path(d)
+            _unwrap(model).load_state_dict(torch.load(d / MODEL_FILE, map_location=device))
+            optim.load_state_dict(torch.load(d / OPTIM_FILE, map_location=device))
+            best_state = torch.load(d / BEST_FILE, map_location="cpu")
+            state = LoopState.from_json((d / STATE_FILE).read_text())
+        log.info("resumed at epoch %d (best %s=%.4f)", state.epoch, tc.metric, state.stopper.best)
+    metric_names = [tc.metric] + [m for m in ("hr@10", "ndcg@10") if m != tc.metric]
+    ks = tuple(sorted({10} | {int(m.split("@")[1]) for m in metric_names if "@" in m and "%" not in m}))
+    shard = ray.train.get_dataset_shard("train")
+    while state.epoch < tc.epochs and not state.stopper.should_stop:
+        epoch = state.epoch
+        if tc.inject_failure_at_epoch == epoch and config.get("failure_marker"):
+            marker = Path(config["failure_marker"])
+            if not marker.exists():
+                marker.write_text("failed once")
+                raise RuntimeError(f"injected failure at epoch {epoch} (fault-injection test)")
+        torch.manual_seed(tc.seed * 100_003 + epoch * 101 + rank)
+        model.train()
+        t0, n_rows, loss_sum, n_batches = time.time(), 0, 0.0, 0
+        for batch in shard.iter_torch_batches(batch_size=tc.batch_size, dtypes=torch.long, device=device,
+                                              local_shuffle_buffer_size=tc.shuffle_buffer,
+                                              local_shuffle_seed=tc.seed * 7919 + epoch):
+            loss = model({"seq": batch["seq"]})
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            optim.step()
+            loss_sum += float(loss.detach())
+            n_rows += int(batch["seq"].shape[0])
+            n_batches += 1
+        train_time = time.time() - t0
+        totals = _all_reduce_sum(np.array([loss_sum, n_batches, n_rows]), world, device)
+        metrics: dict[str, float] = {
+            "epoch": epoch,
+            "train_loss": float(totals[0] / max(totals[1], 1)),
+            "train_rows": int(totals[2]),
+            "samples_per_s": float(totals[2] / max(train_time, 1e-9)),
+        }
+        metrics.update(validate(_unwrap(model), payload.valid, metric_names, rank, world, device, ks))
+        if state.stopper.update(metrics[f"valid/{tc.metric}"], epoch):
+            best_state = {k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()}
+        metrics["best/" + tc.metric] = state.stopper.best
+        state.history.append(metrics)
+        state.epoch = epoch + 1
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = None
+            if rank == 0:
+                _save_checkpoint(Path(tmp), _unwrap(model), best_state, optim, state)
+                checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=checkpoint)
+        if rank == 0:
+            log.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in metrics.items()})
+    os.environ.get("RAYPIPE_DEBUG") and log.info("training loop finished at epoch %d", state.epoch)

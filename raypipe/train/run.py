@@ -1,0 +1,260 @@
+"""The driver of every stage: prepare data, run the Ray Train loop, evaluate, write the run directory.
+
+``run_experiment(cfg)`` is the one library call behind ``jobs/pretrain.py``, ``jobs/finetune.py`` and
+``jobs/evaluate.py``.  A run directory (``<storage_path>/<name>/``) holds Ray Train's checkpoints plus:
+``config.yaml`` (resolved), ``item_index.parquet``, ``model.pt`` (best weights), ``metrics.json``
+(test metrics per domain, validation curve, timings) and ``curves.png``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from raypipe.config import ExperimentConfig
+from raypipe.data.prepare import Prepared, prepare
+from raypipe.data.registry import resolve_dataset
+from raypipe.data.sequences import ItemIndex, pad_left
+from raypipe.eval.protocols import EvalSet, evaluate
+from raypipe.io import write_json_atomic
+from raypipe.models.layers import ModelContext
+from raypipe.models.registry import build_model
+from raypipe.train.finetune import trainable_filter_for
+from raypipe.train.loop import BEST_FILE, TrainPayload, train_loop_per_worker
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.yaml"
+INDEX_FILE = "item_index.parquet"
+WEIGHTS_FILE = "model.pt"
+METRICS_FILE = "metrics.json"
+CURVES_FILE = "curves.png"
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    test: dict[str, dict[str, float]]  # domain -> metrics
+    history: list[dict[str, float]]
+    best_epoch: int | None
+    train_seconds: float
+
+
+def default_run_name(cfg: ExperimentConfig) -> str:
+    return f"{cfg.run.stage}-{cfg.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def stage_domains(cfg: ExperimentConfig, prep: Prepared) -> tuple[list[str], list[str]]:
+    """Training and evaluation domains: pretrain → source domains, finetune/evaluate → target domains
+    (all domains when the dataset has no domain of that role)."""
+    present = set(prep.domains)
+    if cfg.data.domains is not None:
+        train = cfg.data.domains
+    else:
+        role = prep.info.source_domains if cfg.run.stage == "pretrain" else prep.info.target_domains
+        train = [d for d in role if d in present] or sorted(present)
+    unknown = set(train) - present
+    if unknown:
+        raise ValueError(f"domains {sorted(unknown)} have no sequences after preprocessing; have {sorted(present)}")
+    evals = cfg.data.eval_domains if cfg.data.eval_domains is not None else train
+    unknown = set(evals) - present
+    if unknown:
+        raise ValueError(f"eval domains {sorted(unknown)} have no sequences; have {sorted(present)}")
+    return list(train), list(evals)
+
+
+def model_context(prep: Prepared, features: np.ndarray | None = None) -> ModelContext:
+    names = sorted(set(prep.index.domains))
+    dom_id = {d: i for i, d in enumerate(names)}
+    item_domain = np.concatenate([[-1], [dom_id[d] for d in prep.index.domains]]).astype(np.int64)
+    ranges = np.zeros((len(names), 2), dtype=np.int64)
+    for d, i in dom_id.items():
+        idx = prep.index.domain_items(d)
+        ranges[i] = (idx.min(), idx.max() + 1)
+        if len(idx) != idx.max() + 1 - idx.min():
+            raise AssertionError(f"domain {d} items are not contiguous in the item index")
+    return ModelContext(len(prep.index), item_domain, ranges, names, prep.counts, features)
+
+
+def load_features(cfg: ExperimentConfig, index: ItemIndex) -> np.ndarray | None:
+    """Frozen content vectors aligned to the item index (row 0 = padding) from a feature store."""
+    if cfg.data.features is None:
+        return None
+    from raypipe.features.store import FeatureStore
+
+    store = FeatureStore.open(cfg.data.features)
+    vecs, present = store.aligned(cfg.data.feature_view, list(index.item_ids))
+    if not present.all():
+        log.warning("%d of %d items have no %s vector (zeros, flagged by the store)",
+                    int((~present).sum()), len(present), cfg.data.feature_view)
+    return np.vstack([np.zeros((1, vecs.shape[1]), np.float32), vecs.astype(np.float32)])
+
+
+def training_rows(prep: Prepared, domains: list[str], max_len: int) -> np.ndarray:
+    """``[n, max_len + 1]`` left-padded rows: the most recent ``max_len + 1`` items of each training
+    sequence (of at least two items) in ``domains``."""
+    t = prep.train[prep.train["domain"].isin(domains)]
+    seqs = [s for s in t["items"] if len(s) >= 2]
+    if not seqs:
+        raise ValueError(f"no training sequences of length >= 2 in domains {domains}")
+    return pad_left(seqs, max_len + 1)
+
+
+def valid_sets(prep: Prepared, domains: list[str], max_len: int, budget: int | None, seed: int) -> dict[str, EvalSet]:
+    """Per-domain validation sets, jointly sub-sampled (seeded, proportionally) to ``budget`` users."""
+    sets = {d: prep.eval_set("valid", d, max_len) for d in domains}
+    total = sum(s.n_users for s in sets.values())
+    if budget is None or total <= budget:
+        return sets
+    rng = np.random.default_rng(seed)
+    out = {}
+    for d, s in sets.items():
+        k = max(1, math.ceil(budget * s.n_users / total))
+        out[d] = s.subset(np.sort(rng.choice(s.n_users, size=min(k, s.n_users), replace=False)))
+    return out
+
+
+def _init_state(cfg: ExperimentConfig, index: ItemIndex) -> dict[str, torch.Tensor] | None:
+    if cfg.run.init_from is None:
+        return None
+    src = Path(cfg.run.init_from)
+    weights = src / WEIGHTS_FILE if src.is_dir() else src
+    if not weights.exists():
+        raise FileNotFoundError(f"run.init_from: no {WEIGHTS_FILE} in {src}")
+    idx_file = weights.parent / INDEX_FILE
+    if idx_file.exists():
+        other = ItemIndex.load(idx_file)
+        if not np.array_equal(other.item_ids, index.item_ids):
+            raise ValueError(f"{idx_file}: the pre-trained item index differs from this dataset's "
+                             "(same dataset and k_core are needed to reuse ID embeddings)")
+    return torch.load(weights, map_location="cpu")
+
+
+def evaluate_domains(model: torch.nn.Module, prep: Prepared, domains: list[str], cfg: ExperimentConfig,
+                     split: str = "test") -> dict[str, dict[str, float]]:
+    ec = cfg.eval
+    out = {}
+    for d in domains:
+        es = prep.eval_set(split, d, cfg.data.max_len)
+        out[d] = evaluate(model.score, es, protocol=ec.protocol, ks=tuple(ec.ks),
+                          k_percents=tuple(ec.k_percents), n_neg=ec.n_neg, exclude_seen=ec.exclude_seen,
+                          seed=cfg.train.seed)
+    return out
+
+
+def plot_curves(history: list[dict[str, float]], metric: str, path: Path) -> None:
+    if not history:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from raypipe.io import atomic_path
+
+    ep = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
+    ax[0].plot(ep, [h["train_loss"] for h in history], marker="o")
+    ax[0].set(xlabel="epoch", ylabel="train loss", title="training loss")
+    ax[1].plot(ep, [h[f"valid/{metric}"] for h in history], marker="o", color="C1")
+    ax[1].set(xlabel="epoch", ylabel=metric, title=f"validation {metric}")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def _trainer(cfg: ExperimentConfig, run_dir: Path, rows: np.ndarray, payload_ref: Any,
+             failure_marker: Path | None):
+    import ray
+    import ray.data
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    tc = cfg.train
+    n_blocks = max(4 * tc.num_workers, 8)
+    ds = ray.data.from_numpy(np.array_split(rows, min(n_blocks, len(rows)))).rename_columns({"data": "seq"})
+    exec_opts = ray.data.ExecutionOptions(preserve_order=True)
+    resources = {"CPU": tc.cpus_per_worker}
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"cfg": cfg.to_dict(), "payload": payload_ref,
+                           "failure_marker": str(failure_marker) if failure_marker else None},
+        scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=tc.use_gpu,
+                                     resources_per_worker=resources),
+        run_config=RunConfig(name=run_dir.name, storage_path=str(run_dir.parent.resolve()),
+                             failure_config=FailureConfig(max_failures=tc.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+        datasets={"train": ds},
+        dataset_config=DataConfig(execution_options=exec_opts),
+    )
+
+
+def run_experiment(cfg: ExperimentConfig) -> RunResult:
+    """Prepare → (train with Ray Train) → evaluate → write the run directory.  Ray must be initialised
+    (see :func:`raypipe.runtime.init_ray`) unless the stage trains nothing."""
+    import ray
+
+    name = cfg.run.name or default_run_name(cfg)
+    cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, name=name))
+    run_dir = Path(cfg.run.storage_path) / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = resolve_dataset(cfg.data.dataset)
+    prep = prepare(path, k=cfg.data.k_core)
+    train_domains, eval_domains = stage_domains(cfg, prep)
+    features = load_features(cfg, prep.index)
+    ctx = model_context(prep, features)
+    cfg.save(run_dir / CONFIG_FILE)
+    prep.index.save(run_dir / INDEX_FILE)
+    init_state = _init_state(cfg, prep.index)
+    model = build_model(cfg.model, ctx, cfg.data.max_len)
+    history: list[dict[str, float]] = []
+    best_epoch = None
+    t0 = time.time()
+    mode_filter = trainable_filter_for(cfg.run.mode, cfg.model.item_input) if cfg.run.stage == "finetune" else "all"
+    trains = model.trainable and cfg.run.stage != "evaluate" and mode_filter is not None
+    if trains:
+        rows = training_rows(prep, train_domains, cfg.data.max_len)
+        valid = valid_sets(prep, train_domains, cfg.data.max_len, cfg.train.valid_users, cfg.train.seed)
+        payload = TrainPayload(ctx, valid, init_state, mode_filter)
+        log.info("training %s on %s: %d sequences, %d validation users, %d worker(s)", cfg.model.name,
+                 train_domains, len(rows), sum(v.n_users for v in valid.values()), cfg.train.num_workers)
+        marker = run_dir / ".injected_failure" if cfg.train.inject_failure_at_epoch is not None else None
+        result = _trainer(cfg, run_dir, rows, ray.put(payload), marker).fit()
+        if result.checkpoint is None:
+            raise RuntimeError(f"training produced no checkpoint (error: {result.error})")
+        with result.checkpoint.as_directory() as d:
+            state = torch.load(Path(d) / BEST_FILE, map_location="cpu")
+            history = json.loads((Path(d) / "state.json").read_text())["history"]
+        model.load_state_dict(state)
+        best = max(history, key=lambda h: h[f"valid/{cfg.train.metric}"]) if history else None
+        best_epoch = int(best["epoch"]) if best else None
+    elif init_state is not None:
+        model.load_state_dict(init_state, strict=False)
+    train_seconds = time.time() - t0
+    torch.save(model.state_dict(), run_dir / ".model.pt.tmp")
+    (run_dir / ".model.pt.tmp").replace(run_dir / WEIGHTS_FILE)
+    test = evaluate_domains(model, prep, eval_domains, cfg)
+    write_json_atomic(run_dir / METRICS_FILE, {
+        "stage": cfg.run.stage, "mode": cfg.run.mode, "model": cfg.model.name, "dataset": str(path),
+        "train_domains": train_domains, "test": test, "history": history, "best_epoch": best_epoch,
+        "train_seconds": train_seconds,
+    })
+    plot_curves(history, cfg.train.metric, run_dir / CURVES_FILE)
+    return RunResult(run_dir, test, history, best_epoch, train_seconds)
+
+
+def format_results(res: RunResult, metrics: tuple[str, ...] = ("hr@10", "ndcg@10", "mrr")) -> str:
+    head = "| Domain | #Users | " + " | ".join(metrics) + " |"
+    lines = [head, "|---|---:|" + "---:|" * len(metrics)]
+    for d, m in res.test.items():
+        lines.append(f"| {d} | {int(m['n_users']):,} | " + " | ".join(f"{m.get(k, float('nan')):.4f}" for k in metrics) + " |")
+    return "\n".join(lines)
