@@ -33,7 +33,8 @@ class DataConfig:
     eval_domains: list[str] | None = None
     k_core: int = 5
     max_len: int = 50
-    #: item feature store directory (raypipe.features) for content-based models
+    #: content vectors for content-based models: a feature store directory (raypipe.features), or a
+    #: ``.npy`` array ``[N+1, d]`` aligned to this dataset's item index (row 0 = padding)
     features: str | None = None
     feature_view: str = "text"
 
@@ -50,6 +51,9 @@ class ModelConfig:
     #: item input of sequential models: trainable ``id`` embeddings, frozen ``content`` vectors
     #: (projected), or ``id+content``
     item_input: Literal["id", "content", "id+content"] = "id"
+    #: how content vectors enter: a trainable ``linear`` projection or ``identity`` (IDP_ID+t adds
+    #: PCA-reduced text vectors as they are)
+    content_projection: Literal["linear", "identity"] = "linear"
     mask_prob: float = 0.2  # BERT4Rec cloze masking
     extra: dict[str, Any] = field(default_factory=dict)  # model-specific knobs (validated by the model)
 

@@ -24,6 +24,7 @@ class BERT4RecConfig:
     max_len: int = 50
     mask_prob: float = 0.2
     item_input: str = "id"
+    content_projection: str = "linear"
 
 
 class BERT4Rec(SequentialRecommender):
@@ -31,7 +32,7 @@ class BERT4Rec(SequentialRecommender):
         super().__init__()
         self.cfg = cfg
         self.mask_token = ctx.num_embeddings  # N + 1
-        self.items = ItemEmbedding(ctx, cfg.hidden, cfg.item_input, extra_tokens=1)
+        self.items = ItemEmbedding(ctx, cfg.hidden, cfg.item_input, extra_tokens=1, projection=cfg.content_projection)
         self.encoder = TransformerEncoder(cfg.hidden, cfg.n_layers, cfg.n_heads, cfg.dropout, cfg.max_len,
                                           causal=False)
 

@@ -22,11 +22,12 @@ class GRU4RecConfig:
     max_len: int = 50
     loss: str = "ce"
     item_input: str = "id"
+    content_projection: str = "linear"
 
 
 class GRU4Rec(NextItemModel):
     def __init__(self, cfg: GRU4RecConfig, ctx: ModelContext) -> None:
-        super().__init__(ctx, cfg.hidden, cfg.item_input, cfg.loss)
+        super().__init__(ctx, cfg.hidden, cfg.item_input, cfg.loss, projection=cfg.content_projection)
         self.cfg = cfg
         self.dropout = nn.Dropout(cfg.dropout)
         self.gru = nn.GRU(cfg.hidden, cfg.hidden, num_layers=cfg.n_layers, batch_first=True,

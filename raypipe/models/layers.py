@@ -113,10 +113,13 @@ class ItemEmbedding(nn.Module):
     ``extra_tokens`` reserves indices after N (e.g. BERT4Rec's [MASK] = N+1).
     """
 
-    def __init__(self, ctx: ModelContext, hidden: int, mode: str = "id", extra_tokens: int = 0) -> None:
+    def __init__(self, ctx: ModelContext, hidden: int, mode: str = "id", extra_tokens: int = 0,
+                 projection: str = "linear") -> None:
         super().__init__()
         if mode not in ("id", "content", "id+content"):
             raise ValueError(f"item_input must be id, content or id+content, got {mode!r}")
+        if projection not in ("linear", "identity"):
+            raise ValueError(f"content_projection must be linear or identity, got {projection!r}")
         self.mode = mode
         self.hidden = hidden
         self.num_embeddings = ctx.num_embeddings
@@ -134,7 +137,10 @@ class ItemEmbedding(nn.Module):
             feats = torch.as_tensor(ctx.item_features, dtype=torch.float32)
             pad = torch.zeros(extra_tokens, feats.shape[1])
             self.register_buffer("content", torch.cat([feats, pad]), persistent=False)
-            self.proj = nn.Linear(feats.shape[1], hidden)
+            if projection == "identity" and feats.shape[1] != hidden:
+                raise ValueError(f"identity content projection needs {hidden}-d features, got {feats.shape[1]}-d")
+            # IDP_ID+t adds (PCA-reduced) text vectors as they are: a fixed identity projection
+            self.proj = nn.Linear(feats.shape[1], hidden) if projection == "linear" else nn.Identity()
             if extra_tokens:
                 self.extra = nn.Embedding(extra_tokens, hidden)
         else:

@@ -22,11 +22,12 @@ class SASRecConfig:
     max_len: int = 50
     loss: str = "ce"
     item_input: str = "id"
+    content_projection: str = "linear"
 
 
 class SASRec(NextItemModel):
     def __init__(self, cfg: SASRecConfig, ctx: ModelContext) -> None:
-        super().__init__(ctx, cfg.hidden, cfg.item_input, cfg.loss)
+        super().__init__(ctx, cfg.hidden, cfg.item_input, cfg.loss, projection=cfg.content_projection)
         self.cfg = cfg
         self.encoder = TransformerEncoder(cfg.hidden, cfg.n_layers, cfg.n_heads, cfg.dropout, cfg.max_len,
                                           causal=True, activation="relu")

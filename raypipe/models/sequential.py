@@ -19,12 +19,13 @@ class NextItemModel(SequentialRecommender):
     ``loss="bpr"``: one negative per position drawn uniformly from the *target's domain* (IDP eq. 3).
     """
 
-    def __init__(self, ctx: ModelContext, hidden: int, item_input: str, loss: str, extra_tokens: int = 0) -> None:
+    def __init__(self, ctx: ModelContext, hidden: int, item_input: str, loss: str, extra_tokens: int = 0,
+                 projection: str = "linear") -> None:
         super().__init__()
         if loss not in ("ce", "bpr"):
             raise ValueError(f"loss must be 'ce' or 'bpr', got {loss!r}")
         self.loss_type = loss
-        self.items = ItemEmbedding(ctx, hidden, item_input, extra_tokens)
+        self.items = ItemEmbedding(ctx, hidden, item_input, extra_tokens, projection)
         dom = torch.as_tensor(ctx.item_domain, dtype=torch.long).clamp_min(0)
         ranges = torch.as_tensor(ctx.domain_ranges, dtype=torch.long)
         self.register_buffer("neg_lo", ranges[dom, 0], persistent=False)

@@ -17,12 +17,11 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -42,12 +41,42 @@ STATE_FILE = "state.json"
 
 @dataclass
 class TrainPayload:
-    """Everything a worker needs besides the config and its data shard (shipped once via the object store)."""
+    """Everything a worker needs besides the config and its data shard (shipped once via the object store).
 
-    ctx: ModelContext
-    valid: dict[str, EvalSet]  # per domain
+    ``model_factory()`` builds the model (the same on every worker, seeded before the call);
+    ``validator(model, rank, world, device)`` returns ``valid/<metric>`` values that are identical on
+    every worker (it all-reduces what each worker computed); ``columns`` are the dataset columns handed
+    to ``model(batch)`` (which returns the training loss).
+    """
+
+    model_factory: Callable[[], torch.nn.Module]
+    validator: Callable[[torch.nn.Module, int, int, torch.device], dict[str, float]]
     init_state: dict[str, torch.Tensor] | None = None  # e.g. a pre-trained model's weights
-    trainable_filter: str | None = None  # fine-tune mode handled by raypipe.train.finetune
+    trainable_filter: str | None = None  # fine-tune mode, see raypipe.train.finetune
+    columns: tuple[str, ...] = ("seq",)
+
+
+@dataclass
+class SequentialModelFactory:
+    model: Any  # raypipe.config.ModelConfig
+    ctx: ModelContext
+    max_len: int
+
+    def __call__(self) -> torch.nn.Module:
+        return build_model(self.model, self.ctx, self.max_len)
+
+
+@dataclass
+class RankingValidator:
+    """Leave-one-out full-ranking validation pooled over domains (see :func:`validate`)."""
+
+    valid: dict[str, EvalSet]
+    metric: str
+
+    def __call__(self, model: torch.nn.Module, rank: int, world: int, device: torch.device) -> dict[str, float]:
+        names = [self.metric] + [m for m in ("hr@10", "ndcg@10") if m != self.metric]
+        ks = tuple(sorted({10} | {int(m.split("@")[1]) for m in names if "@" in m and "%" not in m}))
+        return validate(model, self.valid, names, rank, world, device, ks)
 
 
 @dataclass
@@ -154,7 +183,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     rank, world = _distributed()
     torch.manual_seed(tc.seed)
     np.random.seed(tc.seed)
-    model = build_model(cfg.model, payload.ctx, cfg.data.max_len)
+    model = payload.model_factory()
     if payload.init_state is not None:
         missing, unexpected = model.load_state_dict(payload.init_state, strict=False)
         log.info("initialised from a pre-trained state (missing %s, unexpected %s)", missing, unexpected)
@@ -177,8 +206,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             best_state = torch.load(d / BEST_FILE, map_location="cpu")
             state = LoopState.from_json((d / STATE_FILE).read_text())
         log.info("resumed at epoch %d (best %s=%.4f)", state.epoch, tc.metric, state.stopper.best)
-    metric_names = [tc.metric] + [m for m in ("hr@10", "ndcg@10") if m != tc.metric]
-    ks = tuple(sorted({10} | {int(m.split("@")[1]) for m in metric_names if "@" in m and "%" not in m}))
     shard = ray.train.get_dataset_shard("train")
     while state.epoch < tc.epochs and not state.stopper.should_stop:
         epoch = state.epoch
@@ -193,12 +220,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         for batch in shard.iter_torch_batches(batch_size=tc.batch_size, dtypes=torch.long, device=device,
                                               local_shuffle_buffer_size=tc.shuffle_buffer,
                                               local_shuffle_seed=tc.seed * 7919 + epoch):
-            loss = model({"seq": batch["seq"]})
+            loss = model({c: batch[c] for c in payload.columns})
             optim.zero_grad(set_to_none=True)
             loss.backward()
             optim.step()
             loss_sum += float(loss.detach())
-            n_rows += int(batch["seq"].shape[0])
+            n_rows += int(batch[payload.columns[0]].shape[0])
             n_batches += 1
         train_time = time.time() - t0
         totals = _all_reduce_sum(np.array([loss_sum, n_batches, n_rows]), world, device)
@@ -208,7 +235,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             "train_rows": int(totals[2]),
             "samples_per_s": float(totals[2] / max(train_time, 1e-9)),
         }
-        metrics.update(validate(_unwrap(model), payload.valid, metric_names, rank, world, device, ks))
+        metrics.update(payload.validator(_unwrap(model), rank, world, device))
         if state.stopper.update(metrics[f"valid/{tc.metric}"], epoch):
             best_state = {k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()}
         metrics["best/" + tc.metric] = state.stopper.best
@@ -222,4 +249,3 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=checkpoint)
         if rank == 0:
             log.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in metrics.items()})
-    os.environ.get("RAYPIPE_DEBUG") and log.info("training loop finished at epoch %d", state.epoch)

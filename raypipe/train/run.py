@@ -28,7 +28,9 @@ from raypipe.io import write_json_atomic
 from raypipe.models.layers import ModelContext
 from raypipe.models.registry import build_model
 from raypipe.train.finetune import trainable_filter_for
-from raypipe.train.loop import BEST_FILE, TrainPayload, train_loop_per_worker
+from raypipe.train.loop import (
+    BEST_FILE, RankingValidator, SequentialModelFactory, TrainPayload, train_loop_per_worker,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,12 @@ def load_features(cfg: ExperimentConfig, index: ItemIndex) -> np.ndarray | None:
     """Frozen content vectors aligned to the item index (row 0 = padding) from a feature store."""
     if cfg.data.features is None:
         return None
+    if cfg.data.features.endswith(".npy"):
+        arr = np.load(cfg.data.features).astype(np.float32)
+        if arr.ndim != 2 or arr.shape[0] != index.num_embeddings:
+            raise ValueError(f"{cfg.data.features}: expected [{index.num_embeddings}, d] aligned to the item "
+                             f"index, got {arr.shape}")
+        return arr
     from raypipe.features.store import FeatureStore
 
     store = FeatureStore.open(cfg.data.features)
@@ -172,30 +180,53 @@ def plot_curves(history: list[dict[str, float]], metric: str, path: Path) -> Non
     plt.close(fig)
 
 
-def _trainer(cfg: ExperimentConfig, run_dir: Path, rows: np.ndarray, payload_ref: Any,
-             failure_marker: Path | None):
+def ray_dataset(columns: dict[str, np.ndarray], n_blocks: int):
+    """A Ray Dataset of fixed-shape integer columns (row-aligned numpy arrays), split into blocks."""
+    import pyarrow as pa
+    import ray.data
+    from ray.data.extensions import ArrowTensorArray
+
+    n = len(next(iter(columns.values())))
+    splits = np.array_split(np.arange(n), max(1, min(n_blocks, n)))
+    tables = [pa.table({k: ArrowTensorArray.from_numpy(np.ascontiguousarray(v[idx])) for k, v in columns.items()})
+              for idx in splits]
+    return ray.data.from_arrow(tables)
+
+
+def fit(cfg: ExperimentConfig, run_dir: Path, columns: dict[str, np.ndarray], payload: TrainPayload):
+    """Run the Ray Train loop over ``columns`` (a dataset of rows) and return the Ray ``Result``."""
     import ray
     import ray.data
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     tc = cfg.train
-    n_blocks = max(4 * tc.num_workers, 8)
-    ds = ray.data.from_numpy(np.array_split(rows, min(n_blocks, len(rows)))).rename_columns({"data": "seq"})
-    exec_opts = ray.data.ExecutionOptions(preserve_order=True)
-    resources = {"CPU": tc.cpus_per_worker}
-    return TorchTrainer(
+    marker = run_dir / ".injected_failure" if tc.inject_failure_at_epoch is not None else None
+    ds = ray_dataset(columns, max(4 * tc.num_workers, 8))
+    trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": cfg.to_dict(), "payload": payload_ref,
-                           "failure_marker": str(failure_marker) if failure_marker else None},
+        train_loop_config={"cfg": cfg.to_dict(), "payload": ray.put(payload),
+                           "failure_marker": str(marker) if marker else None},
         scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=tc.use_gpu,
-                                     resources_per_worker=resources),
+                                     resources_per_worker={"CPU": tc.cpus_per_worker}),
         run_config=RunConfig(name=run_dir.name, storage_path=str(run_dir.parent.resolve()),
                              failure_config=FailureConfig(max_failures=tc.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
         datasets={"train": ds},
-        dataset_config=DataConfig(execution_options=exec_opts),
+        dataset_config=DataConfig(execution_options=ray.data.ExecutionOptions(preserve_order=True)),
     )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"training produced no checkpoint (error: {result.error})")
+    return result
+
+
+def best_weights(result) -> tuple[dict[str, torch.Tensor], list[dict[str, float]]]:
+    """The best-epoch weights and the per-epoch history stored in a run's last checkpoint."""
+    with result.checkpoint.as_directory() as d:
+        state = torch.load(Path(d) / BEST_FILE, map_location="cpu")
+        history = json.loads((Path(d) / "state.json").read_text())["history"]
+    return state, history
 
 
 def run_experiment(cfg: ExperimentConfig) -> RunResult:
@@ -224,16 +255,11 @@ def run_experiment(cfg: ExperimentConfig) -> RunResult:
     if trains:
         rows = training_rows(prep, train_domains, cfg.data.max_len)
         valid = valid_sets(prep, train_domains, cfg.data.max_len, cfg.train.valid_users, cfg.train.seed)
-        payload = TrainPayload(ctx, valid, init_state, mode_filter)
+        payload = TrainPayload(SequentialModelFactory(cfg.model, ctx, cfg.data.max_len),
+                               RankingValidator(valid, cfg.train.metric), init_state, mode_filter)
         log.info("training %s on %s: %d sequences, %d validation users, %d worker(s)", cfg.model.name,
                  train_domains, len(rows), sum(v.n_users for v in valid.values()), cfg.train.num_workers)
-        marker = run_dir / ".injected_failure" if cfg.train.inject_failure_at_epoch is not None else None
-        result = _trainer(cfg, run_dir, rows, ray.put(payload), marker).fit()
-        if result.checkpoint is None:
-            raise RuntimeError(f"training produced no checkpoint (error: {result.error})")
-        with result.checkpoint.as_directory() as d:
-            state = torch.load(Path(d) / BEST_FILE, map_location="cpu")
-            history = json.loads((Path(d) / "state.json").read_text())["history"]
+        state, history = best_weights(fit(cfg, run_dir, {"seq": rows}, payload))
         model.load_state_dict(state)
         best = max(history, key=lambda h: h[f"valid/{cfg.train.metric}"]) if history else None
         best_epoch = int(best["epoch"]) if best else None
@@ -258,3 +284,18 @@ def format_results(res: RunResult, metrics: tuple[str, ...] = ("hr@10", "ndcg@10
     for d, m in res.test.items():
         lines.append(f"| {d} | {int(m['n_users']):,} | " + " | ".join(f"{m.get(k, float('nan')):.4f}" for k in metrics) + " |")
     return "\n".join(lines)
+
+
+def load_run(run_dir: str | Path) -> tuple[torch.nn.Module, Prepared, ExperimentConfig]:
+    """Rebuild a finished run's model (best weights) with its prepared data and resolved config."""
+    from raypipe.config import load_config
+
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir / CONFIG_FILE)
+    prep = prepare(resolve_dataset(cfg.data.dataset), k=cfg.data.k_core)
+    saved = ItemIndex.load(run_dir / INDEX_FILE)
+    if not np.array_equal(saved.item_ids, prep.index.item_ids):
+        raise ValueError(f"{run_dir}: the dataset no longer gives the run's item index")
+    model = build_model(cfg.model, model_context(prep, load_features(cfg, prep.index)), cfg.data.max_len)
+    model.load_state_dict(torch.load(run_dir / WEIGHTS_FILE, map_location="cpu"))
+    return model.eval(), prep, cfg
