@@ -1,0 +1,51 @@
+"""The whole IDP pipeline on one dataset: features → pre-train → CDIM → transfer → fine-tune → evaluate.
+
+    python jobs/idp.py                                   # the embedded benchmark, main variants
+    python jobs/idp.py --variants all --name idp-all     # every variant and ablation
+    python jobs/idp.py --pretrain train.epochs=30 --finetune train.lr=3e-4
+
+Stages whose outputs exist under <storage-path>/<name>/ are reused, so a re-run resumes.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from raypipe.pipelines.idp import MAIN_VARIANTS, VARIANTS, IDPConfig, format_report, run_idp
+from raypipe.runtime import init_ray
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="builtin:small")
+    p.add_argument("--storage-path", default="runs")
+    p.add_argument("--name", default="idp")
+    p.add_argument("--variants", default=",".join(MAIN_VARIANTS), help=f"comma list or 'all' of {list(VARIANTS)}")
+    p.add_argument("--num-workers", type=int, default=1)
+    p.add_argument("--top-m", type=int, default=10)
+    p.add_argument("--pretrain", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of the pre-training run")
+    p.add_argument("--finetune", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of every fine-tuning run")
+    p.add_argument("--cdim-train", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of the CDIM run")
+    p.add_argument("--address", help="Ray address (default: $RAY_ADDRESS, else a local Ray on 127.0.0.1)")
+    args = p.parse_args(argv)
+    variants = list(VARIANTS) if args.variants == "all" else [v for v in args.variants.split(",") if v]
+    unknown = set(variants) - set(VARIANTS)
+    if unknown:
+        p.error(f"unknown variants {sorted(unknown)}; choose from {list(VARIANTS)}")
+    if args.num_workers < 1 or args.top_m < 1:
+        p.error("--num-workers and --top-m must be >= 1")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    base = IDPConfig()
+    cfg = IDPConfig(dataset=args.dataset, storage_path=args.storage_path, name=args.name, variants=variants,
+                    top_m=args.top_m, num_workers=args.num_workers, pretrain=base.pretrain + args.pretrain,
+                    finetune=base.finetune + args.finetune, cdim_train=base.cdim_train + args.cdim_train)
+    init_ray(address=args.address)
+    res = run_idp(cfg)
+    print(f"\nIDP on {res['dataset']} ({res['total_s']:.0f}s; stages {res['timings_s']})")
+    print(format_report(res["results"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
