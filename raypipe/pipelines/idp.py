@@ -66,6 +66,9 @@ NEEDS_CDIM = {"idp_zero_shot", "idp", "idp_bert4rec", "idp_wo_ps", "idp_id_t_zer
 @dataclass
 class IDPConfig:
     dataset: str = "builtin:small"
+    #: a different dataset to transfer to (e.g. ``movielens:ml-100k`` from ``movielens:ml-1m``); ``None``:
+    #: the target domains of ``dataset``
+    target_dataset: str | None = None
     storage_path: str = "runs"
     name: str = "idp"
     variants: list[str] = field(default_factory=lambda: list(MAIN_VARIANTS))
@@ -107,13 +110,15 @@ class IDPPipeline:
         self.root = Path(cfg.storage_path) / cfg.name
         self.root.mkdir(parents=True, exist_ok=True)
         self.dataset = resolve_dataset(cfg.dataset)
+        self.target = resolve_dataset(cfg.target_dataset) if cfg.target_dataset else self.dataset
         self.timings: dict[str, float] = {}
 
     # -- helpers -------------------------------------------------------------------------------
     def _exp(self, stage: str, run_name: str, extra: list[str]):
         c = self.cfg
+        data = self.dataset if stage == "pretrain" else self.target
         return load_config(None, [
-            f"data.dataset={self.dataset}", f"run.stage={stage}", f"run.name={run_name}",
+            f"data.dataset={data}", f"run.stage={stage}", f"run.name={run_name}",
             f"run.storage_path={self.root}", f"model.hidden={c.hidden}", f"train.num_workers={c.num_workers}",
             f"train.torch_threads={c.torch_threads}", f"train.seed={c.seed}", *extra])
 
@@ -127,7 +132,7 @@ class IDPPipeline:
 
         t0 = time.time()
         out = self.root / "features"
-        extract_features(FeatureConfig(dataset=str(self.dataset), out=str(out), views=["text"]))
+        extract_features(FeatureConfig(dataset=str(self.target), out=str(out), views=["text"]))
         self._timed("features", t0)
         return out
 
@@ -234,6 +239,29 @@ class IDPPipeline:
         (d / INDEX_FILE).write_bytes(index_file.read_bytes())
         return d
 
+    def target_index(self, pre_run: Path) -> Path:
+        """The item index of the fine-tuning runs (the pre-training one when transferring within a dataset)."""
+        if self.target == self.dataset:
+            return pre_run / INDEX_FILE
+        out = self.root / "target_index.parquet"
+        if not out.exists():
+            prepare(self.target, k=self._exp("finetune", "x", self.cfg.finetune).data.k_core).index.save(out)
+        return out
+
+    def catalogue(self, pre_run: Path) -> tuple[list[str], list[str], Texts]:
+        """Source items (pre-training domains), target items (to generate IDs for) and their texts."""
+        pre_index = ItemIndex.load(pre_run / INDEX_FILE)
+        tgt_index = ItemIndex.load(self.target_index(pre_run))
+        src_info = CanonicalDataset.open(self.dataset).info
+        tgt_info = CanonicalDataset.open(self.target).info
+        src_domains = set(src_info.source_domains or src_info.target_domains)
+        source = [i for i, d in zip(pre_index.item_ids, pre_index.domains) if d in src_domains]
+        target = [i for i, d in zip(tgt_index.item_ids, tgt_index.domains) if d in set(tgt_info.target_domains)]
+        if self.target == self.dataset:
+            return source, target, Texts.of(self.dataset, source + target)
+        a, b = Texts.of(self.dataset, source), Texts.of(self.target, target)
+        return source, target, Texts(a.item_ids + b.item_ids, a.texts + b.texts)
+
     def run_variant(self, variant: str, pre_run: Path, generated: dict[str, dict[str, np.ndarray]],
                     pca: Path | None) -> Path:
         run = self.root / variant
@@ -241,8 +269,9 @@ class IDPPipeline:
             return run
         t0 = time.time()
         pre_state = torch.load(pre_run / WEIGHTS_FILE, map_location="cpu")
-        index_file = pre_run / INDEX_FILE
+        index_file = self.target_index(pre_run)
         ids = list(ItemIndex.load(index_file).item_ids)
+        pre_ids = list(ItemIndex.load(pre_run / INDEX_FILE).item_ids)
         ft = list(self.cfg.finetune)
         if variant == "sasrec_scratch":
             exp = self._exp("finetune", variant, ["model.name=sasrec", "model.loss=bpr", "run.mode=transductive", *ft])
@@ -250,7 +279,7 @@ class IDPPipeline:
             gen_tag = "raw" if variant == "idp_wo_bcl" else "cdim"
             gen = {} if variant == "idp_wo_m" else generated[gen_tag]
             bert = variant == "idp_bert4rec"
-            state, counts = transplant(pre_state, ids, ids, gen, keep_encoder=variant not in ("idp_wo_ps", "idp_bert4rec"),
+            state, counts = transplant(pre_state, pre_ids, ids, gen, keep_encoder=variant not in ("idp_wo_ps", "idp_bert4rec"),
                                        seed=self.cfg.seed, extra_rows=1 if bert else 0)
             init = self._init(variant, state, index_file)
             mode = "zero-shot" if variant.endswith("zero_shot") else "transductive"
@@ -331,25 +360,21 @@ def run_idp(cfg: IDPConfig) -> dict[str, Any]:
     p = IDPPipeline(cfg)
     features = p.features()
     pre_run = p.pretrain()
-    pre_index = ItemIndex.load(pre_run / INDEX_FILE)
-    info = CanonicalDataset.open(p.dataset).info
-    all_ids = list(pre_index.item_ids)
-    texts = Texts.of(p.dataset, all_ids)
-    source = [i for i, d in zip(pre_index.item_ids, pre_index.domains) if d in info.source_domains]
-    target = [i for i, d in zip(pre_index.item_ids, pre_index.domains) if d in info.target_domains]
+    source, target, texts = p.catalogue(pre_run)
+    tgt_index = ItemIndex.load(p.target_index(pre_run))
     generated: dict[str, dict[str, np.ndarray]] = {}
     if NEEDS_CDIM & set(cfg.variants):
         matcher = p.cdim(pre_run, texts, source)
         generated["cdim"] = p.transfer(matcher, "cdim", pre_run, texts, source, target)
     if "idp_wo_bcl" in cfg.variants:
         generated["raw"] = p.transfer(None, "raw", pre_run, texts, source, target)
-    pca = p._pca_features(features, pre_index) if any(v.startswith("idp_id_t") for v in cfg.variants) else None
+    pca = p._pca_features(features, tgt_index) if any(v.startswith("idp_id_t") for v in cfg.variants) else None
     runs = {v: p.run_variant(v, pre_run, generated, pca) for v in cfg.variants}
     t0 = time.time()
     rows = p.report(runs)
     p._timed("report", t0)
     total = round(time.time() - t_all, 1)
-    result = {"dataset": str(p.dataset), "variants": {v: VARIANTS[v] for v in cfg.variants}, "results": rows,
+    result = {"dataset": str(p.dataset), "target_dataset": str(p.target), "variants": {v: VARIANTS[v] for v in cfg.variants}, "results": rows,
               "timings_s": p.timings, "total_s": total, "config": dataclasses.asdict(cfg)}
     write_json_atomic(p.root / "results.json", result)
     write_text_atomic(p.root / "results.md", format_report(rows) + "\n")
