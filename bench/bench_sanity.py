@@ -21,6 +21,7 @@ import torch
 from raypipe.data import builtin
 from raypipe.data.dataset import CanonicalDataset
 from raypipe.data.prepare import prepare
+from raypipe.data.registry import resolve_dataset
 from raypipe.data.text import render
 from raypipe.eval.protocols import evaluate
 from raypipe.features.text import TextEncoder
@@ -46,9 +47,7 @@ def main() -> None:
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     torch.set_num_threads(2)
-    data = args.data or Path("data") / f"builtin-{args.size}"
-    if not data.exists():
-        builtin.write(data, args.size, show_progress=True)
+    data = args.data or resolve_dataset(f"builtin:{args.size}")
     prep = prepare(data)
     t0 = time.time()
     vectors = item_text_vectors(data, prep.index.item_ids)

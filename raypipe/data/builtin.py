@@ -11,7 +11,8 @@ Generative story
 * **Domains.** Three *source* domains (rich traffic) and three *target* domains (sparse, and of
   decreasing density: the last target is the sparsest).  Each domain has its own product nouns,
   sub-categories, brands and price level, so text differs across domains even for the same theme.
-* **Items.** Every item gets a primary theme (uniform) and a secondary theme, a launch time, a
+* **Items.** Every item gets a primary theme (uniform) and a secondary theme (its *style*, which also
+  fixes its product type within the domain), a launch time, a
   base popularity (log-normal, heavy-tailed) and a raw id drawn at random (``B0`` + 8 random
   characters): ids never encode themes.  A configurable share of items lose their text (title and
   description) or their image; for those the other modality is still present.
@@ -68,6 +69,8 @@ log = logging.getLogger(__name__)
 HORIZON_START = 1_577_836_800  # 2020-01-01T00:00:00Z
 HORIZON_SECONDS = 2 * 365 * 86_400
 ITEM_THEMES_FILE = "item_themes.parquet"
+#: bumped whenever the generative story changes, so stale copies on disk are regenerated
+GENERATOR_VERSION = "3"
 
 
 @dataclass(frozen=True)
@@ -240,7 +243,8 @@ def _generate_items(cfg: BenchmarkConfig, rng: np.random.Generator, show_progres
         t1, t2 = themes[theme[i]], themes[theme2[i]]
         w1 = rng.choice(t1.words, size=2, replace=False)
         w2 = rng.choice(t2.words)
-        noun = spec.nouns[rng.integers(len(spec.nouns))]
+        # the product type follows the item's secondary theme (its style): items of one style share it
+        noun = spec.nouns[theme2[i] % len(spec.nouns)]
         cols["category"].append(spec.categories[rng.integers(len(spec.categories))])
         cols["brand"].append(spec.brands[rng.integers(len(spec.brands))])
         cols["price"].append(float(round(spec.price_mean * rng.lognormal(0.0, 0.4), 2)))
@@ -438,7 +442,7 @@ def generate(size: str | BenchmarkConfig = "small", seed: int | None = None,
     )
     info = DatasetInfo(
         name=f"builtin-{size if isinstance(size, str) else 'custom'}",
-        version="1",
+        version=GENERATOR_VERSION,
         domains=[DomainInfo(d.name, d.role) for d in DOMAINS],  # type: ignore[arg-type]
         provenance="raypipe.data.builtin: synthetic, generated deterministically "
         f"with config {dataclasses.asdict(cfg)}",
@@ -477,7 +481,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     out = args.out or Path("data") / f"builtin-{args.size}"
-    if out.exists() and not args.force:
+    stale = out.exists() and DatasetInfo.load(out / DATASET_FILE).version != GENERATOR_VERSION
+    if out.exists() and not args.force and not stale:
         log.info("%s exists; statistics of the existing copy (use --force to regenerate)", out)
     else:
         write(out, args.size, args.seed, show_progress=True)

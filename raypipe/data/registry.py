@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from raypipe.data.dataset import CanonicalDataset
-from raypipe.data.schema import DataValidationError
+from raypipe.data.schema import DataValidationError, DatasetInfo
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,9 @@ def resolve_dataset(spec: str) -> Path:
         if arg not in builtin.SIZES:
             raise DataValidationError(f"unknown builtin size {arg!r}; choose from {sorted(builtin.SIZES)}")
         path = data_root() / f"builtin-{arg}"
-        if not (path / "dataset.json").exists():
+        current = (path / "dataset.json").exists() and (
+            DatasetInfo.load(path / "dataset.json").version == builtin.GENERATOR_VERSION)
+        if not current:
             log.info("generating the embedded benchmark %s into %s", arg, path)
             builtin.write(path, arg)
         return path
