@@ -70,7 +70,7 @@ HORIZON_START = 1_577_836_800  # 2020-01-01T00:00:00Z
 HORIZON_SECONDS = 2 * 365 * 86_400
 ITEM_THEMES_FILE = "item_themes.parquet"
 #: bumped whenever the generative story changes, so stale copies on disk are regenerated
-GENERATOR_VERSION = "3"
+GENERATOR_VERSION = "4"
 
 
 @dataclass(frozen=True)
@@ -140,9 +140,9 @@ class BenchmarkConfig:
     min_events: int = 5
     n_themes: int = len(THEMES)
     taste_alpha: float = 0.15  # Dirichlet concentration of user tastes (small = focused)
-    p_transition: float = 0.55  # probability the next theme follows the transition matrix
+    p_transition: float = 0.7  # probability the next theme follows the transition matrix
     p_self_transition: float = 0.7  # within the transition: stay on the same theme (else successor)
-    p_same_style: float = 0.5  # when staying: also keep the secondary theme (same style of item)
+    p_same_style: float = 0.6  # when staying: also keep the secondary theme (same style of item)
     p_missing_text: float = 0.05
     p_missing_image: float = 0.10
     n_epochs: int = 8  # popularity windows
@@ -154,7 +154,7 @@ class BenchmarkConfig:
 
 SIZES: dict[str, BenchmarkConfig] = {
     "tiny": BenchmarkConfig(n_items_per_domain=60, n_users=300, mean_events=16),
-    "small": BenchmarkConfig(n_items_per_domain=1500, n_users=12_000, mean_events=20),
+    "small": BenchmarkConfig(n_items_per_domain=1000, n_users=12_000, mean_events=20),
     "large": BenchmarkConfig(n_items_per_domain=25_000, n_users=80_000, mean_events=16),
 }
 
