@@ -19,6 +19,7 @@ from raypipe.runtime import init_ray
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="builtin:small")
+    p.add_argument("--target-dataset", help="transfer to another dataset (e.g. movielens:ml-100k)")
     p.add_argument("--storage-path", default="runs")
     p.add_argument("--name", default="idp")
     p.add_argument("--variants", default=",".join(MAIN_VARIANTS), help=f"comma list or 'all' of {list(VARIANTS)}")
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--num-workers and --top-m must be >= 1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     base = IDPConfig()
-    cfg = IDPConfig(dataset=args.dataset, storage_path=args.storage_path, name=args.name, variants=variants,
+    cfg = IDPConfig(dataset=args.dataset, target_dataset=args.target_dataset, storage_path=args.storage_path, name=args.name, variants=variants,
                     top_m=args.top_m, num_workers=args.num_workers, pretrain=base.pretrain + args.pretrain,
                     finetune=base.finetune + args.finetune, cdim_train=base.cdim_train + args.cdim_train)
     init_ray(address=args.address)
