@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 SIZE ?= small
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-all bench-sanity clean
+.PHONY: install run data test test-all bench-sanity clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,10 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-run: install  ## the main job on the embedded default
+run: install  ## the main job: the whole IDP pipeline on the embedded default benchmark
+	$(PY) jobs/idp.py --dataset builtin:$(SIZE)
+
+data: install  ## generate the embedded benchmark and print its statistics
 	$(PY) -m raypipe.data.builtin --size $(SIZE)
 
 test: install  ## the CI selection (slow end-to-end tests left out)
