@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +48,8 @@ class TextEncoder:
     """Batched sentence embeddings (float32, L2-normalised)."""
 
     def __init__(self, model: str | None = None, device: str | None = None, max_length: int = 128) -> None:
+        import torch
+
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from transformers import AutoModel, AutoTokenizer
@@ -60,15 +61,18 @@ class TextEncoder:
         self.max_length = max_length
         self.dim = int(self.model.config.hidden_size)
 
-    @torch.inference_mode()
     def encode(self, texts: Sequence[str], batch_size: int = 128) -> np.ndarray:
+        """``float32 [len(texts), dim]``, L2-normalised, in the order of ``texts``."""
+        import torch
+
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for i in range(0, len(texts), batch_size):
-            chunk = list(texts[i:i + batch_size])
-            enc = self.tokenizer(chunk, padding=True, truncation=True, max_length=self.max_length,
-                                 return_tensors="pt").to(self.device)
-            hidden = self.model(**enc).last_hidden_state
-            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
-            out[i:i + len(chunk)] = torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy()
+        with torch.inference_mode():
+            for i in range(0, len(texts), batch_size):
+                chunk = list(texts[i:i + batch_size])
+                enc = self.tokenizer(chunk, padding=True, truncation=True, max_length=self.max_length,
+                                     return_tensors="pt").to(self.device)
+                hidden = self.model(**enc).last_hidden_state
+                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
+                out[i:i + len(chunk)] = torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy()
         return out

@@ -1,0 +1,129 @@
+"""Encoders without Ray: spec parsing, offline weights, seeded random init, decoding, cross-modal fusion."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from raypipe.features.encoders import (
+    CrossModalEncoder,
+    ImageDecodeError,
+    ImageEncoder,
+    ImagePreprocess,
+    ModelSpec,
+    build_torchvision,
+    file_hash,
+    open_clip_tokenizer,
+    parse_cross_model,
+    parse_image_model,
+    weights_id,
+)
+
+from .conftest import CORRUPT_PNG
+
+
+def _png(size=(32, 32), colour=(10, 200, 30)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_parse_specs():
+    assert parse_image_model("resnet50") == ModelSpec("torchvision", "resnet50", None)
+    assert parse_image_model("resnet50:/ck/r50.pth") == ModelSpec("torchvision", "resnet50", "/ck/r50.pth")
+    assert parse_image_model("open_clip:ViT-B-32") == ModelSpec("open_clip", "ViT-B-32", None)
+    assert parse_image_model("open_clip:RN50:/a/b.pt").checkpoint == "/a/b.pt"
+    assert parse_cross_model("ViT-B-32:/c/clip.pt") == ModelSpec("open_clip", "ViT-B-32", "/c/clip.pt")
+    assert parse_cross_model("open_clip:local-dir:/m").arch == "local-dir:/m"
+    with pytest.raises(ValueError, match="hf-hub"):
+        parse_cross_model("hf-hub:laion/CLIP")
+
+
+def test_missing_checkpoint_fails_instead_of_downloading(tmp_path):
+    with pytest.raises(FileNotFoundError, match="never downloads"):
+        ImageEncoder(f"resnet18:{tmp_path}/absent.pth", device="cpu", image_size=32)
+    with pytest.raises(FileNotFoundError):
+        CrossModalEncoder(f"ViT-B-32:{tmp_path}/absent.pt", device="cpu")
+
+
+def test_random_init_is_seeded_flagged_and_leaves_global_rng(caplog):
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    images = np.random.default_rng(0).integers(0, 255, (4, 32, 32, 3), dtype=np.uint8)
+    with caplog.at_level("WARNING"):
+        a = ImageEncoder("resnet18", device="cpu", image_size=32, seed=0)
+    assert torch.rand(1) == before  # building the model did not consume the caller's RNG
+    assert a.weights == "random" and "RANDOM" in caplog.text
+    b = ImageEncoder("resnet18", device="cpu", image_size=32, seed=0)
+    c = ImageEncoder("resnet18", device="cpu", image_size=32, seed=1)
+    va, vb, vc = a.encode(images), b.encode(images), c.encode(images)
+    assert va.shape == (4, 512) and va.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(va, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(va, vb)
+    assert not np.allclose(va, vc)
+
+
+def test_torchvision_checkpoint_is_loaded_and_hashed(tmp_path):
+    src = build_torchvision(parse_image_model("resnet18"), seed=7)
+    ckpt = tmp_path / "r18.pth"
+    sd = src.state_dict()
+    sd["fc.weight"] = torch.zeros(1000, 512)  # a full classifier checkpoint: the head is dropped
+    sd["fc.bias"] = torch.zeros(1000)
+    torch.save({"state_dict": {f"module.{k}": v for k, v in sd.items()}}, ckpt)
+    enc = ImageEncoder(f"resnet18:{ckpt}", device="cpu", image_size=32)
+    assert enc.weights == file_hash(ckpt) == weights_id(parse_image_model(f"resnet18:{ckpt}"))
+    images = np.random.default_rng(1).integers(0, 255, (3, 32, 32, 3), dtype=np.uint8)
+    with torch.inference_mode():
+        ref = torch.nn.functional.normalize(src(enc._pixels(images)), dim=-1).numpy()
+    np.testing.assert_allclose(enc.encode(images), ref, atol=1e-5)
+    assert not np.allclose(enc.encode(images), ImageEncoder("resnet18", device="cpu", image_size=32).encode(images))
+
+
+def test_resnet50_penultimate_is_2048d():
+    assert ImageEncoder("resnet50", device="cpu", image_size=32).dim == 2048
+
+
+def test_open_clip_image_tower(tiny_clip_dir):
+    enc = ImageEncoder(f"open_clip:local-dir:{tiny_clip_dir}", device="cpu")
+    assert enc.dim == 32 and enc.preprocess.size == 32 and enc.weights == "random"
+    assert enc.encode(np.zeros((2, 32, 32, 3), np.uint8)).shape == (2, 32)
+
+
+def test_default_clip_tokenizer_works_offline():
+    tok = open_clip_tokenizer(parse_cross_model("ViT-B-32"))
+    assert tuple(tok(["a red mug"]).shape) == (1, 77)
+
+
+def test_cross_modal_fusion(tiny_clip_dir):
+    enc = CrossModalEncoder(f"local-dir:{tiny_clip_dir}", device="cpu")
+    images = np.random.default_rng(2).integers(0, 255, (4, 32, 32, 3), dtype=np.uint8)
+    texts = ["ocean mug", "forest book", None, None]
+    has_image = np.array([True, False, True, False])
+    vecs, present = enc.encode_items(texts, images, has_image)
+    assert present.tolist() == [True, True, True, False]
+    assert not vecs[3].any()  # zero AND flagged absent: never a fake vector
+    np.testing.assert_allclose(np.linalg.norm(vecs[:3], axis=1), 1.0, rtol=1e-5)
+    t = enc.encode_texts(["ocean mug", "forest book"])
+    i = enc.encode_images(images[[0, 2]])
+    both = (t[0] + i[0]) / np.linalg.norm(t[0] + i[0])
+    np.testing.assert_allclose(vecs[0], both, atol=1e-5)  # both modalities: the mean direction
+    np.testing.assert_allclose(vecs[1], t[1], atol=1e-5)  # text only
+    np.testing.assert_allclose(vecs[2], i[1], atol=1e-5)  # image only
+    again, _ = CrossModalEncoder(f"local-dir:{tiny_clip_dir}", device="cpu").encode_items(texts, images, has_image)
+    np.testing.assert_array_equal(vecs, again)  # seeded random init: deterministic
+
+
+def test_image_preprocess(tmp_path):
+    pre = ImagePreprocess(16)
+    out = pre(_png((40, 20)))
+    assert out.shape == (16, 16, 3) and out.dtype == np.uint8
+    assert abs(int(out[8, 8, 1]) - 200) <= 2
+    (tmp_path / "a.png").write_bytes(_png())
+    assert pre(path=tmp_path / "a.png").shape == (16, 16, 3)
+    for bad in (dict(data=CORRUPT_PNG), dict(data=b"not an image"), dict(path=tmp_path / "absent.png"), {}):
+        with pytest.raises(ImageDecodeError):
+            pre(**bad)
