@@ -40,6 +40,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from raypipe.data.schema import ITEMS_FILE
@@ -102,6 +103,8 @@ class FeatureConfig:
     torch_threads: int | None = None
     #: CPUs reserved by each read / decode / write task
     task_cpus: float = 0.25
+    #: items per block between the stages (the unit the actors share and stream)
+    block_rows: int = 256
     #: rows per written part file (also the resume granularity)
     rows_per_file: int = 1024
     seed: int = 0  # random initialisation of encoders without a checkpoint
@@ -114,8 +117,8 @@ class FeatureConfig:
             raise ValueError(f"views must be a non-empty subset of {list(VIEWS)}, got {self.views}")
         if self.text_template not in TEMPLATES:
             raise ValueError(f"unknown text template {self.text_template!r}; choose from {sorted(TEMPLATES)}")
-        if self.batch_size < 1 or self.rows_per_file < 1:
-            raise ValueError("batch_size and rows_per_file must be >= 1")
+        if min(self.batch_size, self.block_rows, self.rows_per_file) < 1:
+            raise ValueError("batch_size, block_rows and rows_per_file must be >= 1")
         if self.num_gpus is not None and self.num_gpus < 0:
             raise ValueError("num_gpus must be >= 0")
         if self.num_actors is not None and self.num_actors < 1:
@@ -199,6 +202,46 @@ def _plan_view(view: str, cfg: FeatureConfig, stamp: dict[str, Any], available: 
 
 
 # ----------------------------------------------------------------------- CPU preparation tasks
+def item_blocks(items: Path, block_rows: int, done: set[str]) -> list[dict[str, Any]]:
+    """The read units of a run: slices of ``block_rows`` items of each row group of the items file that
+    still hold an item not in ``done`` (the driver reads only the ``item_id`` column for that)."""
+    pf = pq.ParquetFile(items)
+    units = []
+    for rg in range(pf.metadata.num_row_groups):
+        n = pf.metadata.row_group(rg).num_rows
+        if not done:
+            units += [{"path": str(items), "row_group": rg, "slice": k, "rows": block_rows}
+                      for k in range(-(-n // block_rows))]
+            continue
+        for k, rb in enumerate(pf.iter_batches(batch_size=block_rows, row_groups=[rg], columns=["item_id"])):
+            if any(i not in done for i in rb.column(0).to_pylist()):
+                units.append({"path": str(items), "row_group": rg, "slice": k, "rows": block_rows})
+    return units
+
+
+def read_block(unit: Any, columns: Sequence[str], skip: pa.Array | None) -> pa.Table:
+    """Rows of one read unit (see :func:`item_blocks`), minus the item ids in ``skip``.
+
+    A slice is read by iterating its row group up to it: Parquet cannot start inside a row group, so
+    a row group of ``k`` slices is decoded about ``k/2`` times on average (cheap next to encoding)."""
+    path, rg, k, rows = (unit[c][0] for c in ("path", "row_group", "slice", "rows"))
+    pf = pq.ParquetFile(str(path))
+    for i, rb in enumerate(pf.iter_batches(batch_size=int(rows), row_groups=[int(rg)], columns=list(columns))):
+        if i == k:
+            t = pa.Table.from_batches([rb])
+            if skip is not None:
+                t = t.filter(pc.invert(pc.is_in(t.column("item_id"), value_set=skip)))
+            return t
+    raise IndexError(f"{path}: row group {rg} has no slice {k} of {rows} rows")
+
+
+def load_block(unit: dict[str, np.ndarray], *, columns: Sequence[str], skip: pa.Array | None, template: str,
+               uses_text: bool, preprocess: ImagePreprocess | None, base_dir: str) -> dict[str, np.ndarray]:
+    """CPU task: read one block of items and prepare it for the encoder (:func:`prepare_batch`)."""
+    return prepare_batch(read_block(unit, columns, skip), template=template, uses_text=uses_text,
+                         preprocess=preprocess, base_dir=base_dir)
+
+
 def prepare_batch(batch: pa.Table, *, template: str, uses_text: bool, preprocess: ImagePreprocess | None,
                   base_dir: str) -> dict[str, np.ndarray]:
     """CPU task: render item text and/or decode + resize images of one batch (no model involved).
@@ -332,14 +375,14 @@ def _resources(cfg: FeatureConfig) -> _Resources:
             raise ValueError(f"num_gpus={num_gpus} but the Ray cluster has no GPU")
         threads = cfg.torch_threads or 1
         n_actors = cfg.num_actors or max(1, int(gpus // num_gpus))
-        actor_cpus = max(0.1, min(1.0, (cpus - 1.0) / n_actors))
+        actor_cpus = max(0.1, min(1.0, (cpus - 0.5) / n_actors))
     else:
-        # About one single-threaded actor per core, a quarter of the cores left for reading, decoding and
-        # writing.  The actors' *reservation* always leaves one logical CPU free: Ray Data's file-listing
-        # task needs a whole CPU and would otherwise wait forever behind the actor pool.
+        # About one single-threaded actor per core; the actors reserve three quarters of the CPUs (at least
+        # half a CPU stays free) so that the reading/decoding and writing tasks always get scheduled.
         threads = cfg.torch_threads or 1
+        budget = cpus - max(0.5, 0.25 * cpus)
         n_actors = cfg.num_actors or max(1, round(0.75 * cpus / threads))
-        actor_cpus = max(0.1, min(float(threads), (cpus - 1.0) / n_actors))
+        actor_cpus = max(0.1, min(float(threads), budget / n_actors))
     return _Resources(num_gpus, n_actors, actor_cpus, threads)
 
 
@@ -436,16 +479,17 @@ def _run_view(plan: _ViewPlan, cfg: FeatureConfig, res: _Resources, items: Path,
               done: set[str], interrupt_after: int | None) -> None:
     import ray
     from ray.data import ActorPoolStrategy
-    from ray.data.expressions import col
 
-    ds = ray.data.read_parquet(str(items), num_cpus=cfg.task_cpus).select_columns(list(plan.columns))
-    if done:
-        ds = ds.filter(expr=col("item_id").not_in(sorted(done)))
-    # blocks of one batch: decoding, encoding and writing then stream batch by batch (a Parquet row group
-    # holds thousands of rows), and a crash loses at most the batches in flight
-    ds = ds.repartition(target_num_rows_per_block=cfg.batch_size)
-    ds = ds.map_batches(prepare_batch, batch_size=cfg.batch_size, batch_format="pyarrow", num_cpus=cfg.task_cpus,
-                        fn_kwargs={"template": cfg.text_template, "uses_text": plan.uses_text,
+    # One CPU task per block of block_rows items reads its slice of the items file and prepares it (text,
+    # image decoding).  Blocks of that size let the actors share the work evenly and let decoding,
+    # encoding and writing stream; a crash loses at most the blocks in flight.  (ray.data.read_parquet
+    # would add a file-listing task that costs seconds per run and a whole CPU.)
+    units = item_blocks(items, cfg.block_rows, done)
+    ds = ray.data.from_items(units, override_num_blocks=len(units))
+    ds = ds.map_batches(load_block, batch_size=1, batch_format="numpy", num_cpus=cfg.task_cpus,
+                        fn_kwargs={"columns": list(plan.columns),
+                                   "skip": pa.array(sorted(done), pa.string()) if done else None,
+                                   "template": cfg.text_template, "uses_text": plan.uses_text,
                                    "preprocess": plan.preprocess, "base_dir": str(items.parent.resolve())})
     ds = ds.map_batches(
         EncodeBatch,

@@ -69,7 +69,7 @@ def extraction_config(dataset: Path, out: Path, clip_dir: Path, **overrides):
     from raypipe.features.pipeline import FeatureConfig
 
     kw = dict(dataset=str(dataset), out=str(out), image_model="resnet18", image_size=32,
-              cross_model=f"local-dir:{clip_dir}", batch_size=32, num_actors=1, rows_per_file=64)
+              cross_model=f"local-dir:{clip_dir}", batch_size=32, block_rows=64, num_actors=1, rows_per_file=64)
     kw.update(overrides)
     return FeatureConfig(**kw)
 
