@@ -58,7 +58,7 @@ from raypipe.features.encoders import (
 )
 from raypipe.features.store import MANIFEST_FILE, VIEW_INFO_FILE
 from raypipe.features.text import resolve_text_model, weights_hash
-from raypipe.io import write_json_atomic
+from raypipe.io import replace_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -448,17 +448,6 @@ def _view_stats(work: Path, n_items: int, max_listed: int, plan: _ViewPlan) -> d
     return stats
 
 
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move a finished work directory into place; the old view (if any) disappears only afterwards."""
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-        os.replace(dst, old)
-        os.replace(src, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(src, dst)
-
-
 def read_manifest(out: str | Path) -> dict[str, Any] | None:
     p = Path(out) / MANIFEST_FILE
     return json.loads(p.read_text()) if p.is_file() else None
@@ -583,7 +572,7 @@ def extract_features(cfg: FeatureConfig, *, _interrupt_after: dict[str, int] | N
                     "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")},
         }
         write_json_atomic(work / VIEW_INFO_FILE, entry)
-        _replace_dir(work, out / view)
+        replace_dir(work, out / view)
         manifest["views"][view] = entry
         manifest["updated_at"] = entry["run"]["finished_at"]
         write_json_atomic(out / MANIFEST_FILE, manifest)

@@ -7,6 +7,10 @@ after every epoch (sums all-reduced, so every worker takes the same early-stoppi
 reports metrics with a checkpoint (rank 0 writes it).  On (re)start it resumes from
 ``ray.train.get_checkpoint()``: model, optimiser, epoch, early-stopping state and curves.
 
+Placement: each worker's Ray node id, IP, host and pid are all-gathered at start-up and rank 0 stores
+them as ``workers.json`` in every checkpoint (read back with :func:`load_workers`), so a run can show
+where its workers ran (e.g. on different nodes of a cluster).
+
 Determinism: parameters are initialised from ``seed``; the shuffle of epoch ``e`` and the dropout /
 negative-sampling RNG of epoch ``e`` are seeded from ``(seed, e, rank)``, so an interrupted run resumed
 from its checkpoint ends with the same metrics as an uninterrupted one (single worker; with several
@@ -37,6 +41,7 @@ MODEL_FILE = "model.pt"
 BEST_FILE = "best_model.pt"
 OPTIM_FILE = "optimizer.pt"
 STATE_FILE = "state.json"
+WORKERS_FILE = "workers.json"
 
 
 @dataclass
@@ -158,12 +163,43 @@ def validate(model: torch.nn.Module, valid: dict[str, EvalSet], metric_names: li
     return out
 
 
+def worker_placement(rank: int) -> dict[str, Any]:
+    """Where the calling Ray worker process runs: its rank, Ray node id, node IP, host name and pid."""
+    import os
+    import socket
+
+    import ray
+
+    return {"rank": rank, "node_id": ray.get_runtime_context().get_node_id(),
+            "node_ip": ray.util.get_node_ip_address(), "hostname": socket.gethostname(), "pid": os.getpid()}
+
+
+def _all_gather_objects(obj: Any, world: int) -> list[Any]:
+    if world == 1:
+        return [obj]
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def load_workers(checkpoint) -> list[dict[str, Any]]:
+    """The worker placement stored in a checkpoint of this loop (``[]`` for checkpoints without one)."""
+    if checkpoint is None:
+        return []
+    with checkpoint.as_directory() as d:
+        f = Path(d) / WORKERS_FILE
+        return json.loads(f.read_text()) if f.exists() else []
+
+
 def _save_checkpoint(path: Path, model: torch.nn.Module, best_state: dict[str, torch.Tensor],
-                     optim: torch.optim.Optimizer, state: LoopState) -> None:
+                     optim: torch.optim.Optimizer, state: LoopState, workers: list[dict[str, Any]]) -> None:
     torch.save(model.state_dict(), path / MODEL_FILE)
     torch.save(best_state, path / BEST_FILE)
     torch.save(optim.state_dict(), path / OPTIM_FILE)
     (path / STATE_FILE).write_text(state.to_json())
+    (path / WORKERS_FILE).write_text(json.dumps(workers))
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -181,6 +217,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     tc = cfg.train
     torch.set_num_threads(tc.torch_threads)
     rank, world = _distributed()
+    workers = _all_gather_objects(worker_placement(rank), world)
+    if rank == 0:
+        log.info("train workers: %s", [(w["rank"], w["node_id"][:8], w["pid"]) for w in workers])
     torch.manual_seed(tc.seed)
     np.random.seed(tc.seed)
     model = payload.model_factory()
@@ -244,7 +283,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if rank == 0:
-                _save_checkpoint(Path(tmp), _unwrap(model), best_state, optim, state)
+                _save_checkpoint(Path(tmp), _unwrap(model), best_state, optim, state, workers)
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=checkpoint)
         if rank == 0:

@@ -3,7 +3,7 @@
 ``run_experiment(cfg)`` is the one library call behind ``jobs/pretrain.py``, ``jobs/finetune.py`` and
 ``jobs/evaluate.py``.  A run directory (``<storage_path>/<name>/``) holds Ray Train's checkpoints plus:
 ``config.yaml`` (resolved), ``item_index.parquet``, ``model.pt`` (best weights), ``metrics.json``
-(test metrics per domain, validation curve, timings) and ``curves.png``.
+(test metrics per domain, validation curve, timings, the node each Train worker ran on) and ``curves.png``.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ from raypipe.models.layers import ModelContext
 from raypipe.models.registry import build_model
 from raypipe.train.finetune import trainable_filter_for
 from raypipe.train.loop import (
-    BEST_FILE, RankingValidator, SequentialModelFactory, TrainPayload, train_loop_per_worker,
+    BEST_FILE, RankingValidator, SequentialModelFactory, TrainPayload, load_workers, train_loop_per_worker,
 )
 
 log = logging.getLogger(__name__)
@@ -74,16 +74,22 @@ def stage_domains(cfg: ExperimentConfig, prep: Prepared) -> tuple[list[str], lis
 
 
 def model_context(prep: Prepared, features: np.ndarray | None = None) -> ModelContext:
-    names = sorted(set(prep.index.domains))
+    return context_for_index(prep.index, prep.counts, features)
+
+
+def context_for_index(index: ItemIndex, counts: np.ndarray | None = None,
+                      features: np.ndarray | None = None) -> ModelContext:
+    """The :class:`ModelContext` of an item index (no dataset needed: e.g. to load a run for serving)."""
+    names = sorted(set(index.domains))
     dom_id = {d: i for i, d in enumerate(names)}
-    item_domain = np.concatenate([[-1], [dom_id[d] for d in prep.index.domains]]).astype(np.int64)
+    item_domain = np.concatenate([[-1], [dom_id[d] for d in index.domains]]).astype(np.int64)
     ranges = np.zeros((len(names), 2), dtype=np.int64)
     for d, i in dom_id.items():
-        idx = prep.index.domain_items(d)
+        idx = index.domain_items(d)
         ranges[i] = (idx.min(), idx.max() + 1)
         if len(idx) != idx.max() + 1 - idx.min():
             raise AssertionError(f"domain {d} items are not contiguous in the item index")
-    return ModelContext(len(prep.index), item_domain, ranges, names, prep.counts, features)
+    return ModelContext(len(index), item_domain, ranges, names, counts, features)
 
 
 def load_features(cfg: ExperimentConfig, index: ItemIndex) -> np.ndarray | None:
@@ -193,8 +199,10 @@ def ray_dataset(columns: dict[str, np.ndarray], n_blocks: int):
     return ray.data.from_arrow(tables)
 
 
-def fit(cfg: ExperimentConfig, run_dir: Path, columns: dict[str, np.ndarray], payload: TrainPayload):
-    """Run the Ray Train loop over ``columns`` (a dataset of rows) and return the Ray ``Result``."""
+def fit(cfg: ExperimentConfig, run_dir: Path, columns: dict[str, np.ndarray], payload: TrainPayload,
+        callbacks: Sequence[Any] = ()):
+    """Run the Ray Train loop over ``columns`` (a dataset of rows) and return the Ray ``Result``.
+    ``callbacks`` are Ray Train ``UserCallback``s (e.g. Tune's ``TuneReportCallback`` inside a trial)."""
     import ray
     import ray.data
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
@@ -211,7 +219,7 @@ def fit(cfg: ExperimentConfig, run_dir: Path, columns: dict[str, np.ndarray], pa
                                      resources_per_worker={"CPU": tc.cpus_per_worker}),
         run_config=RunConfig(name=run_dir.name, storage_path=str(run_dir.parent.resolve()),
                              failure_config=FailureConfig(max_failures=tc.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2), callbacks=list(callbacks)),
         datasets={"train": ds},
         dataset_config=DataConfig(execution_options=ray.data.ExecutionOptions(preserve_order=True)),
     )
@@ -229,9 +237,10 @@ def best_weights(result) -> tuple[dict[str, torch.Tensor], list[dict[str, float]
     return state, history
 
 
-def run_experiment(cfg: ExperimentConfig) -> RunResult:
+def run_experiment(cfg: ExperimentConfig, callbacks: Sequence[Any] = ()) -> RunResult:
     """Prepare → (train with Ray Train) → evaluate → write the run directory.  Ray must be initialised
-    (see :func:`raypipe.runtime.init_ray`) unless the stage trains nothing."""
+    (see :func:`raypipe.runtime.init_ray`) unless the stage trains nothing.  ``callbacks`` go to the
+    trainer's ``RunConfig`` (see :func:`fit`)."""
     import ray
 
     name = cfg.run.name or default_run_name(cfg)
@@ -248,6 +257,7 @@ def run_experiment(cfg: ExperimentConfig) -> RunResult:
     init_state = _init_state(cfg, prep.index)
     model = build_model(cfg.model, ctx, cfg.data.max_len)
     history: list[dict[str, float]] = []
+    workers: list[dict[str, Any]] = []  # where each Train worker ran (rank, node id, ...)
     best_epoch = None
     t0 = time.time()
     mode_filter = trainable_filter_for(cfg.run.mode, cfg.model.item_input) if cfg.run.stage == "finetune" else "all"
@@ -259,7 +269,9 @@ def run_experiment(cfg: ExperimentConfig) -> RunResult:
                                RankingValidator(valid, cfg.train.metric), init_state, mode_filter)
         log.info("training %s on %s: %d sequences, %d validation users, %d worker(s)", cfg.model.name,
                  train_domains, len(rows), sum(v.n_users for v in valid.values()), cfg.train.num_workers)
-        state, history = best_weights(fit(cfg, run_dir, {"seq": rows}, payload))
+        result = fit(cfg, run_dir, {"seq": rows}, payload, callbacks)
+        state, history = best_weights(result)
+        workers = load_workers(result.checkpoint)
         model.load_state_dict(state)
         best = max(history, key=lambda h: h[f"valid/{cfg.train.metric}"]) if history else None
         best_epoch = int(best["epoch"]) if best else None
@@ -272,7 +284,7 @@ def run_experiment(cfg: ExperimentConfig) -> RunResult:
     write_json_atomic(run_dir / METRICS_FILE, {
         "stage": cfg.run.stage, "mode": cfg.run.mode, "model": cfg.model.name, "dataset": str(path),
         "train_domains": train_domains, "test": test, "history": history, "best_epoch": best_epoch,
-        "train_seconds": train_seconds,
+        "train_seconds": train_seconds, "workers": workers,
     })
     plot_curves(history, cfg.train.metric, run_dir / CURVES_FILE)
     return RunResult(run_dir, test, history, best_epoch, train_seconds)
