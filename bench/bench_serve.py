@@ -1,0 +1,291 @@
+"""Load benchmark of the recommender Serve app on loopback (open-loop, bounded in count and time).
+
+    python bench/bench_serve.py                  # builtin 'large' catalogue (150k items), 12k requests at 100 QPS
+    python bench/bench_serve.py --quick          # builtin 'small' (6k items), 300 requests, short fault phase
+    python bench/bench_serve.py --artifacts runs/idp   # a trained IDP pipeline / run directory instead
+
+Without ``--artifacts`` the served model is a **randomly initialised** SASRec (hidden 64, 2 layers, seed
+0, never trained) whose item table covers the whole builtin catalogue, and the matcher is the packaged
+MiniLM untuned over at most ``--matcher-max-items`` source items: a pure latency/robustness test, not
+a quality one.  The JSON records exactly this.  Requests (Python aiohttp client in this process, so
+the client shares the machine's CPUs with Serve): POST /recommend with real histories from the
+dataset (a share with only unknown ids → popularity fallback), GET /items/{id}, POST /match,
+GET /healthz, and a share of malformed requests (bad JSON, wrong types, k out of range, oversized
+body, unknown domain).  Then a fault phase kills one of the two encoder replicas under load and counts
+failures until Serve has replaced it.  Writes bench/results/serve.json and prints Markdown tables.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+import raypipe.runtime  # noqa: E402,F401  (loopback + offline env before Ray is imported)
+
+MALFORMED = ["bad_json", "wrong_type", "k_out_of_range", "oversized", "unknown_domain"]
+
+
+def random_model_run(size: str, out: Path) -> tuple[Path, Path]:
+    """A random-init SASRec run directory over the builtin catalogue (every item of items.parquet)."""
+    import pyarrow.parquet as pq
+    import torch
+
+    from raypipe.config import load_config
+    from raypipe.data.registry import resolve_dataset
+    from raypipe.data.sequences import ItemIndex
+    from raypipe.models.registry import build_model
+    from raypipe.train.run import CONFIG_FILE, INDEX_FILE, WEIGHTS_FILE, context_for_index
+
+    data = resolve_dataset(f"builtin:{size}").resolve()
+    run = out / "random-sasrec"
+    if not (run / WEIGHTS_FILE).exists():
+        items = pq.read_table(data / "items.parquet", columns=["item_id", "domain"]).to_pandas()
+        index = ItemIndex.build(items["item_id"], items["domain"])
+        cfg = load_config(None, [f"data.dataset={data}", "model.name=sasrec", "model.loss=bpr", "model.hidden=64",
+                                 f"run.name={run.name}", f"run.storage_path={out}"])
+        torch.manual_seed(0)
+        model = build_model(cfg.model, context_for_index(index), cfg.data.max_len)
+        run.mkdir(parents=True, exist_ok=True)
+        cfg.save(run / CONFIG_FILE)
+        index.save(run / INDEX_FILE)
+        torch.save(model.state_dict(), run / WEIGHTS_FILE)
+    return run, data
+
+
+def sample_histories(data: Path, n: int, seed: int) -> list[tuple[str, list[str]]]:
+    import pandas as pd
+
+    df = pd.read_parquet(data / "interactions.parquet", columns=["user_id", "item_id", "domain", "timestamp"])
+    rng = np.random.default_rng(seed)
+    users = df[["user_id", "domain"]].drop_duplicates().sample(n=min(n, 50_000), random_state=seed)
+    df = df.merge(users, on=["user_id", "domain"]).sort_values("timestamp", kind="stable")
+    out = [(d, list(g["item_id"])[-int(rng.integers(1, 21)):]) for (u, d), g in df.groupby(["user_id", "domain"])]
+    rng.shuffle(out)
+    return out[:n]
+
+
+def plan(n: int, args, histories, item_ids, domains, rng) -> list[tuple[str, str, str, object]]:
+    """(kind, method, path, body) per request; body str = raw bytes to send."""
+    reqs = []
+    big = json.dumps({"history": ["x" * 200] * 400, "k": 5})
+    for i in range(n):
+        u = rng.random()
+        if u < args.malformed_share:
+            kind = MALFORMED[i % len(MALFORMED)]
+            body = {"bad_json": '{"history": ["a", ', "wrong_type": json.dumps({"history": "a", "k": "5"}),
+                    "k_out_of_range": json.dumps({"history": [], "k": 10_000}), "oversized": big,
+                    "unknown_domain": json.dumps({"history": [], "domain": "garden"})}[kind]
+            reqs.append(("malformed:" + kind, "POST", "/recommend", body))
+        elif u < args.malformed_share + 0.02:
+            reqs.append(("get_item", "GET", f"/items/{item_ids[rng.integers(len(item_ids))]}", None))
+        elif u < args.malformed_share + 0.04:
+            d, h = histories[rng.integers(len(histories))]
+            reqs.append(("match", "POST", "/match", json.dumps({"text": f"{d} item like {h[-1]}", "k": 10})))
+        elif u < args.malformed_share + 0.05:
+            reqs.append(("healthz", "GET", "/healthz", None))
+        elif u < args.malformed_share + 0.10:
+            reqs.append(("recommend_unknown", "POST", "/recommend",
+                         json.dumps({"history": [f"nowhere/{i}"], "domain": domains[i % len(domains)], "k": 10})))
+        else:
+            d, h = histories[rng.integers(len(histories))]
+            reqs.append(("recommend", "POST", "/recommend", json.dumps({"history": h, "domain": d, "k": 10})))
+    return reqs
+
+
+async def run_load(url: str, reqs, qps: float, max_s: float) -> list[dict]:
+    import aiohttp
+
+    results: list[dict] = []
+    t0 = time.perf_counter()
+    conn = aiohttp.TCPConnector(limit=256)
+    async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=30)) as s:
+        async def one(i, kind, method, path, body):
+            await asyncio.sleep(max(0.0, t0 + i / qps - time.perf_counter()))
+            if time.perf_counter() - t0 > max_s:
+                return
+            t = time.perf_counter()
+            try:
+                async with s.request(method, url + path, data=body,
+                                     headers={"content-type": "application/json"} if body else None) as r:
+                    await r.read()
+                    code = r.status
+            except Exception as e:  # noqa: BLE001 - counted, never raised
+                code = f"client:{type(e).__name__}"
+            results.append({"kind": kind, "status": code, "ms": (time.perf_counter() - t) * 1000,
+                            "t": t - t0})
+        await asyncio.gather(*(one(i, *r) for i, r in enumerate(reqs)))
+    return results
+
+
+def pct(xs, q):
+    return float(np.percentile(xs, q)) if len(xs) else float("nan")
+
+
+def summarise(results: list[dict], wall: float, offered: float) -> dict:
+    by = defaultdict(list)
+    for r in results:
+        by[r["kind"].split(":")[0]].append(r)
+    rows = {}
+    for kind, rs in sorted(by.items()):
+        ms = [r["ms"] for r in rs]
+        rows[kind] = {"n": len(rs), "status": dict(Counter(str(r["status"]) for r in rs)),
+                      "p50_ms": pct(ms, 50), "p95_ms": pct(ms, 95), "p99_ms": pct(ms, 99)}
+    ms = [r["ms"] for r in results]
+    codes = Counter(str(r["status"]) for r in results)
+    return {"requests": len(results), "offered_qps": offered, "achieved_qps": len(results) / wall if wall else 0,
+            "wall_s": wall, "p50_ms": pct(ms, 50), "p95_ms": pct(ms, 95), "p99_ms": pct(ms, 99),
+            "status": dict(codes), "n_5xx": sum(n for c, n in codes.items() if c.startswith("5")),
+            "n_client_errors": sum(n for c, n in codes.items() if c.startswith("client")),
+            "malformed_share": sum(1 for r in results if r["kind"].startswith("malformed")) / max(1, len(results)),
+            "per_kind": rows}
+
+
+def table(s: dict) -> str:
+    lines = ["| Requests | QPS offered | QPS achieved | p50 ms | p95 ms | p99 ms | Status counts | Malformed share | 5xx |",
+             "|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+             f"| {s['requests']:,} | {s['offered_qps']:.0f} | {s['achieved_qps']:.1f} | {s['p50_ms']:.1f} | "
+             f"{s['p95_ms']:.1f} | {s['p99_ms']:.1f} | "
+             + ", ".join(f"{k}: {v}" for k, v in sorted(s["status"].items())) +
+             f" | {s['malformed_share']:.1%} | {s['n_5xx']} |", "",
+             "| Kind | n | p50 ms | p95 ms | p99 ms | Status counts |", "|---|---:|---:|---:|---:|---|"]
+    for k, r in s["per_kind"].items():
+        lines.append(f"| {k} | {r['n']:,} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | "
+                     + ", ".join(f"{c}: {v}" for c, v in sorted(r["status"].items())) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", default="large", choices=["small", "large"])
+    p.add_argument("--artifacts", default=None, help="trained IDP pipeline or run dir (default: random SASRec)")
+    p.add_argument("--requests", type=int, default=12_000)
+    p.add_argument("--qps", type=float, default=100.0)
+    p.add_argument("--max-seconds", type=float, default=240.0)
+    p.add_argument("--malformed-share", type=float, default=0.10)
+    p.add_argument("--matcher-max-items", type=int, default=20_000)
+    p.add_argument("--fault-seconds", type=float, default=40.0, help="0 = no fault phase")
+    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--quick", action="store_true", help="small catalogue, 300 requests, 12 s fault phase")
+    p.add_argument("--out", default="bench/results/serve.json")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    if args.quick:
+        args.size, args.requests, args.max_seconds, args.fault_seconds, args.warmup = "small", 300, 30, 12, 50
+        args.matcher_max_items = min(args.matcher_max_items, 2000)
+        if args.out == "bench/results/serve.json":
+            args.out = "bench/results/serve_quick.json"
+    import ray
+    from ray import serve
+
+    from raypipe.serve.replicas import kill_replica, replica_names, wait_running
+    from serve_apps.recommender import build_app
+
+    work = Path("runs") / f"bench-serve-{args.size}"
+    t_setup = time.time()
+    if args.artifacts:
+        from raypipe.serve.artifacts import ServingSpec
+
+        spec = ServingSpec.resolve(args.artifacts)
+        artifacts, data = Path(args.artifacts), Path(spec.dataset)
+        model_desc = {"kind": "trained", **spec.description}
+    else:
+        artifacts, data = random_model_run(args.size, work)
+        model_desc = {"kind": "random-init SASRec (hidden 64, 2 layers, torch seed 0), never trained",
+                      "matcher": f"packaged MiniLM untuned over <= {args.matcher_max_items} source items"}
+    rng = np.random.default_rng(args.seed)
+    histories = sample_histories(data, 2000, args.seed)
+    from raypipe.data.sequences import ItemIndex
+    from raypipe.serve.artifacts import ServingSpec
+
+    spec = ServingSpec.resolve(artifacts)
+    index = ItemIndex.load(Path(spec.run_dir) / "item_index.parquet")
+    # worker logs stay out of this process: it is also the load generator
+    ray.init(num_cpus=2, object_store_memory=512 * 1024**2, include_dashboard=False, log_to_driver=False,
+             _node_ip_address="127.0.0.1", runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}})
+    with socket.socket() as s_:
+        s_.bind(("127.0.0.1", 0))
+        port = s_.getsockname()[1]
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    app = build_app({"artifacts": str(artifacts), "state_dir": str(work / f"state-{int(time.time())}"),
+                     "matcher_max_items": args.matcher_max_items, "num_replicas": {"SequenceEncoder": 2}})
+    serve.run(app, name="bench", route_prefix="/",
+              logging_config={"enable_access_log": False, "log_level": "WARNING"})
+    url = f"http://127.0.0.1:{port}"
+    setup_s = time.time() - t_setup
+    import requests
+
+    onboard = requests.post(f"{url}/items", json={"items": [
+        {"item_id": f"{index.domains[0]}/bench-new-{i}", "domain": str(index.domains[0]),
+         "title": f"bench onboarded item number {i}"} for i in range(5)]}, timeout=60)
+    assert onboard.status_code == 201, onboard.text
+    health = requests.get(f"{url}/healthz", timeout=30).json()
+    item_ids = list(index.item_ids)
+    domains = sorted(set(index.domains))
+    asyncio.run(run_load(url, plan(args.warmup, args, histories, item_ids, domains, rng), args.qps, 60))
+    reqs = plan(args.requests, args, histories, item_ids, domains, rng)
+    t0 = time.time()
+    results = asyncio.run(run_load(url, reqs, args.qps, args.max_seconds))
+    main_s = summarise(results, time.time() - t0, args.qps)
+    print(f"\n## Load ({len(results)} requests)\n\n" + table(main_s))
+    fault = None
+    if args.fault_seconds > 0:
+        n = int(args.qps * args.fault_seconds)
+        before = set(replica_names("bench", "SequenceEncoder"))
+        victim = sorted(before)[0]
+        reqs = plan(n, args, histories, item_ids, domains, rng)
+        info: dict = {}
+
+        async def killer():
+            await asyncio.sleep(args.fault_seconds / 4)
+            info["t_kill"] = time.perf_counter()
+            kill_replica(victim)
+            info["recovery_s"] = await asyncio.to_thread(wait_running, "bench", "SequenceEncoder", 2, 120.0, before)
+            info["t_rec"] = time.perf_counter()
+
+        async def both():
+            t0_ = time.perf_counter()
+            res, _ = await asyncio.gather(run_load(url, reqs, args.qps, args.fault_seconds * 3), killer())
+            return res, t0_
+
+        res, base = asyncio.run(both())
+        k0, k1 = info["t_kill"] - base, info["t_rec"] - base
+        window = [r for r in res if k0 <= r["t"] < k1]
+        ok = lambda r: r["status"] == 200 or (r["kind"].startswith("malformed") and isinstance(r["status"], int)  # noqa: E731
+                                               and 400 <= r["status"] < 500)
+        fault = {"killed": victim, "recovery_s": info["recovery_s"], "requests": len(res),
+                 "in_window": len(window), "failed_in_window": sum(not ok(r) for r in window),
+                 "failed_total": sum(not ok(r) for r in res), "after_recovery": sum(r["t"] >= k1 for r in res),
+                 "failed_after_recovery": sum(not ok(r) for r in res if r["t"] >= k1),
+                 "status": dict(Counter(str(r["status"]) for r in res))}
+        print(f"\n## Fault: killed {victim}; Serve had a replacement running after {info['recovery_s']:.1f}s; "
+              f"{fault['failed_in_window']} of {fault['in_window']} requests failed in that window, "
+              f"{fault['failed_after_recovery']} of {fault['after_recovery']} after it")
+    la = os.getloadavg()
+    out = {"benchmark": "Ray Serve recommender app, loopback HTTP, open-loop aiohttp client in the same process",
+           "args": vars(args), "model": model_desc, "catalogue_items": len(index), "dataset": str(data),
+           "setup_s": setup_s, "healthz": health, "load": main_s, "fault": fault,
+           "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(), "ray": ray.__version__,
+                       "loadavg_end": la}}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    from raypipe.io import write_json_atomic
+
+    write_json_atomic(args.out, out)
+    print(f"\nwrote {args.out}")
+    serve.shutdown()
+    ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()

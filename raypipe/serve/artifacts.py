@@ -1,0 +1,237 @@
+"""Locate and load what the Serve app serves, from a trained run or a whole IDP pipeline directory.
+
+Accepted layouts (:meth:`ServingSpec.resolve`):
+
+* an **IDP pipeline directory** (``runs/<name>/`` written by :mod:`raypipe.pipelines.idp`): the served
+  sequence model is the first of ``idp`` (fine-tuned), ``idp_zero_shot``, ``pretrain`` that has a
+  ``model.pt`` (or ``variant=``); the CDIM matcher is ``cdim/model.pt`` and its index over the
+  pre-trained items' CDIM vectors is ``transfer_cdim/index`` (IDP eq. 8);
+* a **run directory** (``config.yaml`` + ``item_index.parquet`` + ``model.pt``, any trained sequential
+  model) plus an optional CDIM directory.  A run directory inside an IDP pipeline directory finds its
+  sibling ``cdim/`` and ``transfer_cdim/index`` by itself.
+
+Without a CDIM directory the matcher uses the packaged MiniLM untuned (IDP's ablation "w/o BCL"); the
+app reports which one it runs in ``/healthz``.  Without a saved CDIM index the matcher encodes the
+pre-trained items' texts at start-up (cached under the state directory).
+
+Paths are made absolute when the spec is resolved (in the process that builds the app), because Serve
+replicas do not share the caller's working directory.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import torch
+
+from raypipe.config import ExperimentConfig, load_config
+from raypipe.data.schema import DATASET_FILE, INTERACTIONS_FILE, ITEMS_FILE, DatasetInfo
+from raypipe.data.sequences import ItemIndex
+from raypipe.models.base import SequentialRecommender
+from raypipe.models.registry import build_model
+from raypipe.train.run import CONFIG_FILE, INDEX_FILE, WEIGHTS_FILE, context_for_index, load_features
+
+log = logging.getLogger(__name__)
+
+#: served-model preference inside an IDP pipeline directory
+VARIANT_PREFERENCE = ("idp", "idp_zero_shot", "pretrain")
+ATTRIBUTE_COLUMNS = ("title", "category", "brand", "description", "price")
+UNTUNED_CDIM = "packaged MiniLM, not tuned (IDP ablation w/o BCL)"
+
+
+def is_run_dir(path: Path) -> bool:
+    return all((path / f).is_file() for f in (CONFIG_FILE, INDEX_FILE, WEIGHTS_FILE))
+
+
+def find_dataset(spec: str, anchors: list[Path]) -> Path | None:
+    """The canonical dataset directory a run was trained on, or ``None`` when it is not on this machine.
+
+    Unlike :func:`raypipe.data.registry.resolve_dataset` this never generates or converts anything.
+    Relative paths (runs record ``data/builtin-small`` when ``$RAYPIPE_DATA`` is relative) are tried
+    against the working directory and every ancestor of ``anchors``.
+    """
+    from raypipe.data.registry import data_root
+
+    kind, _, arg = spec.partition(":")
+    if kind == "builtin" and arg:
+        rel = data_root() / f"builtin-{arg}"
+    elif kind == "movielens" and arg:
+        rel = data_root() / arg
+    else:
+        rel = Path(spec)
+    candidates = [rel] if rel.is_absolute() else [Path.cwd() / rel] + [
+        p / rel for a in anchors for p in [a, *a.resolve().parents]]
+    for c in candidates:
+        if all((c / f).is_file() for f in (ITEMS_FILE, INTERACTIONS_FILE, DATASET_FILE)):
+            return c.resolve()
+    return None
+
+
+@dataclass
+class ServingSpec:
+    """Absolute paths of everything the deployments load (picklable, passed to every replica)."""
+
+    run_dir: str
+    dataset: str | None
+    cdim_dir: str | None
+    cdim_index: str | None
+    cdim_config: dict[str, Any]
+    state_dir: str
+    domains: list[str]
+    #: domains whose items count as "pre-trained" for the matcher when no CDIM index is saved
+    pretrained_domains: list[str]
+    model_name: str
+    num_items: int
+    description: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def resolve(cls, artifacts: str | Path, *, variant: str | None = None, cdim_dir: str | Path | None = None,
+                cdim_index: str | Path | None = None, state_dir: str | Path | None = None,
+                dataset: str | Path | None = None) -> "ServingSpec":
+        root = Path(artifacts).resolve()
+        if not root.exists():
+            raise FileNotFoundError(f"artifacts: {root} does not exist")
+        pipeline: Path | None = None
+        if is_run_dir(root):
+            run = root
+            if (root.parent / "pretrain").is_dir() and (root.parent / "cdim").exists():
+                pipeline = root.parent
+        else:
+            pipeline = root
+            names = [variant] if variant else list(VARIANT_PREFERENCE)
+            runs = [root / n for n in names if is_run_dir(root / n)]
+            if not runs:
+                raise FileNotFoundError(
+                    f"artifacts: {root} is neither a run directory ({CONFIG_FILE}, {INDEX_FILE}, {WEIGHTS_FILE}) "
+                    f"nor an IDP pipeline directory with a finished run among {names}")
+            run = runs[0]
+        if pipeline is not None:
+            if cdim_dir is None and (pipeline / "cdim" / WEIGHTS_FILE).is_file():
+                cdim_dir = pipeline / "cdim"
+            if cdim_index is None and (pipeline / "transfer_cdim" / "index" / "meta.json").is_file():
+                cdim_index = pipeline / "transfer_cdim" / "index"
+        if cdim_dir is not None and not (Path(cdim_dir) / WEIGHTS_FILE).is_file():
+            raise FileNotFoundError(f"cdim_dir: no {WEIGHTS_FILE} in {cdim_dir}")
+        cfg = load_config(run / CONFIG_FILE)
+        data = Path(dataset).resolve() if dataset else find_dataset(cfg.data.dataset, [run])
+        if data is None:
+            log.warning("dataset %s of %s is not on this machine: no popularity fallback ranking by counts, "
+                        "no item attributes", cfg.data.dataset, run)
+        index = ItemIndex.load(run / INDEX_FILE)
+        domains = sorted(set(index.domains))
+        pretrained = _pretrained_domains(run, data, domains)
+        cdim_cfg = _cdim_config(pipeline)
+        state = Path(state_dir).resolve() if state_dir else (pipeline or run) / "serve_state"
+        desc = {"run_dir": str(run), "model": cfg.model.name, "stage": cfg.run.stage, "mode": cfg.run.mode,
+                "cdim": str(cdim_dir) if cdim_dir else UNTUNED_CDIM,
+                "cdim_index": str(cdim_index) if cdim_index else "built from pre-trained item texts at start-up"}
+        return cls(str(run), str(data) if data else None, str(Path(cdim_dir).resolve()) if cdim_dir else None,
+                   str(Path(cdim_index).resolve()) if cdim_index else None, cdim_cfg, str(state), domains,
+                   pretrained, cfg.model.name, len(index), desc)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _pretrained_domains(run: Path, dataset: Path | None, domains: list[str]) -> list[str]:
+    """The pre-training (source) domains: the dataset's ``source`` roles, else every domain."""
+    if dataset is not None:
+        info = DatasetInfo.load(dataset / DATASET_FILE)
+        src = [d for d in info.source_domains if d in domains]
+        if src:
+            return src
+    return list(domains)
+
+
+def _cdim_config(pipeline: Path | None) -> dict[str, Any]:
+    """The CDIM config an IDP pipeline ran with (its ``results.json``), else the defaults."""
+    if pipeline is not None and (pipeline / "results.json").is_file():
+        try:
+            return dict(json.loads((pipeline / "results.json").read_text())["config"]["cdim"])
+        except (KeyError, TypeError, ValueError):
+            log.warning("%s/results.json has no cdim config; using defaults", pipeline)
+    return {}
+
+
+# ------------------------------------------------------------------------------------------- loading
+def load_model(run_dir: str | Path, counts: np.ndarray | None = None,
+               torch_threads: int | None = 1) -> tuple[SequentialRecommender, ItemIndex, ExperimentConfig]:
+    """A run's model (best weights, eval mode) and item index, built without re-preparing the dataset.
+
+    ``counts`` (length N+1) is only used by popularity models."""
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir / CONFIG_FILE)
+    index = ItemIndex.load(run_dir / INDEX_FILE)
+    if cfg.data.features is not None and not Path(cfg.data.features).is_absolute():
+        anchored = find_relative(cfg.data.features, run_dir)
+        if anchored is not None:
+            cfg.data.features = str(anchored)
+    ctx = context_for_index(index, counts, load_features(cfg, index))
+    model = build_model(cfg.model, ctx, cfg.data.max_len)
+    model.load_state_dict(torch.load(run_dir / WEIGHTS_FILE, map_location="cpu"))
+    return model.eval(), index, cfg
+
+
+def find_relative(rel: str, anchor: Path) -> Path | None:
+    for base in [Path.cwd(), anchor, *anchor.resolve().parents]:
+        if (base / rel).exists():
+            return (base / rel).resolve()
+    return None
+
+
+@torch.inference_mode()
+def item_vectors(model: SequentialRecommender, n_items: int, batch: int = 65_536) -> np.ndarray:
+    """The scoring vectors of items 1..N (``item_repr``), float32 ``[N, d]`` (row i = index i+1)."""
+    parts = [model.item_repr(torch.arange(lo, min(lo + batch, n_items + 1))).float().numpy()
+             for lo in range(1, n_items + 1, batch)]
+    return np.ascontiguousarray(np.concatenate(parts)) if parts else np.zeros((0, 1), np.float32)
+
+
+def popularity(dataset: str | Path | None, index: ItemIndex) -> np.ndarray:
+    """Interactions per item over the whole dataset, aligned to the index: int64 ``[N + 1]`` (row 0 = 0).
+
+    All zeros when the dataset is not available (the fallback then lists a domain in index order)."""
+    counts = np.zeros(len(index) + 1, dtype=np.int64)
+    if dataset is None:
+        return counts
+    ids = pq.read_table(Path(dataset) / INTERACTIONS_FILE, columns=["item_id"]).column("item_id")
+    vc = ids.value_counts()
+    per_item = pd.Series(vc.field("counts").to_numpy(), index=vc.field("values").to_pylist())
+    idx = index.lookup(list(per_item.index))
+    keep = idx > 0
+    np.add.at(counts, idx[keep], per_item.to_numpy()[keep])
+    return counts
+
+
+def item_attributes(dataset: str | Path | None, index: ItemIndex) -> pd.DataFrame:
+    """Title, category, brand, description, price of the indexed items (indexed by ``item_id``)."""
+    cols = list(ATTRIBUTE_COLUMNS)
+    if dataset is None:
+        return pd.DataFrame(columns=cols, index=pd.Index([], name="item_id"))
+    path = Path(dataset) / ITEMS_FILE
+    have = set(pq.read_schema(path).names)
+    t = pq.read_table(path, columns=["item_id"] + [c for c in cols if c in have]).to_pandas()
+    t = t.drop_duplicates("item_id").set_index("item_id")
+    return t.reindex(pd.Index(list(index.item_ids), name="item_id")).reindex(columns=cols)
+
+
+def weights_key(*paths: str | Path | None, extra: Any = None) -> str:
+    """A short content key of files (size + SHA-256 of their bytes) and settings, for start-up caches."""
+    h = hashlib.sha256(json.dumps(extra, sort_keys=True, default=str).encode())
+    for p in paths:
+        if p is None:
+            h.update(b"-")
+            continue
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]

@@ -1,0 +1,165 @@
+"""The ANN retriever and item catalogue behind ``/recommend`` and ``GET /items/{id}``.
+
+* One hnswlib graph per domain (:class:`raypipe.index.HNSWIndex`, inner-product space, because the
+  sequential models score ``user · item``), so a domain-filtered query is a plain graph search with no
+  per-candidate filter callback; a query without a domain merges the per-domain top-k.
+* ``exclude`` (e.g. the user's history) is honoured by over-fetching ``k + |exclude|`` and dropping.
+* Popularity fallback: a domain's items by interaction count (ties: item index order), for histories
+  the model knows nothing about.  Onboarded items have no interactions and never appear there.
+* Onboarded items arrive through :class:`raypipe.serve.onboarding.OnboardingLog`; :meth:`Catalogue.sync`
+  applies new records (one ``stat`` when there are none) and is called before every read.
+* The graphs of the trained items are cached on disk, keyed by the model weights and HNSW settings,
+  so a restarted or added replica loads instead of rebuilding them.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Collection, Sequence
+
+import numpy as np
+import pandas as pd
+
+from raypipe.index import HNSWIndex
+from raypipe.serve.onboarding import OnboardingLog
+
+log = logging.getLogger(__name__)
+
+
+class UnknownDomainError(ValueError):
+    pass
+
+
+def _clean(v: Any) -> Any:
+    if v is None:
+        return None
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    if isinstance(v, (np.floating,)):
+        return None if np.isnan(v) else float(v)
+    return v
+
+
+class Catalogue:
+    def __init__(self, item_ids: Sequence[str], domains: Sequence[str], vectors: np.ndarray,
+                 counts: np.ndarray | None = None, attributes: pd.DataFrame | None = None,
+                 onboarding_log: OnboardingLog | None = None, *, ef_search: int = 128, M: int = 16,
+                 ef_construction: int = 100, num_threads: int = 1, cache_dir: str | Path | None = None) -> None:
+        """``vectors[i]`` scores item ``item_ids[i]``; ``counts[i]`` is its popularity (default 0)."""
+        n = len(item_ids)
+        if vectors.shape[0] != n or len(domains) != n:
+            raise ValueError(f"{n} ids, {len(domains)} domains, {vectors.shape[0]} vectors")
+        self.item_ids = np.asarray(item_ids, dtype=object)
+        self.domain_arr = np.asarray(domains, dtype=object)
+        self.position = {iid: i for i, iid in enumerate(self.item_ids)}
+        self.counts = np.zeros(n, np.int64) if counts is None else np.asarray(counts, np.int64)
+        self.attributes = attributes
+        self.log = onboarding_log
+        self.dim = int(vectors.shape[1])
+        self.domains = sorted(set(self.domain_arr))
+        self.onboarded: dict[str, dict[str, Any]] = {}
+        self.indexes: dict[str, HNSWIndex] = {}
+        self.popular: dict[str, np.ndarray] = {}
+        t0 = time.time()
+        for d in self.domains:
+            rows = np.flatnonzero(self.domain_arr == d)
+            # popularity order: count desc, index order among ties (stable sort)
+            self.popular[d] = rows[np.argsort(-self.counts[rows], kind="stable")]
+            path = Path(cache_dir) / _safe(d) if cache_dir is not None else None
+            if path is not None and (path / "meta.json").is_file():
+                idx = HNSWIndex.load(path, verify_checksums=False, num_threads=num_threads)
+                if len(idx) != len(rows):
+                    raise ValueError(f"{path}: cached index has {len(idx)} items, the domain {len(rows)}")
+            else:
+                idx = HNSWIndex.build(vectors[rows], list(self.item_ids[rows]), space="ip", M=M,
+                                      ef_construction=ef_construction, ef_search=ef_search,
+                                      num_threads=num_threads)
+                if path is not None:
+                    idx.save(path)
+            self.indexes[d] = idx
+        all_rows = np.argsort(-self.counts, kind="stable")
+        self.popular_all = all_rows
+        log.info("catalogue of %d items in %d domains ready in %.1fs", n, len(self.domains), time.time() - t0)
+        self.sync()
+
+    # ------------------------------------------------------------------------------------ updates
+    def sync(self) -> int:
+        """Insert onboarded items logged since the last call; returns how many have been onboarded."""
+        if self.log is None:
+            return 0
+        new = self.log.poll()
+        for d in {r["domain"] for r in new}:
+            recs = [r for r in new if r["domain"] == d]
+            if d not in self.indexes:  # a domain known to the app but absent from the model's catalogue
+                self.indexes[d] = HNSWIndex(space="ip", dim=self.dim, ef_search=64)
+                self.domains = sorted(set(self.domains) | {d})
+            self.indexes[d].add_items(np.asarray([r["id_embedding"] for r in recs], np.float32),
+                                      [r["item_id"] for r in recs])
+            for r in recs:
+                self.onboarded[r["item_id"]] = r
+        return self.log.count
+
+    # ------------------------------------------------------------------------------------ reads
+    def check_domain(self, domain: str | None) -> None:
+        if domain is not None and domain not in self.indexes:
+            raise UnknownDomainError(f"unknown domain {domain!r}; known: {self.domains}")
+
+    def search(self, vector: np.ndarray, domain: str | None, k: int,
+               exclude: Collection[str] = ()) -> list[tuple[str, str, float]]:
+        """Top-``k`` ``(item_id, domain, score)`` by inner product, ``exclude`` left out, best first."""
+        self.sync()
+        self.check_domain(domain)
+        excl = set(exclude)
+        want = k + len(excl)
+        q = np.asarray(vector, np.float32)[None, :]
+        hits: list[tuple[str, str, float]] = []
+        for d in ([domain] if domain is not None else self.domains):
+            idx = self.indexes[d]
+            if not len(idx):
+                continue
+            ids, scores = idx.query(q, min(want, len(idx)))
+            hits += [(str(i), d, float(s)) for i, s in zip(ids[0], scores[0]) if i not in excl]
+        hits.sort(key=lambda h: -h[2])
+        return hits[:k]
+
+    def popular_items(self, domain: str | None, k: int, exclude: Collection[str] = ()) -> list[tuple[str, str, float]]:
+        """The fallback: top-``k`` ``(item_id, domain, count)`` by popularity, ``exclude`` left out."""
+        self.check_domain(domain)
+        rows = self.popular.get(domain, np.zeros(0, np.int64)) if domain is not None else self.popular_all
+        excl = set(exclude)
+        out = []
+        for r in rows:
+            iid = self.item_ids[r]
+            if iid in excl:
+                continue
+            out.append((str(iid), str(self.domain_arr[r]), float(self.counts[r])))
+            if len(out) == k:
+                break
+        return out
+
+    def get(self, item_id: str) -> dict[str, Any] | None:
+        self.sync()
+        pos = self.position.get(item_id)
+        if pos is not None:
+            out: dict[str, Any] = {"item_id": item_id, "domain": str(self.domain_arr[pos]), "onboarded": False,
+                                   "popularity": int(self.counts[pos])}
+            if self.attributes is not None and item_id in self.attributes.index:
+                out.update({k: _clean(v) for k, v in self.attributes.loc[item_id].items()})
+            return out
+        rec = self.onboarded.get(item_id)
+        if rec is None:
+            return None
+        return {"item_id": item_id, "domain": rec["domain"], "onboarded": True, "popularity": 0,
+                **{k: _clean(v) for k, v in rec.get("attributes", {}).items()}}
+
+    def stats(self) -> dict[str, Any]:
+        self.sync()
+        return {"items": int(len(self.item_ids)) + len(self.onboarded), "trained_items": int(len(self.item_ids)),
+                "onboarded_items": len(self.onboarded), "domains": self.domains,
+                "per_domain": {d: len(i) for d, i in self.indexes.items()}}
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)

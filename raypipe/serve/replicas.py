@@ -1,0 +1,54 @@
+"""Find the replica actors of a Serve deployment and kill one (fault injection for tests and benchmarks).
+
+Serve names each replica actor ``SERVE_REPLICA::<app>#<deployment>#<id>`` in the ``serve`` namespace
+(:meth:`ray.serve._private.common.ReplicaID.to_full_id_str`); the names are listed from the GCS with
+:func:`ray.util.list_named_actors`, which needs no dashboard.  Killing one with ``ray.kill(...,
+no_restart=True)`` is what Serve's own fault-tolerance docs do; the controller notices the dead actor
+and starts a replacement to keep the target replica count.
+"""
+from __future__ import annotations
+
+import time
+
+PREFIX = "SERVE_REPLICA::"
+NAMESPACE = "serve"
+
+
+def replica_names(app: str, deployment: str) -> list[str]:
+    import ray
+
+    want = f"{PREFIX}{app}#{deployment}#"
+    names = ray.util.list_named_actors(all_namespaces=True)
+    return sorted(n["name"] for n in names if n.get("namespace") == NAMESPACE and n["name"].startswith(want))
+
+
+def kill_replica(name: str) -> None:
+    import ray
+
+    ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
+
+
+def running_replicas(app: str, deployment: str) -> int:
+    """Replicas Serve reports RUNNING for ``app``/``deployment`` (0 when unknown)."""
+    from ray import serve
+
+    try:
+        states = serve.status().applications[app].deployments[deployment].replica_states
+    except KeyError:
+        return 0
+    return int(sum(n for s, n in states.items() if str(getattr(s, "value", s)) == "RUNNING"))
+
+
+def wait_running(app: str, deployment: str, n: int, timeout_s: float = 120.0,
+                 replaced: set[str] | None = None) -> float:
+    """Wait until ``n`` replicas run; with ``replaced`` (the names before a kill) also until at least one
+    live replica has a name not in it, i.e. Serve has started a replacement.  Returns the seconds
+    waited; raises ``TimeoutError``."""
+    t0 = time.time()
+    while time.time() - t0 < timeout_s:
+        names = set(replica_names(app, deployment))
+        fresh = not replaced or bool(names - replaced)
+        if fresh and len(names) >= n and running_replicas(app, deployment) >= n:
+            return time.time() - t0
+        time.sleep(0.1)
+    raise TimeoutError(f"{app}/{deployment}: {n} running replicas not reached in {timeout_s}s")

@@ -1,0 +1,182 @@
+"""The HTTP API's request and response models (pydantic v2) and the Serve application's arguments.
+
+Requests are validated strictly: unknown fields, wrong JSON types (``"k": "10"``, ``"history": "a"``),
+out-of-range numbers and oversized lists are rejected with 422 before any deployment is called.
+"""
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+MAX_K = 100
+MAX_HISTORY = 200
+MAX_NEW_ITEMS = 64
+MAX_TEXT = 2000
+MAX_MATCH_K = 50
+DEFAULT_MAX_BODY_BYTES = 64 * 1024
+
+ItemId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+Domain = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+ShortText = Annotated[str, StringConstraints(max_length=512)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class RecommendRequest(_Strict):
+    """``history``: item ids, oldest first (unknown ids are skipped and reported)."""
+
+    history: list[ItemId] = Field(default_factory=list, max_length=MAX_HISTORY)
+    domain: Domain | None = Field(None, description="recommend only items of this domain (None: any domain)")
+    k: int = Field(10, ge=1, le=MAX_K)
+    exclude_history: bool = True
+
+
+class ScoredItem(BaseModel):
+    item_id: str
+    domain: str
+    score: float = Field(description="dot product of user and item vectors; popularity count in a fallback")
+
+
+class RecommendResponse(BaseModel):
+    items: list[ScoredItem]
+    domain: str | None
+    k: int
+    fallback: Literal["popular"] | None = Field(
+        None, description="'popular' when no history item was known to the model")
+    used_items: int = Field(description="history items the sequence encoder used")
+    skipped_items: list[str] = Field(description="history ids the model does not know (skipped)")
+    reranked: bool = False
+
+
+class NewItem(_Strict):
+    item_id: ItemId
+    domain: Domain
+    title: ShortText | None = None
+    category: ShortText | None = None
+    brand: ShortText | None = None
+    description: Annotated[str, StringConstraints(max_length=MAX_TEXT)] | None = None
+    price: float | None = Field(None, ge=0.0)
+
+    @field_validator("price")
+    @classmethod
+    def _finite(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
+            raise ValueError("price must be finite")
+        return v
+
+    @model_validator(mode="after")
+    def _has_text(self) -> "NewItem":
+        if not ((self.title or "").strip() or (self.category or "").strip()):
+            raise ValueError("an item needs a non-empty title or category (the matcher reads its text)")
+        return self
+
+    def attributes(self) -> dict:
+        return self.model_dump(exclude={"item_id", "domain"})
+
+
+class OnboardRequest(_Strict):
+    items: list[NewItem] = Field(min_length=1, max_length=MAX_NEW_ITEMS)
+
+    @model_validator(mode="after")
+    def _unique(self) -> "OnboardRequest":
+        seen: set[str] = set()
+        for it in self.items:
+            if it.item_id in seen:
+                raise ValueError(f"item_id {it.item_id!r} appears twice in the request")
+            seen.add(it.item_id)
+        return self
+
+
+class Neighbour(BaseModel):
+    item_id: str
+    similarity: float
+    weight: float = Field(description="IDP eq. 9 weight of this pre-trained item")
+
+
+class OnboardedItemOut(BaseModel):
+    item_id: str
+    domain: str
+    neighbours: list[Neighbour]
+
+
+class OnboardResponse(BaseModel):
+    items: list[OnboardedItemOut]
+    catalogue_version: int = Field(description="number of items onboarded so far (all replicas)")
+
+
+class MatchRequest(_Strict):
+    text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT)]
+    k: int = Field(10, ge=1, le=MAX_MATCH_K)
+    include_onboarded: bool = True
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("text must not be blank")
+        return v
+
+
+class MatchedItem(BaseModel):
+    item_id: str
+    domain: str | None
+    score: float = Field(description="cosine similarity of CDIM embeddings")
+    onboarded: bool
+
+
+class MatchResponse(BaseModel):
+    items: list[MatchedItem]
+
+
+class ItemOut(BaseModel):
+    item_id: str
+    domain: str
+    onboarded: bool
+    popularity: int
+    title: str | None = None
+    category: str | None = None
+    brand: str | None = None
+    description: str | None = None
+    price: float | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    detail: object = None
+
+
+class RecommenderArgs(BaseModel):
+    """Arguments of ``serve_apps.recommender:build_app`` (``serve run ... key=value`` or the YAML's ``args``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    artifacts: str = Field(description="an IDP pipeline directory or a run directory")
+    variant: str | None = Field(None, description="run inside an IDP pipeline directory (default idp > "
+                                                  "idp_zero_shot > pretrain)")
+    cdim_dir: str | None = None
+    cdim_index: str | None = None
+    dataset: str | None = Field(None, description="canonical dataset directory (default: the run's)")
+    state_dir: str | None = Field(None, description="onboarded-item log and start-up caches "
+                                                    "(default <artifacts>/serve_state)")
+    top_m: int = Field(10, ge=1, le=100, description="IDP eq. 8: pre-trained items per new item")
+    ef_search: int = Field(128, ge=1)
+    hnsw_m: int = Field(16, ge=2)
+    ef_construction: int = Field(100, ge=8)
+    matcher_max_items: int | None = Field(None, ge=1, description="cap on pre-trained items the matcher "
+                                                                   "encodes when no CDIM index is saved")
+    max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024)
+    encoder_max_batch: int = Field(32, ge=1)
+    encoder_batch_wait_s: float = Field(0.002, ge=0.0)
+    matcher_max_batch: int = Field(16, ge=1)
+    retries: int = Field(1, ge=0, le=3, description="retries of idempotent calls whose replica died")
+    reranker_run: str | None = Field(None, description="optional run directory of a second model that "
+                                                       "re-scores the retrieved candidates (the reranker slot)")
+    rerank_depth: int = Field(3, ge=1, le=10, description="the reranker sees k * rerank_depth candidates")
+    num_cpus: float = Field(0.1, gt=0.0, description="CPUs reserved per replica (fractional on small hosts)")
+    num_replicas: dict[str, int] | None = Field(
+        None, description="fixed replica counts by deployment name (tests, benchmarks); the YAML's "
+                          "autoscaling_config is the production setting")

@@ -1,0 +1,1 @@
+"""Ray Serve applications (thin wrappers over :mod:`raypipe.serve`)."""

@@ -1,0 +1,277 @@
+"""Ray Serve application: FastAPI ingress → sequence encoder, ANN retriever, CDIM matcher [, reranker].
+
+    serve run serve_apps/recommender.yaml                                  # the config file (127.0.0.1:8000)
+    serve run serve_apps.recommender:build_app artifacts=runs/idp         # app builder, key=value args
+    serve deploy serve_apps/recommender.yaml                              # onto a running cluster
+
+Deployments (composed with ``DeploymentHandle``s; the logic lives in :mod:`raypipe.serve`):
+
+* ``Recommender`` — the FastAPI ingress (OpenAPI at ``/docs``, ``/openapi.json``); validates requests
+  and turns every bad one into a 4xx JSON ``{"error", "detail"}``;
+* ``SequenceEncoder`` — the trained run's ``user_repr`` over histories, batched with ``@serve.batch``;
+* ``ANNRetriever`` — hnswlib over the run's item vectors, one graph per domain, popularity fallback,
+  item look-ups, onboarded items applied from the shared log before every read;
+* ``CDIMMatcher`` — text → CDIM vector → top-m pre-trained items → eq. 9 ID embedding → onboarding log;
+* ``Reranker`` (optional, ``reranker_run=<run dir>``) — a second model re-scores the candidates.
+"""
+
+
+import logging
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI
+from ray import serve
+from ray.serve import Application
+from ray.serve.handle import DeploymentHandle
+
+from raypipe.serve import errors
+from raypipe.serve.errors import ApiError, error_result, raise_if_error
+from raypipe.serve.schemas import (
+    DEFAULT_MAX_BODY_BYTES, ErrorResponse, ItemOut, MatchRequest, MatchResponse, OnboardRequest, OnboardResponse,
+    RecommenderArgs, RecommendRequest, RecommendResponse,
+)
+
+log = logging.getLogger("raypipe.serve.app")
+
+api = FastAPI(title="raypipe recommender", version="1.0",
+              description="Sequential recommendation with live cold-start items (IDP's CDIM matcher).")
+api.state.max_body_bytes = DEFAULT_MAX_BODY_BYTES
+errors.install(api, limit=lambda: api.state.max_body_bytes)
+BAD = {400: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
+       503: {"model": ErrorResponse}}
+
+
+@serve.deployment
+class SequenceEncoder:
+    def __init__(self, spec: dict[str, Any], max_batch: int, batch_wait_s: float) -> None:
+        from raypipe.serve.artifacts import load_model
+        from raypipe.serve.encoder import HistoryEncoder
+
+        model, index, cfg = load_model(spec["run_dir"])
+        self.encoder = HistoryEncoder(model, index, cfg.data.max_len)
+        self.encode.set_max_batch_size(max_batch)
+        self.encode.set_batch_wait_timeout_s(batch_wait_s)
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    async def encode(self, histories: list[list[str]]) -> list[dict[str, Any]]:
+        return [e.to_dict() for e in self.encoder.encode(histories)]
+
+
+@serve.deployment
+class ANNRetriever:
+    def __init__(self, spec: dict[str, Any], ef_search: int, M: int, ef_construction: int) -> None:
+        from pathlib import Path
+
+        from raypipe.serve.artifacts import item_attributes, item_vectors, load_model, popularity, weights_key
+        from raypipe.serve.catalogue import Catalogue
+        from raypipe.serve.onboarding import LOG_FILE, OnboardingLog
+
+        model, index, _ = load_model(spec["run_dir"])
+        state = Path(spec["state_dir"])
+        key = weights_key(Path(spec["run_dir"]) / "model.pt", extra=["ip", M, ef_construction])
+        self.catalogue = Catalogue(
+            list(index.item_ids), list(index.domains), item_vectors(model, len(index)),
+            popularity(spec["dataset"], index)[1:], item_attributes(spec["dataset"], index),
+            OnboardingLog(state / LOG_FILE), ef_search=ef_search, M=M, ef_construction=ef_construction,
+            cache_dir=state / "ann" / key)
+
+    async def search(self, vector: np.ndarray, domain: str | None, k: int, exclude: list[str]) -> Any:
+        from raypipe.serve.catalogue import UnknownDomainError
+
+        try:
+            return self.catalogue.search(vector, domain, k, exclude)
+        except UnknownDomainError as e:
+            return error_result(422, "unknown_domain", str(e))
+
+    async def popular(self, domain: str | None, k: int, exclude: list[str]) -> Any:
+        from raypipe.serve.catalogue import UnknownDomainError
+
+        try:
+            return self.catalogue.popular_items(domain, k, exclude)
+        except UnknownDomainError as e:
+            return error_result(422, "unknown_domain", str(e))
+
+    async def get_item(self, item_id: str) -> Any:
+        item = self.catalogue.get(item_id)
+        return item if item is not None else error_result(404, "unknown_item", f"no item {item_id!r}")
+
+    async def stats(self) -> dict[str, Any]:
+        return self.catalogue.stats()
+
+
+@serve.deployment
+class CDIMMatcher:
+    def __init__(self, spec: dict[str, Any], top_m: int, ef_search: int, max_items: int | None,
+                 max_batch: int) -> None:
+        from pathlib import Path
+
+        from raypipe.index import HNSWIndex
+        from raypipe.serve.artifacts import item_attributes, item_vectors, load_model, weights_key
+        from raypipe.serve.onboarding import LOG_FILE, Matcher, OnboardingLog, item_text, load_cdim, \
+            pretrained_cdim_index
+
+        self.cdim = load_cdim(spec["cdim_dir"], spec["cdim_config"])
+        model, index, _ = load_model(spec["run_dir"])
+        state = Path(spec["state_dir"])
+        if spec["cdim_index"]:
+            pretrained = HNSWIndex.load(spec["cdim_index"], verify_checksums=False)
+        else:
+            if spec["dataset"] is None:
+                raise FileNotFoundError("no CDIM index saved and no dataset to read pre-trained item texts from")
+            keep = np.isin(index.domains, spec["pretrained_domains"])
+            ids = list(index.item_ids[keep])
+            attrs = item_attributes(spec["dataset"], index).loc[ids]
+            texts = [item_text(r) for r in attrs.reset_index().to_dict("records")]
+            cdim_w = Path(spec["cdim_dir"]) / "model.pt" if spec["cdim_dir"] else None
+            key = weights_key(cdim_w, extra=[ids[:3], len(ids), max_items, spec["cdim_config"]])
+            pretrained = pretrained_cdim_index(self.cdim, ids, texts, state / "cdim_index" / key, max_items)
+        pretrained.set_ef(max(ef_search, 4 * top_m))
+        self.matcher = Matcher(self.encode_texts, pretrained, list(index.item_ids), item_vectors(model, len(index)),
+                               dict(zip(index.item_ids, index.domains)), OnboardingLog(state / LOG_FILE), top_m)
+        self.embed.set_max_batch_size(max_batch)
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        return self.cdim.encode_texts(texts)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
+    async def embed(self, texts: list[str]) -> list[np.ndarray]:
+        return list(self.cdim.encode_texts(texts))
+
+    async def match(self, text: str, k: int, include_onboarded: bool) -> list[dict[str, Any]]:
+        vec = await self.embed(text)
+        return [asdict(m) for m in self.matcher.match(vec[None, :], k, include_onboarded)[0]]
+
+    async def onboard(self, items: list[dict[str, Any]]) -> Any:
+        from raypipe.serve.onboarding import DuplicateItemError
+
+        try:
+            records, version = self.matcher.onboard(items)
+        except DuplicateItemError as e:
+            return error_result(409, "duplicate_item", {"item_ids": e.ids, "reason": str(e)})
+        return {"items": [{"item_id": r["item_id"], "domain": r["domain"], "neighbours": [
+            {"item_id": n, "similarity": s, "weight": w}
+            for n, s, w in zip(r["neighbours"], r["similarities"], r["weights"])]} for r in records],
+            "catalogue_version": version}
+
+    async def stats(self) -> dict[str, Any]:
+        return {"pretrained_items": len(self.matcher.pretrained), "onboarded_items": self.matcher.sync(),
+                "top_m": self.matcher.top_m}
+
+
+@serve.deployment
+class Reranker:
+    def __init__(self, run_dir: str) -> None:
+        from raypipe.serve.artifacts import load_model
+        from raypipe.serve.rerank import ModelReranker
+
+        model, index, cfg = load_model(run_dir)
+        self.reranker = ModelReranker(model, index, cfg.data.max_len)
+
+    async def rerank(self, history: list[str], candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return self.reranker.rerank(history, candidates)
+
+
+@serve.deployment
+@serve.ingress(api)
+class Recommender:
+    def __init__(self, encoder: DeploymentHandle, retriever: DeploymentHandle, matcher: DeploymentHandle,
+                 reranker: DeploymentHandle | None, domains: list[str], description: dict[str, Any],
+                 retries: int, rerank_depth: int, max_body_bytes: int) -> None:
+        self.encoder, self.retriever, self.matcher, self.reranker = encoder, retriever, matcher, reranker
+        self.domains = set(domains)
+        self.description = description
+        self.retries, self.rerank_depth = retries, rerank_depth
+        api.state.max_body_bytes = max_body_bytes
+
+    async def _call(self, method: Any, *args: Any, idempotent: bool = True) -> Any:
+        """Call a deployment; retry idempotent calls whose replica died (Serve routes the retry to a live
+        replica); a call that still fails is 503, never a hang."""
+        from ray.exceptions import RayActorError
+        from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+
+        attempts = 1 + (self.retries if idempotent else 0)
+        for attempt in range(attempts):
+            try:
+                return raise_if_error(await method.remote(*args))
+            except (RayActorError, DeploymentUnavailableError, BackPressureError) as e:
+                log.warning("%s failed (%s), attempt %d/%d", method, type(e).__name__, attempt + 1, attempts)
+                last = e
+        raise ApiError(503, "unavailable", f"{type(last).__name__}: a replica is unavailable, retry later")
+
+    def _check_domain(self, domain: str | None) -> None:
+        if domain is not None and domain not in self.domains:
+            raise ApiError(422, "unknown_domain", f"unknown domain {domain!r}; known: {sorted(self.domains)}")
+
+    @api.post("/recommend", response_model=RecommendResponse, responses=BAD)
+    async def recommend(self, req: RecommendRequest) -> RecommendResponse:
+        """Top-k items for a history of item ids (unknown ids skipped; none known → popular items)."""
+        self._check_domain(req.domain)
+        enc = await self._call(self.encoder.encode, list(req.history))
+        exclude = list(req.history) if req.exclude_history else []
+        depth = req.k * self.rerank_depth if self.reranker is not None else req.k
+        if enc["vector"] is None:
+            hits, fallback = await self._call(self.retriever.popular, req.domain, req.k, exclude), "popular"
+        else:
+            hits, fallback = await self._call(self.retriever.search, enc["vector"], req.domain, depth, exclude), None
+        items = [{"item_id": i, "domain": d, "score": s} for i, d, s in hits]
+        reranked = False
+        if self.reranker is not None and fallback is None:
+            items, reranked = (await self._call(self.reranker.rerank, list(req.history), items))[:req.k], True
+        return RecommendResponse(items=items[:req.k], domain=req.domain, k=req.k, fallback=fallback,
+                                 used_items=enc["used"], skipped_items=enc["skipped"], reranked=reranked)
+
+    @api.post("/items", status_code=201, response_model=OnboardResponse, responses={**BAD, 409: {"model": ErrorResponse}})
+    async def onboard(self, req: OnboardRequest) -> OnboardResponse:
+        """Onboard new items: CDIM → top-m pre-trained items → generated ID embedding → live in the retriever."""
+        for it in req.items:
+            self._check_domain(it.domain)
+        items = [{"item_id": it.item_id, "domain": it.domain, "attributes": it.attributes()} for it in req.items]
+        return OnboardResponse(**await self._call(self.matcher.onboard, items, idempotent=False))
+
+    @api.post("/match", response_model=MatchResponse, responses=BAD)
+    async def match(self, req: MatchRequest) -> MatchResponse:
+        """Nearest pre-trained (and onboarded) items of a text by CDIM similarity."""
+        return MatchResponse(items=await self._call(self.matcher.match, req.text, req.k, req.include_onboarded))
+
+    @api.get("/items/{item_id:path}", response_model=ItemOut, responses={404: {"model": ErrorResponse}})
+    async def get_item(self, item_id: str) -> ItemOut:
+        return ItemOut(**await self._call(self.retriever.get_item, item_id))
+
+    @api.get("/healthz")
+    async def healthz(self) -> dict[str, Any]:
+        return {"status": "ok", "catalogue": await self._call(self.retriever.stats),
+                "matcher": await self._call(self.matcher.stats), "serving": self.description}
+
+
+def build_app(args: RecommenderArgs) -> Application:
+    """The application builder (``import_path: serve_apps.recommender:build_app``)."""
+    from raypipe.serve.artifacts import ServingSpec
+
+    if not isinstance(args, RecommenderArgs):
+        args = RecommenderArgs.model_validate(args)
+    spec = ServingSpec.resolve(args.artifacts, variant=args.variant, cdim_dir=args.cdim_dir,
+                               cdim_index=args.cdim_index, state_dir=args.state_dir, dataset=args.dataset)
+    s = spec.to_dict()
+    replicas = dict(args.num_replicas or {})
+    unknown = set(replicas) - {"Recommender", "SequenceEncoder", "ANNRetriever", "CDIMMatcher", "Reranker"}
+    if unknown:
+        raise ValueError(f"num_replicas: unknown deployment(s) {sorted(unknown)}")
+
+    def opts(name: str) -> dict[str, Any]:
+        o: dict[str, Any] = {"ray_actor_options": {"num_cpus": args.num_cpus}}
+        if name in replicas:
+            o["num_replicas"] = replicas[name]
+        return o
+
+    encoder = SequenceEncoder.options(**opts("SequenceEncoder")).bind(s, args.encoder_max_batch,
+                                                                      args.encoder_batch_wait_s)
+    retriever = ANNRetriever.options(**opts("ANNRetriever")).bind(s, args.ef_search, args.hnsw_m, args.ef_construction)
+    matcher = CDIMMatcher.options(**opts("CDIMMatcher")).bind(s, args.top_m, args.ef_search, args.matcher_max_items,
+                                                              args.matcher_max_batch)
+    reranker = Reranker.options(**opts("Reranker")).bind(args.reranker_run) if args.reranker_run else None
+    description = {**spec.description, "reranker": args.reranker_run}
+    return Recommender.options(**opts("Recommender")).bind(encoder, retriever, matcher, reranker, spec.domains,
+                                                           description, args.retries, args.rerank_depth,
+                                                           args.max_body_bytes)

@@ -1,0 +1,186 @@
+"""The recommender Serve app over HTTP on the tiny IDP pipeline: recommend, onboard, match, bad input."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+import torch
+
+from raypipe.data.sequences import ItemIndex
+from raypipe.serve.artifacts import item_vectors, load_model
+from raypipe.serve.encoder import HistoryEncoder
+
+DOMAIN = "toys"
+
+
+@pytest.fixture(scope="module")
+def model_view(idp_artifacts: Path):
+    model, index, cfg = load_model(idp_artifacts / "idp_zero_shot")
+    return model, index, HistoryEncoder(model, index, cfg.data.max_len), item_vectors(model, len(index))
+
+
+@pytest.fixture(scope="module")
+def history(tiny_dataset: Path, model_view) -> list[str]:
+    index = model_view[1]
+    inter = pd.read_parquet(tiny_dataset / "interactions.parquet")
+    inter = inter[(inter["domain"] == DOMAIN) & inter["item_id"].isin(set(index.item_ids))]
+    user = inter["user_id"].value_counts().index[0]
+    return list(inter[inter["user_id"] == user].sort_values("timestamp")["item_id"])[-6:]
+
+
+def post(url: str, path: str, body) -> requests.Response:
+    return requests.post(f"{url}{path}", json=body, timeout=30)
+
+
+def test_health_and_openapi(app_url: str) -> None:
+    h = requests.get(f"{app_url}/healthz", timeout=10).json()
+    assert h["status"] == "ok" and h["catalogue"]["trained_items"] > 200
+    assert h["serving"]["cdim"].endswith("cdim")
+    spec = requests.get(f"{app_url}/openapi.json", timeout=10).json()
+    assert {"/recommend", "/items", "/match", "/healthz"} <= set(spec["paths"])
+
+
+def test_recommend_returns_k_distinct_valid_ids_matching_exact_scores(app_url, history, model_view) -> None:
+    model, index, enc, vecs = model_view
+    r = post(app_url, "/recommend", {"history": history, "domain": DOMAIN, "k": 5})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    ids = [i["item_id"] for i in body["items"]]
+    catalogue = set(index.item_ids[index.domains == DOMAIN])
+    assert len(ids) == 5 and len(set(ids)) == 5 and set(ids) <= catalogue and not set(ids) & set(history)
+    assert body["fallback"] is None and body["skipped_items"] == [] and body["used_items"] == len(history)
+    # the same top-5 as an exact dot-product ranking with the served model
+    u = enc.encode([history])[0].vector
+    rows = np.flatnonzero(index.domains == DOMAIN)
+    scores = vecs[rows] @ u
+    exact = [index.item_ids[rows[j]] for j in np.argsort(-scores) if index.item_ids[rows[j]] not in history][:5]
+    assert ids == exact
+    assert [i["score"] for i in body["items"]] == pytest.approx(
+        [float(vecs[index.lookup([i])[0] - 1] @ u) for i in ids], rel=1e-4, abs=1e-5)
+
+
+def test_unknown_ids_skipped_and_listed(app_url, history) -> None:
+    body = post(app_url, "/recommend", {"history": ["toys/NOPE", *history, "nowhere/x"], "domain": DOMAIN,
+                                        "k": 3}).json()
+    assert body["skipped_items"] == ["toys/NOPE", "nowhere/x"] and body["used_items"] == len(history)
+    assert body["fallback"] is None and len(body["items"]) == 3
+
+
+def test_no_known_item_falls_back_to_domain_popularity(app_url, tiny_dataset, model_view) -> None:
+    index = model_view[1]
+    body = post(app_url, "/recommend", {"history": ["toys/NOPE"], "domain": DOMAIN, "k": 4}).json()
+    assert body["fallback"] == "popular" and body["skipped_items"] == ["toys/NOPE"] and body["used_items"] == 0
+    inter = pd.read_parquet(tiny_dataset / "interactions.parquet", columns=["item_id"])
+    counts = inter["item_id"].value_counts()
+    dom = [i for i in index.item_ids if index.domains[index.lookup([i])[0] - 1] == DOMAIN]
+    expected = sorted(dom, key=lambda i: -counts.get(i, 0))[:4]  # stable: index order among ties
+    assert [i["item_id"] for i in body["items"]] == expected
+    assert [i["score"] for i in body["items"]] == [float(counts[i]) for i in expected]
+    empty = post(app_url, "/recommend", {"history": [], "domain": DOMAIN, "k": 4}).json()
+    assert empty["fallback"] == "popular" and [i["item_id"] for i in empty["items"]] == expected
+
+
+def test_onboarded_item_is_matched_and_recommendable_at_once(app_url, history, model_view) -> None:
+    model, index, enc, vecs = model_view
+    new = {"item_id": "toys/NEW-ZEPHYR-1", "domain": DOMAIN, "title": "zephyr glacier telescope puzzle kit",
+           "category": "puzzles", "price": 12.5}
+    r = post(app_url, "/items", {"items": [new]})
+    assert r.status_code == 201, r.text
+    out = r.json()["items"][0]
+    assert out["item_id"] == new["item_id"] and len(out["neighbours"]) == 10
+    w = np.array([n["weight"] for n in out["neighbours"]])
+    assert w.sum() == pytest.approx(1.0, abs=1e-5) and (w >= 0).all()
+    assert all(n["item_id"].split("/")[0] in ("books", "movies", "electronics") for n in out["neighbours"])
+    # /match: the new item's own text finds it first, with cosine ~1
+    m = post(app_url, "/match", {"text": new["title"], "k": 5}).json()["items"]
+    assert m[0]["item_id"] == new["item_id"] and m[0]["onboarded"] is True and m[0]["score"] > 0.99
+    assert all(not x["onboarded"] for x in m[1:]) and m[1]["score"] < m[0]["score"]
+    got = requests.get(f"{app_url}/items/{new['item_id']}", timeout=10).json()
+    assert got["onboarded"] is True and got["title"] == new["title"] and got["price"] == 12.5
+    # recommendable at once, scored with the eq.-9 embedding: sum_j w_j * v_j of its neighbours
+    emb = sum(n["weight"] * vecs[index.lookup([n["item_id"]])[0] - 1] for n in out["neighbours"])
+    u = enc.encode([history])[0].vector
+    rec = post(app_url, "/recommend", {"history": history, "domain": DOMAIN, "k": 100}).json()["items"]
+    mine = [i for i in rec if i["item_id"] == new["item_id"]]
+    assert len(mine) == 1 and mine[0]["score"] == pytest.approx(float(emb @ u), rel=1e-3, abs=1e-4)
+    h = requests.get(f"{app_url}/healthz", timeout=10).json()
+    assert h["catalogue"]["onboarded_items"] >= 1
+    # onboarding the same id again, or a pre-trained id, is a conflict
+    dup = post(app_url, "/items", {"items": [new]})
+    assert dup.status_code == 409 and dup.json()["error"] == "duplicate_item"
+    pre = post(app_url, "/items", {"items": [{**new, "item_id": history[0]}]})
+    assert pre.status_code == 409 and pre.json()["detail"]["item_ids"] == [history[0]]
+
+
+def test_get_known_item(app_url, history) -> None:
+    got = requests.get(f"{app_url}/items/{history[0]}", timeout=10)
+    assert got.status_code == 200 and got.json()["domain"] == DOMAIN and got.json()["onboarded"] is False
+    assert got.json()["popularity"] > 0
+
+
+@pytest.mark.parametrize("case,status,error,field", [
+    ("malformed_json", 400, "malformed_json", None),
+    ("history_not_list", 422, "invalid_request", "history"),
+    ("k_is_string", 422, "invalid_request", "k"),
+    ("k_zero", 422, "invalid_request", "k"),
+    ("k_too_large", 422, "invalid_request", "k"),
+    ("unknown_field", 422, "invalid_request", "exclude_histroy"),
+    ("body_is_list", 422, "invalid_request", None),
+    ("unknown_domain", 422, "unknown_domain", None),
+    ("oversized", 413, "body_too_large", None),
+    ("oversized_chunked", 413, "body_too_large", None),
+])
+def test_bad_recommend_requests_are_4xx_json(app_url, case, status, error, field) -> None:
+    url = f"{app_url}/recommend"
+    hdr = {"content-type": "application/json"}
+    big = '{"history": [' + ",".join(['"x' * 1 + "y" * 200 + '"'] * 400) + '], "k": 5}'
+    sends = {
+        "malformed_json": lambda: requests.post(url, data='{"history": ["a", ', headers=hdr, timeout=10),
+        "history_not_list": lambda: requests.post(url, json={"history": "books/a", "k": 5}, timeout=10),
+        "k_is_string": lambda: requests.post(url, json={"history": [], "k": "5"}, timeout=10),
+        "k_zero": lambda: requests.post(url, json={"history": [], "k": 0}, timeout=10),
+        "k_too_large": lambda: requests.post(url, json={"history": [], "k": 10_000}, timeout=10),
+        "unknown_field": lambda: requests.post(url, json={"history": [], "exclude_histroy": False}, timeout=10),
+        "body_is_list": lambda: requests.post(url, json=[1, 2], timeout=10),
+        "unknown_domain": lambda: requests.post(url, json={"history": [], "domain": "garden"}, timeout=10),
+        "oversized": lambda: requests.post(url, data=big, headers=hdr, timeout=10),
+        "oversized_chunked": lambda: requests.post(url, data=(c.encode() for c in [big[:40000], big[40000:]]),
+                                                   headers=hdr, timeout=10),
+    }
+    r = sends[case]()
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["error"] == error and body["detail"]
+    if field is not None:
+        assert any(field in p["loc"] for p in body["detail"]), body
+
+
+def test_other_bad_requests(app_url) -> None:
+    r = requests.get(f"{app_url}/items/toys/NOPE", timeout=10)
+    assert r.status_code == 404 and r.json()["error"] == "unknown_item"
+    r = requests.post(f"{app_url}/items", json={"items": [{"item_id": "toys/z", "domain": "toys"}]}, timeout=10)
+    assert r.status_code == 422 and "title or category" in r.text
+    r = requests.post(f"{app_url}/items", json={"items": [{"item_id": "toys/z", "domain": "garden", "title": "t"}]},
+                      timeout=10)
+    assert r.status_code == 422 and r.json()["error"] == "unknown_domain"
+    r = requests.post(f"{app_url}/match", json={"text": "   "}, timeout=10)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "text"
+    r = requests.post(f"{app_url}/match", json={"text": "a", "k": 51}, timeout=10)
+    assert r.status_code == 422
+    r = requests.get(f"{app_url}/recommend", timeout=10)
+    assert r.status_code == 405 and r.json()["error"] == "method_not_allowed"
+    r = requests.get(f"{app_url}/nope", timeout=10)
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
+
+
+def test_http_listens_on_loopback_only(app_url, serve_port) -> None:
+    if shutil.which("ss") is None:
+        pytest.skip("ss not installed")
+    out = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True, check=True).stdout
+    binds = [line.split()[3] for line in out.splitlines() if line.split()[3].endswith(f":{serve_port}")]
+    assert binds and all(b.startswith("127.0.0.1:") for b in binds), binds

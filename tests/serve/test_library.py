@@ -1,0 +1,76 @@
+"""raypipe.serve without Ray: the onboarding log, the catalogue (ANN + popularity), the Serve config file."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from raypipe.serve.catalogue import Catalogue, UnknownDomainError
+from raypipe.serve.onboarding import DuplicateItemError, OnboardingLog
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def rec(item_id: str, domain: str, vec) -> dict:
+    return {"item_id": item_id, "domain": domain, "attributes": {"title": item_id}, "id_embedding": [float(x) for x in vec],
+            "cdim_vector": [float(x) for x in vec]}
+
+
+def test_log_is_shared_between_readers_and_refuses_duplicates(tmp_path: Path) -> None:
+    a, b = OnboardingLog(tmp_path / "log.jsonl"), OnboardingLog(tmp_path / "log.jsonl")
+    a.append([rec("t/1", "t", [1.0, 0.0])])
+    assert [r["item_id"] for r in b.poll()] == ["t/1"] and b.poll() == []
+    with pytest.raises(DuplicateItemError):
+        b.append([rec("t/1", "t", [0.0, 1.0])])  # b's catch-up under the lock sees a's id
+    with pytest.raises(DuplicateItemError):
+        b.append([rec("t/2", "t", [0.0, 1.0])], taken=lambda i: i == "t/2")
+    # a torn last line (a crash mid-write) is skipped, later records still arrive
+    with open(tmp_path / "log.jsonl", "ab") as f:
+        f.write(b'{"item_id": "t/9", "dom')
+    b.append([rec("t/3", "t", [0.5, 0.5])])
+    assert [r["item_id"] for r in a.poll()] == ["t/1", "t/3"] and a.count == 2
+
+
+def test_catalogue_search_popularity_and_live_items(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    n = 300
+    vecs = rng.normal(size=(n, 16)).astype(np.float32)
+    ids = [f"{'a' if i < 200 else 'b'}/{i}" for i in range(n)]
+    doms = [i.split("/")[0] for i in ids]
+    counts = rng.integers(0, 5, size=n)
+    log = OnboardingLog(tmp_path / "log.jsonl")
+    cat = Catalogue(ids, doms, vecs, counts, None, log, ef_search=300, cache_dir=tmp_path / "ann")
+    u = rng.normal(size=16).astype(np.float32)
+    got = cat.search(u, "a", 10, exclude=["a/0", "a/1"])
+    scores = vecs[:200] @ u
+    exact = [ids[j] for j in np.argsort(-scores) if ids[j] not in ("a/0", "a/1")][:10]
+    assert [g[0] for g in got] == exact and all(g[1] == "a" for g in got)
+    both = cat.search(u, None, 5)
+    assert [g[0] for g in both] == [ids[j] for j in np.argsort(-(vecs @ u))[:5]]
+    pop = cat.popular_items("b", 5, exclude=[])
+    rows = np.arange(200, 300)
+    assert [p[0] for p in pop] == [ids[r] for r in rows[np.argsort(-counts[rows], kind="stable")][:5]]
+    with pytest.raises(UnknownDomainError):
+        cat.search(u, "zzz", 3)
+    # an item appended to the log by another process is searchable on the next call
+    OnboardingLog(tmp_path / "log.jsonl").append([rec("b/new", "b", 10 * u)])
+    assert cat.search(u, "b", 1)[0][0] == "b/new" and cat.get("b/new")["onboarded"] is True
+    assert cat.stats()["onboarded_items"] == 1
+    # a second catalogue loads the cached graphs and agrees
+    again = Catalogue(ids, doms, vecs, counts, None, OnboardingLog(tmp_path / "log.jsonl"), ef_search=300,
+                      cache_dir=tmp_path / "ann")
+    assert [g[0] for g in again.search(u, "a", 10, exclude=["a/0", "a/1"])] == exact
+
+
+def test_serve_config_is_valid_and_binds_loopback() -> None:
+    from ray.serve.schema import ServeDeploySchema
+
+    cfg = ServeDeploySchema.model_validate(yaml.safe_load((ROOT / "serve_apps" / "recommender.yaml").read_text()))
+    assert cfg.http_options.host == "127.0.0.1"
+    app = cfg.applications[0]
+    assert app.import_path == "serve_apps.recommender:build_app"
+    names = {d.name for d in app.deployments}
+    assert names == {"Recommender", "SequenceEncoder", "ANNRetriever", "CDIMMatcher"}
+    assert all(d.autoscaling_config for d in app.deployments)
