@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from pathlib import Path
 
 import yaml
 
@@ -64,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         space = restrict(load_space(args.space), parse_only(args.only, p))
         space.require_built()
         overrides = list(args.overrides)
-        overrides += [f"data.dataset={args.dataset}"] if args.dataset else []
+        dataset = str(Path(args.dataset).resolve()) if args.dataset and Path(args.dataset).exists() else args.dataset
+        overrides += [f"data.dataset={dataset}"] if dataset else []
         overrides += [f"train.num_workers={args.num_workers}"] if args.num_workers else []
         space.config(space.points()[0], overrides)  # reject bad overrides before Ray starts
     except (SpaceError, ConfigError) as e:
@@ -73,7 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     from raypipe.runtime import init_ray
 
     init_ray(address=args.address)
-    sc = SweepConfig(space=space, name=args.name or space.path.stem, storage_path=args.storage_path,
+    # Absolute paths, and the sweep runs from its storage directory: under `ray job submit --working-dir`
+    # the driver starts inside Ray's unpacked working-dir package, which Ray may remove before Tune's
+    # final analysis resolves paths (seen on a local 2-node cluster).
+    storage = Path(args.storage_path).resolve()
+    storage.mkdir(parents=True, exist_ok=True)
+    os.chdir(storage)
+    sc = SweepConfig(space=space, name=args.name or space.path.stem, storage_path=str(storage),
                      overrides=overrides, max_concurrent=args.max_concurrent, scheduler=args.scheduler,
                      resume=args.resume)
     res = run_sweep(sc)
