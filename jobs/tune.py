@@ -89,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     paths = write_report(res.experiment_dir, res.rows, space, res.metric, res.mode, overrides)
     print("\n" + paths["results.md"].read_text())
     print("\n".join(f"{k}: {v}" for k, v in paths.items()))
+    failed = [r["trial_id"] for r in res.rows if r["status"] == "error"]
+    if failed:
+        print(f"\n{len(failed)} trial(s) failed: {failed} (errors in results.csv; --resume reruns them)", file=sys.stderr)
+        return 1
     return 0
 
 
