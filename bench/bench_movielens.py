@@ -63,7 +63,8 @@ SASREC_PAPER = [
 
 def make_config(args: argparse.Namespace, dataset: str, name: str, protocol: str, *, epochs: int, patience: int,
                 valid_users: int | None, num_workers: int = 1) -> ExperimentConfig:
-    threads = 2 if num_workers == 1 else 1  # never more torch threads in total than the 2 cores
+    # never more torch threads in total than the 2 cores (--threads: fewer, to leave a core free)
+    threads = min(args.threads, 2 if num_workers == 1 else 1)
     cpus = 1.0 if num_workers == 1 else 0.5  # logical Ray CPUs only; leaves room for Ray Data's coordinator
     overrides = SASREC_PAPER + [
         f"data.dataset={dataset}", f"eval.protocol={protocol}", f"train.epochs={epochs}",
@@ -247,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="validation users per epoch, a fixed seeded sample (0 = all)")
     p.add_argument("--stamp", default=None,
                    help="run-name suffix (default: now); re-using one resumes those runs from their checkpoints")
+    p.add_argument("--threads", type=int, default=2, help="torch threads of the 1-worker quality runs")
     p.add_argument("--throughput-epochs", type=int, default=2)
     p.add_argument("--throughput-valid-users", type=int, default=1000)
     p.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {','.join(PHASES)}")
@@ -266,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown phase(s) {sorted(unknown)}; choose from {PHASES}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
 
     start_ray()
     import ray.data

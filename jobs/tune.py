@@ -77,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
 
     init_ray(address=args.address)
     # Absolute paths, and the sweep runs from its storage directory: under `ray job submit --working-dir`
-    # the driver starts inside Ray's unpacked working-dir package, which Ray may remove before Tune's
-    # final analysis resolves paths (seen on a local 2-node cluster).
+    # the driver starts inside Ray's unpacked working-dir package, which another node sharing the same
+    # disk re-creates when it first sets up the job (one-machine clusters; see scripts/clusterlib.py).
     storage = Path(args.storage_path).resolve()
     storage.mkdir(parents=True, exist_ok=True)
     os.chdir(storage)

@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         sid = f"autoscale-{int(time.time())}"
         runtime_env = {"env_vars": {"RAYPIPE_DATA": str(d / "data"), "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "300"}}
         subprocess.run([str(cl.BIN / "ray"), "job", "submit", "--address", state["dashboard_url"], "--no-wait",
-                        "--submission-id", sid, "--working-dir", str(cl.REPO),
+                        "--submission-id", sid, "--working-dir", cl.WORKING_DIR,
                         "--runtime-env-json", json.dumps(runtime_env), "--", *job_cmd],
                        env=env, check=True, cwd=str(cl.REPO), stdout=subprocess.DEVNULL)
         t_submit = time.time()
@@ -160,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
             "t_job_end": round(t_end - t_submit, 1) if t_end else None,
             "t_all_removed": round(t_gone - t_submit, 1) if t_gone else None,
             "removed_after_job_s": round(t_gone - t_end, 1) if (t_gone and t_end) else None,
+            "working_dir": cl.WORKING_DIR,
+            # must stay empty: a removal here pulls the cwd from under processes on other nodes
+            "working_dir_removals": cl.working_dir_removals(state["temp_dir"]),
         })
         try:
             (d / "job.log").write_text(client_sdk.get_job_logs(sid))
@@ -174,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         (d / "autoscale_timeline.json").write_text(json.dumps(summary, indent=2))
     off = [s for s in summary.get("listening_at_peak", []) if not cl.is_loopback(s["local"])]
     ok = (summary["job_status"] == "SUCCEEDED" and summary["peak_worker_nodes"] > 0
-          and summary["t_all_removed"] is not None and not off
+          and summary["t_all_removed"] is not None and not off and not summary["working_dir_removals"]
           and (args.keep or not summary["teardown"]["left"]))
     print(json.dumps({k: v for k, v in summary.items() if k not in ("timeline", "listening_at_peak")}, indent=2))
     print(f"{'OK' if ok else 'FAILED'}: see {d / 'autoscale_timeline.json'} and {d / 'job.log'}")

@@ -32,6 +32,13 @@ BIN = Path(sys.executable).parent  # the virtual environment's bin/ (ray, python
 STATE_FILE = "cluster.json"
 TOKEN_FILE = "auth_token"
 TEMP_SUBDIR = "ray"
+# Jobs on a one-machine cluster run in the repository itself (``working_dir: local://<repo>``), not in an
+# uploaded copy.  Every node of such a cluster shares one session directory, and Ray's working_dir plugin
+# re-creates the unpacked package (``shutil.rmtree`` + unzip) each time another node first sets up the
+# job's runtime env: processes already running in it on other nodes are left in a deleted cwd.  That
+# killed trials (oneMKL "Cannot load libtorch_cpu.so" while importing torch) and Tune's final analysis.
+# ``local://`` names a directory that already exists on every node; Ray never copies or deletes it.
+WORKING_DIR = f"local://{REPO}"
 
 
 def free_ports(n: int) -> list[int]:
@@ -231,6 +238,16 @@ def listening_sockets(pids: set[int]) -> list[dict[str, Any]]:
                 name = line.split('(("')[1].split('"')[0] if '(("' in line else "?"
                 socks.append({"local": local, "pid": pid, "process": name})
     return socks
+
+
+def working_dir_removals(temp_dir: str | Path) -> list[str]:
+    """Log lines where a node's runtime-env agent removed an unpacked working_dir package of this cluster
+    (``Removing .../working_dir_files/_ray_pkg_...``): each one pulled the cwd from under running processes."""
+    hits = []
+    for log in sorted(Path(temp_dir).glob("session_*/logs/runtime_env_setup-*.log")):
+        hits += [line.strip() for line in log.read_text(errors="replace").splitlines()
+                 if "Removing " in line and "working_dir_files" in line]
+    return hits
 
 
 def list_nodes(dashboard_url: str) -> list[dict[str, Any]]:

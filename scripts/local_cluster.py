@@ -2,8 +2,9 @@
 
     python scripts/local_cluster.py up --dir /tmp/rpc --workers 1     # head + 1 worker node
     eval "$(python scripts/local_cluster.py env --dir /tmp/rpc)"       # RAY_ADDRESS + token auth for `ray job`
-    ray job submit --working-dir . -- python jobs/pretrain.py --dataset builtin:tiny --num-workers 2 \\
-        train.cpus_per_worker=1.5 --storage-path /tmp/rpc/runs
+    # the nodes share this machine's files: run in the repository in place (see clusterlib.WORKING_DIR)
+    ray job submit --working-dir "local://$PWD" -- python jobs/pretrain.py --dataset builtin:tiny \\
+        --num-workers 2 train.cpus_per_worker=1.5 --storage-path /tmp/rpc/runs
     python scripts/local_cluster.py status --dir /tmp/rpc [--json]
     python scripts/local_cluster.py down --dir /tmp/rpc
 

@@ -4,6 +4,7 @@ finishes; the idle nodes are removed after ``idle_timeout_minutes``.  Slow (seve
 """
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import subprocess
@@ -32,6 +33,9 @@ def test_sweep_scales_out_finishes_and_idle_nodes_are_removed() -> None:
         assert r.returncode == 0, out[-3000:] + "\n--- job log ---\n" + job_log[-3000:]
         timeline = [row for row in summary["timeline"] if "worker_nodes" in row]
         assert summary["job_status"] == "SUCCEEDED"
+        # the job ran in the repository in place: no node deleted a working-dir copy under another's processes
+        assert summary["working_dir"].startswith("local://") and summary["working_dir_removals"] == []
+        assert "oneMKL" not in job_log
         # nothing but the CPU-less head when the sweep was submitted ...
         assert timeline[0]["worker_nodes"] == 0
         # ... each of the 2 concurrent trials asks for 2 workers x 1 CPU; fake nodes have 1 CPU each
@@ -43,6 +47,8 @@ def test_sweep_scales_out_finishes_and_idle_nodes_are_removed() -> None:
         # the sweep wrote its results
         exp = d / "runs" / "autoscale"
         assert (exp / "results.csv").exists() and len(list((exp / "trials").glob("*/metrics.json"))) == 2
+        with open(exp / "results.csv") as f:
+            assert [row["status"] for row in csv.DictReader(f)] == ["finished", "finished"]
         # everything listened on loopback only; nothing was left running
         assert summary["listening_at_peak"]
         assert all(cl.is_loopback(s["local"]) for s in summary["listening_at_peak"])

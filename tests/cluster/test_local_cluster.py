@@ -59,7 +59,7 @@ def submit(cluster: dict, sid: str, *cmd: str, timeout: float = 900) -> tuple[su
     runtime_env = {"env_vars": {"RAYPIPE_DATA": f"{cluster['dir']}/data"}}
     ray = str(cl.BIN / "ray")
     r = subprocess.run([ray, "job", "submit", "--address", cluster["dashboard_url"], "--submission-id", sid,
-                        "--working-dir", str(REPO), "--runtime-env-json", json.dumps(runtime_env), "--", *cmd],
+                        "--working-dir", cl.WORKING_DIR, "--runtime-env-json", json.dumps(runtime_env), "--", *cmd],
                        env=env, cwd=str(REPO), capture_output=True, text=True, timeout=timeout)
     st = subprocess.run([ray, "job", "status", sid, "--address", cluster["dashboard_url"]], env=env,
                         capture_output=True, text=True, timeout=60)
