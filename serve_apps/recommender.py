@@ -16,6 +16,7 @@ Deployments (composed with ``DeploymentHandle``s; the logic lives in :mod:`raypi
 """
 
 
+import asyncio
 import logging
 from dataclasses import asdict
 from typing import Any
@@ -28,6 +29,7 @@ from ray.serve.handle import DeploymentHandle
 
 from raypipe.serve import errors
 from raypipe.serve.errors import ApiError, error_result, raise_if_error
+from raypipe.serve.loopback import pin_internal_grpc_to_loopback
 from raypipe.serve.schemas import (
     DEFAULT_MAX_BODY_BYTES, ErrorResponse, ItemOut, MatchRequest, MatchResponse, OnboardRequest, OnboardResponse,
     RecommenderArgs, RecommendRequest, RecommendResponse,
@@ -46,22 +48,30 @@ BAD = {400: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 422: {"mode
 @serve.deployment
 class SequenceEncoder:
     def __init__(self, spec: dict[str, Any], max_batch: int, batch_wait_s: float) -> None:
+        pin_internal_grpc_to_loopback()
         from raypipe.serve.artifacts import load_model
         from raypipe.serve.encoder import HistoryEncoder
 
         model, index, cfg = load_model(spec["run_dir"])
         self.encoder = HistoryEncoder(model, index, cfg.data.max_len)
-        self.encode.set_max_batch_size(max_batch)
-        self.encode.set_batch_wait_timeout_s(batch_wait_s)
+        self.encode_many.set_max_batch_size(max_batch)
+        self.encode_many.set_batch_wait_timeout_s(batch_wait_s)
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
-    async def encode(self, histories: list[list[str]]) -> list[dict[str, Any]]:
-        return [e.to_dict() for e in self.encoder.encode(histories)]
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.001)
+    async def encode_many(self, groups: list[list[list[str]]]) -> list[list[dict[str, Any]]]:
+        """Groups of histories (one group = one ingress batch); concurrent groups run as one model batch."""
+        flat = [e.to_dict() for e in self.encoder.encode([h for g in groups for h in g])]
+        out, i = [], 0
+        for g in groups:
+            out.append(flat[i:i + len(g)])
+            i += len(g)
+        return out
 
 
 @serve.deployment
 class ANNRetriever:
     def __init__(self, spec: dict[str, Any], ef_search: int, M: int, ef_construction: int) -> None:
+        pin_internal_grpc_to_loopback()
         from pathlib import Path
 
         from raypipe.serve.artifacts import item_attributes, item_vectors, load_model, popularity, weights_key
@@ -85,6 +95,22 @@ class ANNRetriever:
         except UnknownDomainError as e:
             return error_result(422, "unknown_domain", str(e))
 
+    async def retrieve(self, queries: list[dict[str, Any]]) -> list[Any]:
+        """Many look-ups in one call (an ingress batch): ``{"vector", "domain", "k", "exclude"}`` each; a
+        ``None`` vector gets the domain's popular items.  Per-query errors come back as error values."""
+        from raypipe.serve.catalogue import UnknownDomainError
+
+        out: list[Any] = []
+        for q in queries:
+            try:
+                if q["vector"] is None:
+                    out.append(self.catalogue.popular_items(q["domain"], q["k"], q["exclude"]))
+                else:
+                    out.append(self.catalogue.search(q["vector"], q["domain"], q["k"], q["exclude"]))
+            except UnknownDomainError as e:
+                out.append(error_result(422, "unknown_domain", str(e)))
+        return out
+
     async def popular(self, domain: str | None, k: int, exclude: list[str]) -> Any:
         from raypipe.serve.catalogue import UnknownDomainError
 
@@ -105,6 +131,7 @@ class ANNRetriever:
 class CDIMMatcher:
     def __init__(self, spec: dict[str, Any], top_m: int, ef_search: int, max_items: int | None,
                  max_batch: int) -> None:
+        pin_internal_grpc_to_loopback()
         from pathlib import Path
 
         from raypipe.index import HNSWIndex
@@ -163,6 +190,7 @@ class CDIMMatcher:
 @serve.deployment
 class Reranker:
     def __init__(self, run_dir: str) -> None:
+        pin_internal_grpc_to_loopback()
         from raypipe.serve.artifacts import load_model
         from raypipe.serve.rerank import ModelReranker
 
@@ -178,12 +206,17 @@ class Reranker:
 class Recommender:
     def __init__(self, encoder: DeploymentHandle, retriever: DeploymentHandle, matcher: DeploymentHandle,
                  reranker: DeploymentHandle | None, domains: list[str], description: dict[str, Any],
-                 retries: int, rerank_depth: int, max_body_bytes: int) -> None:
+                 retries: int, rerank_depth: int, max_body_bytes: int, max_batch: int = 32,
+                 batch_wait_s: float = 0.002) -> None:
+        pin_internal_grpc_to_loopback()
         self.encoder, self.retriever, self.matcher, self.reranker = encoder, retriever, matcher, reranker
         self.domains = set(domains)
         self.description = description
         self.retries, self.rerank_depth = retries, rerank_depth
         api.state.max_body_bytes = max_body_bytes
+        self._recommend_batch.set_max_batch_size(max_batch)
+        self._recommend_batch.set_batch_wait_timeout_s(batch_wait_s)
+        self.batches = {"batches": 0, "requests": 0}  # this replica's /recommend batching, in /healthz
 
     async def _call(self, method: Any, *args: Any, idempotent: bool = True) -> Any:
         """Call a deployment; retry idempotent calls whose replica died (Serve routes the retry to a live
@@ -208,17 +241,38 @@ class Recommender:
     async def recommend(self, req: RecommendRequest) -> RecommendResponse:
         """Top-k items for a history of item ids (unknown ids skipped; none known → popular items)."""
         self._check_domain(req.domain)
-        enc = await self._call(self.encoder.encode, list(req.history))
-        exclude = list(req.history) if req.exclude_history else []
-        depth = req.k * self.rerank_depth if self.reranker is not None else req.k
-        if enc["vector"] is None:
-            hits, fallback = await self._call(self.retriever.popular, req.domain, req.k, exclude), "popular"
-        else:
-            hits, fallback = await self._call(self.retriever.search, enc["vector"], req.domain, depth, exclude), None
-        items = [{"item_id": i, "domain": d, "score": s} for i, d, s in hits]
-        reranked = False
-        if self.reranker is not None and fallback is None:
-            items, reranked = (await self._call(self.reranker.rerank, list(req.history), items))[:req.k], True
+        out = await self._recommend_batch(req)
+        if isinstance(out, ApiError):
+            raise out
+        return out
+
+    # several batches in flight: a batch mostly waits on the encoder and retriever replicas
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002, max_concurrent_batches=8)
+    async def _recommend_batch(self, reqs: list[RecommendRequest]) -> list[RecommendResponse | ApiError]:
+        """Concurrent /recommend requests share one encoder call and one retriever call: on 2 CPUs each
+        deployment hop costs milliseconds of CPU, so per-request hops would cap the app far below 100 QPS."""
+        self.batches["batches"] += 1
+        self.batches["requests"] += len(reqs)
+        try:
+            encs = await self._call(self.encoder.encode_many, [list(r.history) for r in reqs])
+            queries = [{"vector": e["vector"], "domain": r.domain,
+                        "k": r.k * self.rerank_depth if self.reranker is not None and e["vector"] is not None else r.k,
+                        "exclude": list(r.history) if r.exclude_history else []} for r, e in zip(reqs, encs)]
+            results = await self._call(self.retriever.retrieve, queries)
+        except ApiError as e:
+            return [e] * len(reqs)
+        return list(await asyncio.gather(*(self._respond(r, e, h) for r, e, h in zip(reqs, encs, results))))
+
+    async def _respond(self, req: RecommendRequest, enc: dict[str, Any], hits: Any) -> RecommendResponse | ApiError:
+        try:
+            hits = raise_if_error(hits)
+            fallback = "popular" if enc["vector"] is None else None
+            items = [{"item_id": i, "domain": d, "score": s} for i, d, s in hits]
+            reranked = False
+            if self.reranker is not None and fallback is None:
+                items, reranked = (await self._call(self.reranker.rerank, list(req.history), items))[:req.k], True
+        except ApiError as e:
+            return e
         return RecommendResponse(items=items[:req.k], domain=req.domain, k=req.k, fallback=fallback,
                                  used_items=enc["used"], skipped_items=enc["skipped"], reranked=reranked)
 
@@ -242,7 +296,11 @@ class Recommender:
     @api.get("/healthz")
     async def healthz(self) -> dict[str, Any]:
         return {"status": "ok", "catalogue": await self._call(self.retriever.stats),
-                "matcher": await self._call(self.matcher.stats), "serving": self.description}
+                "matcher": await self._call(self.matcher.stats), "serving": self.description,
+                "ingress_batching": dict(self.batches)}
+
+
+MAX_ONGOING = {"Recommender": 256, "SequenceEncoder": 64, "ANNRetriever": 64, "CDIMMatcher": 16, "Reranker": 64}
 
 
 def build_app(args: RecommenderArgs) -> Application:
@@ -260,7 +318,10 @@ def build_app(args: RecommenderArgs) -> Application:
         raise ValueError(f"num_replicas: unknown deployment(s) {sorted(unknown)}")
 
     def opts(name: str) -> dict[str, Any]:
-        o: dict[str, Any] = {"ray_actor_options": {"num_cpus": args.num_cpus}}
+        # Serve's default of 5 ongoing requests per replica makes the proxy queue and re-probe replicas
+        # under load (CPU it cannot spare on 2 cores); the ingress must admit enough requests to batch them.
+        o: dict[str, Any] = {"ray_actor_options": {"num_cpus": args.num_cpus},
+                             "max_ongoing_requests": MAX_ONGOING[name]}
         if name in replicas:
             o["num_replicas"] = replicas[name]
         return o
@@ -274,4 +335,5 @@ def build_app(args: RecommenderArgs) -> Application:
     description = {**spec.description, "reranker": args.reranker_run}
     return Recommender.options(**opts("Recommender")).bind(encoder, retriever, matcher, reranker, spec.domains,
                                                            description, args.retries, args.rerank_depth,
-                                                           args.max_body_bytes)
+                                                           args.max_body_bytes, args.ingress_max_batch,
+                                                           args.ingress_batch_wait_s)

@@ -52,3 +52,22 @@ def wait_running(app: str, deployment: str, n: int, timeout_s: float = 120.0,
             return time.time() - t0
         time.sleep(0.1)
     raise TimeoutError(f"{app}/{deployment}: {n} running replicas not reached in {timeout_s}s")
+
+
+def direct_ingress_urls(app: str) -> list[str]:
+    """HTTP URLs of ``app``'s ingress replicas when Serve runs with direct ingress
+    (``RAY_SERVE_THROUGHPUT_OPTIMIZED=1`` or ``RAY_SERVE_ENABLE_DIRECT_INGRESS=1`` set before Ray starts):
+    each ingress replica then serves HTTP itself, and a client (or a load balancer) that calls it skips
+    the proxy's extra actor hop.  Read from the controller's instance details (``target_groups``, what
+    ``GET /api/serve/applications`` returns); empty when direct ingress is off."""
+    import ray
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME
+    from ray.serve.schema import ServeInstanceDetails
+
+    controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=NAMESPACE)
+    details = ServeInstanceDetails(**ray.get(controller.get_serve_instance_details.remote()))
+    urls = []
+    for group in details.target_groups:
+        if group.app_name == app and str(getattr(group.protocol, "value", group.protocol)) == "HTTP":
+            urls += [f"http://{t.ip}:{t.port}" for t in group.targets]
+    return sorted(urls)

@@ -169,8 +169,12 @@ class RecommenderArgs(BaseModel):
     matcher_max_items: int | None = Field(None, ge=1, description="cap on pre-trained items the matcher "
                                                                    "encodes when no CDIM index is saved")
     max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024)
-    encoder_max_batch: int = Field(32, ge=1)
-    encoder_batch_wait_s: float = Field(0.002, ge=0.0)
+    ingress_max_batch: int = Field(32, ge=1, description="/recommend requests the ingress groups into one "
+                                                         "encoder call and one retriever call")
+    ingress_batch_wait_s: float = Field(0.002, ge=0.0)
+    encoder_max_batch: int = Field(8, ge=1, description="ingress batches (from any ingress replica) the "
+                                                         "encoder merges into one model batch")
+    encoder_batch_wait_s: float = Field(0.001, ge=0.0)
     matcher_max_batch: int = Field(16, ge=1)
     retries: int = Field(1, ge=0, le=3, description="retries of idempotent calls whose replica died")
     reranker_run: str | None = Field(None, description="optional run directory of a second model that "

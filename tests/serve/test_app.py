@@ -181,6 +181,38 @@ def test_other_bad_requests(app_url) -> None:
 def test_http_listens_on_loopback_only(app_url, serve_port) -> None:
     if shutil.which("ss") is None:
         pytest.skip("ss not installed")
-    out = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
     binds = [line.split()[3] for line in out.splitlines() if line.split()[3].endswith(f":{serve_port}")]
     assert binds and all(b.startswith("127.0.0.1:") for b in binds), binds
+    # every socket of the proxy and the replicas, including Serve's inter-deployment gRPC servers (which
+    # Ray binds to [::] unless raypipe.serve.loopback pins them)
+    serve_socks = [line.split()[3] for line in out.splitlines() if "ray::ServeRepli" in line or "ray::ProxyActor" in line]
+    assert len(serve_socks) >= 5, out
+    off = [b for b in serve_socks if not b.startswith(("127.0.0.1:", "[::ffff:127.0.0.1]:", "[::1]:"))]
+    assert not off, off
+
+
+def test_concurrent_recommends_share_deployment_calls_and_answer_each_request(app_url, history, model_view) -> None:
+    """The ingress batches concurrent /recommend requests into one encoder and one retriever call; each
+    request still gets its own exact answer (different k, history lengths, and an all-unknown history)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model, index, enc, vecs = model_view
+    rows = np.flatnonzero(index.domains == DOMAIN)
+    bodies = [{"history": history[-n:], "domain": DOMAIN, "k": k} for n, k in
+              [(1, 3), (2, 5), (3, 7), (4, 2), (5, 9), (6, 4)] * 4]
+    bodies.append({"history": ["toys/NOPE"], "domain": DOMAIN, "k": 3})
+    before = requests.get(f"{app_url}/healthz", timeout=10).json()["ingress_batching"]
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        answers = list(pool.map(lambda b: post(app_url, "/recommend", b), bodies))
+    after = requests.get(f"{app_url}/healthz", timeout=10).json()["ingress_batching"]
+    assert after["requests"] - before["requests"] == len(bodies)
+    assert after["batches"] - before["batches"] < len(bodies)  # some requests shared a batch
+    for body, r in zip(bodies[:-1], answers[:-1]):
+        assert r.status_code == 200, r.text
+        u = enc.encode([body["history"]])[0].vector
+        cand = [i for i in rows if index.item_ids[i] not in set(body["history"])]
+        exact = [index.item_ids[i] for i in sorted(cand, key=lambda i: -float(vecs[i] @ u))[:body["k"]]]
+        assert [i["item_id"] for i in r.json()["items"]] == exact
+    last = answers[-1].json()
+    assert last["fallback"] == "popular" and len(last["items"]) == 3
