@@ -13,6 +13,11 @@ dataset (a share with only unknown ids → popularity fallback), GET /items/{id}
 GET /healthz, and a share of malformed requests (bad JSON, wrong types, k out of range, oversized
 body, unknown domain).  Then a fault phase kills one of the two encoder replicas under load and counts
 failures until Serve has replaced it.  Writes bench/results/serve.json and prints Markdown tables.
+
+Serve runs in its throughput-optimised mode (``RAY_SERVE_THROUGHPUT_OPTIMIZED=1``, set here before Ray
+starts) and the load goes to the ingress replica's direct HTTP port (127.0.0.1:30000+);
+``--via-proxy`` sends it through Serve's HTTP proxy and ``--no-throughput-optimized`` keeps Serve's
+defaults, for comparison.
 """
 from __future__ import annotations
 
