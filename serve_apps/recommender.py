@@ -87,14 +87,6 @@ class ANNRetriever:
             OnboardingLog(state / LOG_FILE), ef_search=ef_search, M=M, ef_construction=ef_construction,
             cache_dir=state / "ann" / key)
 
-    async def search(self, vector: np.ndarray, domain: str | None, k: int, exclude: list[str]) -> Any:
-        from raypipe.serve.catalogue import UnknownDomainError
-
-        try:
-            return self.catalogue.search(vector, domain, k, exclude)
-        except UnknownDomainError as e:
-            return error_result(422, "unknown_domain", str(e))
-
     async def retrieve(self, queries: list[dict[str, Any]]) -> list[Any]:
         """Many look-ups in one call (an ingress batch): ``{"vector", "domain", "k", "exclude"}`` each; a
         ``None`` vector gets the domain's popular items.  Per-query errors come back as error values."""
@@ -110,14 +102,6 @@ class ANNRetriever:
             except UnknownDomainError as e:
                 out.append(error_result(422, "unknown_domain", str(e)))
         return out
-
-    async def popular(self, domain: str | None, k: int, exclude: list[str]) -> Any:
-        from raypipe.serve.catalogue import UnknownDomainError
-
-        try:
-            return self.catalogue.popular_items(domain, k, exclude)
-        except UnknownDomainError as e:
-            return error_result(422, "unknown_domain", str(e))
 
     async def get_item(self, item_id: str) -> Any:
         item = self.catalogue.get(item_id)
