@@ -117,9 +117,14 @@ class LoopState:
                            "stopper": vars(self.stopper)})
 
     @classmethod
-    def from_json(cls, text: str) -> "LoopState":
+    def from_json(cls, text: str, patience: int | None = None) -> "LoopState":
+        """``patience``: the resumed run's setting, which wins over the checkpoint's (a run re-launched with
+        more patience must not stop on the old count)."""
         d = json.loads(text)
-        return cls(d["epoch"], EarlyStopping(**d["stopper"]), d["history"])
+        stopper = EarlyStopping(**d["stopper"])
+        if patience is not None:
+            stopper.patience = patience
+        return cls(d["epoch"], stopper, d["history"])
 
 
 def _distributed() -> tuple[int, int]:
@@ -243,7 +248,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             _unwrap(model).load_state_dict(torch.load(d / MODEL_FILE, map_location=device))
             optim.load_state_dict(torch.load(d / OPTIM_FILE, map_location=device))
             best_state = torch.load(d / BEST_FILE, map_location="cpu")
-            state = LoopState.from_json((d / STATE_FILE).read_text())
+            state = LoopState.from_json((d / STATE_FILE).read_text(), patience=tc.patience)
         log.info("resumed at epoch %d (best %s=%.4f)", state.epoch, tc.metric, state.stopper.best)
     shard = ray.train.get_dataset_shard("train")
     while state.epoch < tc.epochs and not state.stopper.should_stop:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from raypipe.config import load_config
-from raypipe.train.loop import EarlyStopping
+from raypipe.train.loop import EarlyStopping, LoopState
 from raypipe.train.run import METRICS_FILE, run_experiment
 
 
@@ -22,6 +22,19 @@ def test_early_stopping_logic() -> None:
     assert not s.update(0.2, 2) and not s.should_stop  # equal is not an improvement
     assert not s.update(0.15, 3) and s.should_stop
     assert (s.best, s.best_epoch) == (0.2, 1)
+
+
+def test_resumed_state_takes_the_new_patience() -> None:
+    """A run stopped by patience 2 and re-launched with patience 5 goes on (the count is kept)."""
+    s = EarlyStopping(patience=2)
+    for e, v in enumerate([0.1, 0.3, 0.2, 0.25]):
+        s.update(v, e)
+    assert s.should_stop
+    saved = LoopState(epoch=4, stopper=s, history=[{"epoch": e} for e in range(4)]).to_json()
+    assert LoopState.from_json(saved).stopper.should_stop  # as checkpointed
+    again = LoopState.from_json(saved, patience=5)
+    assert (again.epoch, again.stopper.patience, again.stopper.bad_epochs, again.stopper.best) == (4, 5, 2, 0.3)
+    assert not again.stopper.should_stop
 
 
 def test_two_worker_ddp_run_writes_a_complete_run_dir(ray_local, tiny_dataset: Path, tmp_path: Path) -> None:
