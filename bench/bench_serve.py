@@ -296,7 +296,8 @@ def main() -> None:
     out = {"benchmark": "Ray Serve recommender app, loopback HTTP, open-loop aiohttp client in the same process",
            "args": vars(args), "entry": {"url": url, "kind": entry, "proxy_url": proxy_url, "direct_ingress": direct,
                                          "RAY_SERVE_THROUGHPUT_OPTIMIZED": os.environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED")},
-           "ingress_batching": requests.get(f"{url}/healthz", timeout=30).json().get("ingress_batching"), "model": model_desc, "catalogue_items": len(index), "dataset": str(data),
+           "ingress_batching": requests.get(f"{url}/healthz", timeout=30).json().get("ingress_batching"),
+           "model": model_desc, "catalogue_items": len(index), "dataset": str(data),
            "setup_s": setup_s, "healthz": health, "load": main_s, "fault": fault,
            "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(), "ray": ray.__version__,
                        "loadavg_end": la}}
