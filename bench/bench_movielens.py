@@ -32,7 +32,6 @@ import json
 import logging
 import os
 import platform
-import socket
 import sys
 import time
 from pathlib import Path
@@ -46,6 +45,7 @@ from raypipe.data.prepare import Prepared, prepare
 from raypipe.data.registry import resolve_dataset
 from raypipe.eval.protocols import EvalSet, evaluate
 from raypipe.io import write_json_atomic
+from raypipe.runtime import init_ray
 from raypipe.train.run import RunResult, load_run, run_experiment
 
 log = logging.getLogger("bench_movielens")
@@ -174,32 +174,6 @@ def run_throughput(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
     return out
 
 
-def start_ray() -> None:
-    """:func:`raypipe.runtime.init_ray`, except that a *local* Ray pins ``RAY_ADDRESS`` in its workers.
-
-    Ray Train V2's PlacementGroupCleaner (a detached actor) checks that the TrainController is alive via
-    the State API with an *auto-detected* address.  With several local Ray instances on one host (other
-    engineers' test sessions here) that lookup fails or reaches another instance, finds no such actor,
-    declares the controller dead and removes the placement group, which kills the training worker
-    mid-run (it happened to this benchmark).  Pinning our own GCS address avoids it.
-    """
-    import ray
-
-    from raypipe.runtime import init_ray
-
-    if ray.is_initialized() or os.environ.get("RAY_ADDRESS"):
-        init_ray()
-        return
-    with socket.socket() as sock:  # a free port for our GCS, so that workers can be told where it is
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    os.environ["RAY_GCS_SERVER_PORT"] = str(port)
-    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "RAY_ADDRESS": f"127.0.0.1:{port}"}
-    ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", runtime_env={"env_vars": env})
-    log.info("started a local Ray on 127.0.0.1:%d", port)
-
-
 def _f(x: float | None) -> str:
     return "–" if x is None else f"{x:.4f}"
 
@@ -270,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     torch.set_num_threads(args.threads)
 
-    start_ray()
+    init_ray()
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = False  # keep the log readable
@@ -295,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         "paper": {"ml-1m": PAPER}, "target": TARGET,
         "environment": {"python": platform.python_version(), "torch": torch.__version__,
                         "ray": __import__("ray").__version__, "machine": platform.machine(),
-                        "cpus": __import__("os").cpu_count()},
+                        "cpus": os.cpu_count()},
     })
     results["notes"] = results.get("notes", []) + args.note
     for phase in phases:

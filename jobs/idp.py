@@ -12,7 +12,7 @@ import argparse
 import logging
 import sys
 
-from raypipe.pipelines.idp import MAIN_VARIANTS, VARIANTS, IDPConfig, format_report, run_idp
+from raypipe.pipelines.idp import MAIN_VARIANTS, VARIANTS, IDPConfig, cdim_config, format_report, run_idp
 from raypipe.runtime import init_ray
 
 
@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pretrain", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of the pre-training run")
     p.add_argument("--finetune", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of every fine-tuning run")
     p.add_argument("--cdim-train", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of the CDIM run")
+    p.add_argument("--cdim", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="CDIM model settings, e.g. trainable_layers=2 k_neighbours=10 (fields of CDIMConfig)")
     p.add_argument("--address", help="Ray address (default: $RAY_ADDRESS, else a local Ray on 127.0.0.1)")
     args = p.parse_args(argv)
     variants = list(VARIANTS) if args.variants == "all" else [v for v in args.variants.split(",") if v]
@@ -38,9 +40,14 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--num-workers and --top-m must be >= 1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     base = IDPConfig()
+    try:
+        cdim = cdim_config(args.cdim)
+    except ValueError as e:
+        p.error(str(e))
     cfg = IDPConfig(dataset=args.dataset, target_dataset=args.target_dataset, storage_path=args.storage_path, name=args.name, variants=variants,
                     top_m=args.top_m, num_workers=args.num_workers, pretrain=base.pretrain + args.pretrain,
-                    finetune=base.finetune + args.finetune, cdim_train=base.cdim_train + args.cdim_train)
+                    finetune=base.finetune + args.finetune, cdim=cdim,
+                    cdim_train=base.cdim_train + args.cdim_train)
     init_ray(address=args.address)
     res = run_idp(cfg)
     print(f"\nIDP on {res['dataset']} ({res['total_s']:.0f}s; stages {res['timings_s']})")

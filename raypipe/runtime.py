@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 
 log = logging.getLogger(__name__)
 
@@ -16,7 +17,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-def init_ray(num_cpus: int | None = None, object_store_mb: int | None = None, address: str | None = None) -> None:
+def init_ray(num_cpus: int | None = None, object_store_mb: int | None = None, address: str | None = None,
+             log_to_driver: bool = True) -> None:
     """Idempotent ``ray.init``: join ``address``/``RAY_ADDRESS`` if given, else start Ray on 127.0.0.1."""
     import ray
 
@@ -26,12 +28,33 @@ def init_ray(num_cpus: int | None = None, object_store_mb: int | None = None, ad
     env = {"env_vars": {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}}
     if address:
         log.info("connecting to the Ray cluster at %s", address)
-        ray.init(address=address, runtime_env=env, log_to_driver=True)
+        ray.init(address=address, runtime_env=env, log_to_driver=log_to_driver)
         return
-    kwargs: dict = {"include_dashboard": False, "_node_ip_address": "127.0.0.1", "runtime_env": env}
+    # Ray Train V2's PlacementGroupCleaner (a detached actor) asks the State API whether the controller is
+    # alive, with an *auto-detected* address.  With several local Ray instances on one host that lookup can
+    # reach another instance, find no such actor, and remove our placement group mid-run (it killed a
+    # benchmark's training worker here).  So a local Ray gets a known GCS port, pinned in its workers.
+    port = _free_port()
+    env["env_vars"]["RAY_ADDRESS"] = f"127.0.0.1:{port}"
+    kwargs: dict = {"include_dashboard": False, "_node_ip_address": "127.0.0.1", "runtime_env": env,
+                    "log_to_driver": log_to_driver}
     if num_cpus is not None:
         kwargs["num_cpus"] = num_cpus
     if object_store_mb is not None:
         kwargs["object_store_memory"] = object_store_mb * 1024**2
-    log.info("starting a local Ray on 127.0.0.1")
-    ray.init(**kwargs)
+    log.info("starting a local Ray on 127.0.0.1:%d", port)
+    previous = os.environ.get("RAY_GCS_SERVER_PORT")
+    os.environ["RAY_GCS_SERVER_PORT"] = str(port)
+    try:
+        ray.init(**kwargs)
+    finally:
+        if previous is None:
+            os.environ.pop("RAY_GCS_SERVER_PORT", None)
+        else:
+            os.environ["RAY_GCS_SERVER_PORT"] = previous
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -18,15 +18,9 @@ def ray_local():
     """Start Ray once per test session (2 CPUs, 384 MiB object store, 127.0.0.1, no dashboard)."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(
-            num_cpus=2,
-            object_store_memory=384 * 1024**2,
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",
-            log_to_driver=False,
-            runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}},
-        )
+    from raypipe.runtime import init_ray
+
+    init_ray(num_cpus=2, object_store_mb=384, log_to_driver=False)
     yield ray
     ray.shutdown()
 

@@ -55,6 +55,7 @@ VARIANTS: dict[str, str] = {
     "idp_bert4rec": "IDP with a new encoder: BERT4Rec from scratch on generated IDs (§2.6 mode 3)",
     "idp_wo_m": "ablation w/o M: pre-trained encoder, target IDs random (no CDIM)",
     "idp_wo_bcl": "ablation w/o BCL: CDIM = the encoder without behaviour tuning",
+    "idp_wo_bcl_zero_shot": "w/o BCL deployed as is: IDs generated from the untuned encoder's neighbours, no tuning",
     "idp_wo_ps": "ablation w/o PS: generated IDs, sequential encoder from scratch",
     "idp_id_t_zero_shot": "IDP_ID+t deployed as is: generated IDs + PCA text vectors, no tuning",
     "idp_id_t": "IDP_ID+t: generated IDs + PCA text vectors (added), fine-tuned",
@@ -99,6 +100,31 @@ class Texts:
         items = CanonicalDataset.open(dataset).items(columns=["item_id", "title", "category"]).to_pandas()
         items = items.set_index("item_id").reindex(item_ids)
         return cls(item_ids, [render("plain", r) for r in items.reset_index().to_dict("records")])
+
+
+def cdim_config(pairs: list[str]) -> CDIMConfig:
+    """``KEY=VALUE`` pairs → a :class:`CDIMConfig` (values parsed with the field's type)."""
+    fields = {f.name: f for f in dataclasses.fields(CDIMConfig)}
+    values: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or key not in fields:
+            raise ValueError(f"--cdim {pair!r}: expected KEY=VALUE with KEY one of {sorted(fields)}")
+        kind = str(fields[key].type)
+        try:
+            if kind == "bool":
+                if raw.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(raw)
+                values[key] = raw.lower() in ("true", "1")
+            elif kind == "int":
+                values[key] = int(raw)
+            elif kind == "float":
+                values[key] = float(raw)
+            else:
+                values[key] = None if raw.lower() in ("none", "null", "") else raw
+        except ValueError:
+            raise ValueError(f"--cdim {pair!r}: {raw!r} is not a valid {kind}") from None
+    return CDIMConfig(**values)
 
 
 class IDPPipeline:
@@ -169,16 +195,19 @@ class IDPPipeline:
         # one behaviour positive per anchor, drawn from its top-k ID neighbours that are not held out
         choice = np.array([rng.choice([j for j in nbrs[a] if train_mask[j]] or [a]) for a in anchors])
         exp = self._exp("pretrain", "cdim", ["train.metric=neighbour_recall@10", *c.cdim_train])
-        payload = TrainPayload(CDIMFactory(c.cdim, hidden, mask), CDIMValidator(valid, nbrs),
-                               columns=("anchor", "neighbour"))
-        log.info("training CDIM on %d source items (%d held out), k=%d", len(anchors), len(valid),
-                 c.cdim.k_neighbours)
+        factory, validator = CDIMFactory(c.cdim, hidden, mask), CDIMValidator(valid, nbrs)
+        untuned = validator(factory(), 0, 1, torch.device("cpu"))["valid/neighbour_recall@10"]
+        payload = TrainPayload(factory, validator, columns=("anchor", "neighbour"))
+        log.info("training CDIM on %d source items (%d held out), k=%d; untuned encoder: held-out neighbour "
+                 "recall@10 %.4f", len(anchors), len(valid), c.cdim.k_neighbours, untuned)
         result = fit(exp, out, {"anchor": anchors[:, None], "neighbour": choice[:, None]}, payload)
         state, history = best_weights(result)
         model.load_state_dict(state, strict=False)
         torch.save(model.state_dict(), out / ".model.pt.tmp")
         (out / ".model.pt.tmp").replace(out / WEIGHTS_FILE)
-        write_json_atomic(out / METRICS_FILE, {"history": history, "n_items": len(src), "k": c.cdim.k_neighbours})
+        write_json_atomic(out / METRICS_FILE, {"history": history, "n_items": len(src), "k": c.cdim.k_neighbours,
+                                               "untuned_neighbour_recall@10": untuned,
+                                               "config": dataclasses.asdict(c.cdim)})
         self._timed("cdim", t0)
         return model.eval()
 
@@ -276,7 +305,7 @@ class IDPPipeline:
         if variant == "sasrec_scratch":
             exp = self._exp("finetune", variant, ["model.name=sasrec", "model.loss=bpr", "run.mode=transductive", *ft])
         else:
-            gen_tag = "raw" if variant == "idp_wo_bcl" else "cdim"
+            gen_tag = "raw" if variant.startswith("idp_wo_bcl") else "cdim"
             gen = {} if variant == "idp_wo_m" else generated[gen_tag]
             bert = variant == "idp_bert4rec"
             state, counts = transplant(pre_state, pre_ids, ids, gen, keep_encoder=variant not in ("idp_wo_ps", "idp_bert4rec"),
@@ -366,7 +395,7 @@ def run_idp(cfg: IDPConfig) -> dict[str, Any]:
     if NEEDS_CDIM & set(cfg.variants):
         matcher = p.cdim(pre_run, texts, source)
         generated["cdim"] = p.transfer(matcher, "cdim", pre_run, texts, source, target)
-    if "idp_wo_bcl" in cfg.variants:
+    if any(v.startswith("idp_wo_bcl") for v in cfg.variants):
         generated["raw"] = p.transfer(None, "raw", pre_run, texts, source, target)
     pca = p._pca_features(features, tgt_index) if any(v.startswith("idp_id_t") for v in cfg.variants) else None
     runs = {v: p.run_variant(v, pre_run, generated, pca) for v in cfg.variants}

@@ -8,13 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from raypipe.pipelines.idp import IDPConfig, VARIANTS, run_idp
+from raypipe.models.cdim import CDIMConfig
+from raypipe.pipelines.idp import IDPConfig, VARIANTS, cdim_config, run_idp
 
 FAST = ["train.epochs=2", "train.patience=2"]
 
 
 def test_zero_shot_transfer_generates_every_target_item(ray_local, tiny_dataset: Path, tmp_path: Path) -> None:
-    cfg = IDPConfig(dataset=str(tiny_dataset), storage_path=str(tmp_path), name="idp", variants=["idp_zero_shot"],
+    cfg = IDPConfig(dataset=str(tiny_dataset), storage_path=str(tmp_path), name="idp",
+                    variants=["idp_zero_shot", "idp_wo_bcl_zero_shot"],
                     pretrain=IDPConfig().pretrain + FAST, top_m=3)
     res = run_idp(cfg)
     root = tmp_path / "idp"
@@ -29,7 +31,15 @@ def test_zero_shot_transfer_generates_every_target_item(ray_local, tiny_dataset:
     m = res["results"]["idp_zero_shot"]
     assert set(m) == {"toys", "kitchen", "sports"}
     assert all(0.0 <= v["full_ndcg@10"] <= 1.0 for v in m.values())
-    assert json.loads((root / "results.json").read_text())["variants"] == {"idp_zero_shot": VARIANTS["idp_zero_shot"]}
+    # w/o BCL: the same transfer from the untuned encoder's neighbours; CDIM's training moved them
+    raw = pd.read_parquet(root / "transfer_raw" / "generated.parquet")
+    assert list(raw["item_id"]) == list(gen["item_id"])
+    assert any(list(a) != list(b) for a, b in zip(raw["neighbours"], gen["neighbours"]))
+    assert set(res["results"]["idp_wo_bcl_zero_shot"]) == {"toys", "kitchen", "sports"}
+    cdim = json.loads((root / "cdim" / "metrics.json").read_text())
+    assert 0.0 <= cdim["untuned_neighbour_recall@10"] <= 1.0 and cdim["config"]["trainable_layers"] == 1
+    assert json.loads((root / "results.json").read_text())["variants"] == {
+        v: VARIANTS[v] for v in ("idp_zero_shot", "idp_wo_bcl_zero_shot")}
     assert (root / "results.png").exists() and (root / "results.md").read_text().startswith("| Domain |")
 
 
@@ -42,3 +52,14 @@ def test_every_variant_runs(ray_local, tiny_dataset: Path, tmp_path: Path) -> No
     # resumable: a second call reuses every stage
     again = run_idp(cfg)
     assert set(again["timings_s"]) == {"features", "report"}
+
+
+def test_cdim_overrides_are_typed_and_checked() -> None:
+    cfg = cdim_config(["trainable_layers=2", "behaviour=false", "temperature=0.1", "encoder=none", "pooling=cls"])
+    assert cfg == CDIMConfig(trainable_layers=2, behaviour=False, temperature=0.1, encoder=None, pooling="cls")
+    with pytest.raises(ValueError, match="KEY one of"):
+        cdim_config(["layers=2"])
+    with pytest.raises(ValueError, match="'two' is not a valid int"):
+        cdim_config(["trainable_layers=two"])
+    with pytest.raises(ValueError, match="not a valid bool"):
+        cdim_config(["behaviour=maybe"])
