@@ -42,7 +42,7 @@ from raypipe.models.cdim import CDIM, CDIMConfig, CDIMFactory, CDIMValidator, id
 from raypipe.models.idp import ITEM_TABLE_KEY, generate_id_embeddings, transplant
 from raypipe.train.loop import TrainPayload
 from raypipe.train.run import (
-    INDEX_FILE, METRICS_FILE, WEIGHTS_FILE, best_weights, evaluate_domains, fit, load_run, run_experiment,
+    CONFIG_FILE, INDEX_FILE, METRICS_FILE, WEIGHTS_FILE, best_weights, evaluate_domains, fit, load_run, run_experiment,
 )
 
 log = logging.getLogger(__name__)
@@ -383,6 +383,48 @@ def plot_report(rows: dict[str, dict[str, dict[str, float]]], path: Path, metric
     plt.close(fig)
 
 
+def training_summary(runs: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    """Per trained variant: epochs run, best epoch and its validation NDCG@10 (full ranking), and whether
+    early stopping ended the run (``False``: it hit the epoch budget, i.e. it may not have converged)."""
+    out: dict[str, dict[str, Any]] = {}
+    for variant, run in runs.items():
+        m = json.loads((run / METRICS_FILE).read_text())
+        hist = m.get("history") or []
+        if not hist:
+            continue  # zero-shot: nothing trained
+        cfg = load_config(run / CONFIG_FILE)
+        best = max(hist, key=lambda h: h.get("valid/ndcg@10", float("-inf")))
+        out[variant] = {"epochs": len(hist), "best_epoch": int(best["epoch"]),
+                        "best_valid_ndcg@10": float(best["valid/ndcg@10"]),
+                        "early_stopped": len(hist) < cfg.train.epochs, "max_epochs": cfg.train.epochs,
+                        "patience": cfg.train.patience,
+                        "curve": [float(h.get("valid/ndcg@10", float("nan"))) for h in hist]}
+    return out
+
+
+def plot_curves(summary: dict[str, dict[str, Any]], path: Path) -> None:
+    """Validation NDCG@10 (full ranking) per fine-tuning epoch of every trained variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from raypipe.io import atomic_path
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    for variant, s in summary.items():
+        line, = ax.plot(range(len(s["curve"])), s["curve"], label=variant, lw=1.2)
+        ax.plot([s["best_epoch"]], [s["best_valid_ndcg@10"]], "o", color=line.get_color(), ms=4)
+    ax.set_xlabel("fine-tuning epoch")
+    ax.set_ylabel("valid NDCG@10 (full ranking)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
 def run_idp(cfg: IDPConfig) -> dict[str, Any]:
     """Run every stage and the selected variants; writes results.{json,md,png} under the pipeline dir."""
     t_all = time.time()
@@ -401,11 +443,14 @@ def run_idp(cfg: IDPConfig) -> dict[str, Any]:
     runs = {v: p.run_variant(v, pre_run, generated, pca) for v in cfg.variants}
     t0 = time.time()
     rows = p.report(runs)
+    training = training_summary(runs)
     p._timed("report", t0)
     total = round(time.time() - t_all, 1)
     result = {"dataset": str(p.dataset), "target_dataset": str(p.target), "variants": {v: VARIANTS[v] for v in cfg.variants}, "results": rows,
-              "timings_s": p.timings, "total_s": total, "config": dataclasses.asdict(cfg)}
+              "training": training, "timings_s": p.timings, "total_s": total, "config": dataclasses.asdict(cfg)}
     write_json_atomic(p.root / "results.json", result)
     write_text_atomic(p.root / "results.md", format_report(rows) + "\n")
     plot_report(rows, p.root / "results.png")
+    if training:
+        plot_curves(training, p.root / "curves.png")
     return result

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from raypipe.models.cdim import CDIMConfig
-from raypipe.pipelines.idp import IDPConfig, VARIANTS, cdim_config, run_idp
+from raypipe.config import load_config
+from raypipe.pipelines.idp import IDPConfig, VARIANTS, cdim_config, plot_curves, run_idp, training_summary
 
 FAST = ["train.epochs=2", "train.patience=2"]
 
@@ -63,3 +64,25 @@ def test_cdim_overrides_are_typed_and_checked() -> None:
         cdim_config(["trainable_layers=two"])
     with pytest.raises(ValueError, match="not a valid bool"):
         cdim_config(["behaviour=maybe"])
+
+
+def test_training_summary_tells_converged_runs_from_budget_capped_ones(tmp_path: Path) -> None:
+    def run(name: str, curve: list[float], epochs: int) -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        load_config(None, [f"train.epochs={epochs}", "train.patience=2"]).save(d / "config.yaml")
+        hist = [{"epoch": e, "valid/ndcg@10": v} for e, v in enumerate(curve)]
+        (d / "metrics.json").write_text(json.dumps({"history": hist}))
+        return d
+
+    zero = tmp_path / "zero"
+    zero.mkdir()
+    (zero / "metrics.json").write_text(json.dumps({"history": []}))
+    s = training_summary({"stopped": run("stopped", [0.1, 0.3, 0.2, 0.25], 10),
+                          "capped": run("capped", [0.1, 0.2, 0.3], 3), "zero_shot": zero})
+    assert set(s) == {"stopped", "capped"}  # nothing trained in a zero-shot run
+    assert s["stopped"]["best_epoch"] == 1 and s["stopped"]["best_valid_ndcg@10"] == 0.3
+    assert s["stopped"]["early_stopped"] and s["stopped"]["epochs"] == 4 and s["stopped"]["patience"] == 2
+    assert not s["capped"]["early_stopped"] and s["capped"]["best_epoch"] == 2
+    plot_curves(s, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
