@@ -30,14 +30,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cdim-train", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of the CDIM run")
     p.add_argument("--cdim", nargs="*", default=[], metavar="KEY=VALUE",
                    help="CDIM model settings, e.g. trainable_layers=2 k_neighbours=10 (fields of CDIMConfig)")
+    p.add_argument("--cdim-pairs", type=int, default=1,
+                   help="behaviour positives per source item (of its k ID neighbours) in CDIM's training data")
     p.add_argument("--address", help="Ray address (default: $RAY_ADDRESS, else a local Ray on 127.0.0.1)")
     args = p.parse_args(argv)
     variants = list(VARIANTS) if args.variants == "all" else [v for v in args.variants.split(",") if v]
     unknown = set(variants) - set(VARIANTS)
     if unknown:
         p.error(f"unknown variants {sorted(unknown)}; choose from {list(VARIANTS)}")
-    if args.num_workers < 1 or args.top_m < 1:
-        p.error("--num-workers and --top-m must be >= 1")
+    if args.num_workers < 1 or args.top_m < 1 or args.cdim_pairs < 1:
+        p.error("--num-workers, --top-m and --cdim-pairs must be >= 1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     base = IDPConfig()
     try:
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(e))
     cfg = IDPConfig(dataset=args.dataset, target_dataset=args.target_dataset, storage_path=args.storage_path, name=args.name, variants=variants,
                     top_m=args.top_m, num_workers=args.num_workers, pretrain=base.pretrain + args.pretrain,
-                    finetune=base.finetune + args.finetune, cdim=cdim,
+                    finetune=base.finetune + args.finetune, cdim=cdim, cdim_pairs_per_item=args.cdim_pairs,
                     cdim_train=base.cdim_train + args.cdim_train)
     init_ray(address=args.address)
     res = run_idp(cfg)

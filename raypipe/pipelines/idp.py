@@ -87,6 +87,8 @@ class IDPConfig:
     cdim_train: list[str] = field(default_factory=lambda: [
         "train.epochs=1", "train.batch_size=128", "train.lr=5e-5", "train.patience=2"])
     cdim_valid_share: float = 0.05
+    #: behaviour positives per source item and epoch (≤ k_neighbours); 1 = one fixed pair per item
+    cdim_pairs_per_item: int = 1
     seed: int = 0
 
 
@@ -132,6 +134,9 @@ class IDPPipeline:
         unknown = set(cfg.variants) - set(VARIANTS)
         if unknown:
             raise ValueError(f"unknown IDP variants {sorted(unknown)}; choose from {list(VARIANTS)}")
+        if not 1 <= cfg.cdim_pairs_per_item <= cfg.cdim.k_neighbours:
+            raise ValueError(f"cdim_pairs_per_item must be in [1, k_neighbours={cfg.cdim.k_neighbours}], "
+                             f"got {cfg.cdim_pairs_per_item}")
         self.cfg = cfg
         self.root = Path(cfg.storage_path) / cfg.name
         self.root.mkdir(parents=True, exist_ok=True)
@@ -192,21 +197,35 @@ class IDPPipeline:
         train_mask = np.ones(len(src), bool)
         train_mask[valid] = False
         anchors = np.flatnonzero(train_mask)
-        # one behaviour positive per anchor, drawn from its top-k ID neighbours that are not held out
-        choice = np.array([rng.choice([j for j in nbrs[a] if train_mask[j]] or [a]) for a in anchors])
+        # behaviour positives per anchor: `cdim_pairs_per_item` of its top-k ID neighbours that are not held
+        # out (one row per (anchor, positive) pair, eq. 6)
+        rows_a, rows_n = [], []
+        for a in anchors:
+            cand = [j for j in nbrs[a] if train_mask[j]] or [a]
+            picks = [rng.choice(cand)] if c.cdim_pairs_per_item == 1 else \
+                rng.choice(cand, size=min(c.cdim_pairs_per_item, len(cand)), replace=False)
+            rows_a += [a] * len(picks)
+            rows_n += list(picks)
+        probe = np.sort(np.random.default_rng(c.seed + 1).choice(anchors, size=min(len(valid), len(anchors)),
+                                                                 replace=False))
         exp = self._exp("pretrain", "cdim", ["train.metric=neighbour_recall@10", *c.cdim_train])
-        factory, validator = CDIMFactory(c.cdim, hidden, mask), CDIMValidator(valid, nbrs)
-        untuned = validator(factory(), 0, 1, torch.device("cpu"))["valid/neighbour_recall@10"]
+        factory, validator = CDIMFactory(c.cdim, hidden, mask), CDIMValidator(valid, nbrs, probe)
+        untuned_all = validator(factory(), 0, 1, torch.device("cpu"))
+        untuned = untuned_all["valid/neighbour_recall@10"]
         payload = TrainPayload(factory, validator, columns=("anchor", "neighbour"))
-        log.info("training CDIM on %d source items (%d held out), k=%d; untuned encoder: held-out neighbour "
-                 "recall@10 %.4f", len(anchors), len(valid), c.cdim.k_neighbours, untuned)
-        result = fit(exp, out, {"anchor": anchors[:, None], "neighbour": choice[:, None]}, payload)
+        log.info("training CDIM on %d source items (%d pairs, %d held out), k=%d; untuned encoder: neighbour "
+                 "recall@10 held out %.4f, training items %.4f", len(anchors), len(rows_a), len(valid),
+                 c.cdim.k_neighbours, untuned, untuned_all["fit/neighbour_recall@10"])
+        result = fit(exp, out, {"anchor": np.asarray(rows_a)[:, None], "neighbour": np.asarray(rows_n)[:, None]},
+                     payload)
         state, history = best_weights(result)
         model.load_state_dict(state, strict=False)
         torch.save(model.state_dict(), out / ".model.pt.tmp")
         (out / ".model.pt.tmp").replace(out / WEIGHTS_FILE)
         write_json_atomic(out / METRICS_FILE, {"history": history, "n_items": len(src), "k": c.cdim.k_neighbours,
                                                "untuned_neighbour_recall@10": untuned,
+                                               "untuned_fit_neighbour_recall@10": untuned_all["fit/neighbour_recall@10"],
+                                               "pairs": len(rows_a),
                                                "config": dataclasses.asdict(c.cdim)})
         self._timed("cdim", t0)
         return model.eval()

@@ -104,3 +104,5 @@ def test_behaviour_cl_pulls_id_neighbours_together(cdim_model: CDIM) -> None:
     nbrs = np.array([[2], [3], [0], [1]])
     rec = CDIMValidator(np.array([0, 1, 2, 3]), nbrs)(m, 0, 1, torch.device("cpu"))["valid/neighbour_recall@10"]
     assert rec == 1.0  # with 4 items every neighbour is within the top 10 (3 candidates)
+    both = CDIMValidator(np.array([0, 1]), nbrs, probe_idx=np.array([2, 3]))(m, 0, 1, torch.device("cpu"))
+    assert both == {"valid/neighbour_recall@10": 1.0, "fit/neighbour_recall@10": 1.0}
