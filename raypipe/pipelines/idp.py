@@ -38,6 +38,8 @@ from raypipe.data.registry import resolve_dataset
 from raypipe.data.sequences import ItemIndex
 from raypipe.data.text import render
 from raypipe.io import write_json_atomic, write_parquet_atomic, write_text_atomic
+from raypipe.eval.metrics import ndcg
+from raypipe.eval.significance import paired_bootstrap
 from raypipe.models.cdim import CDIM, CDIMConfig, CDIMFactory, CDIMValidator, id_neighbours
 from raypipe.models.idp import ITEM_TABLE_KEY, generate_id_embeddings, transplant
 from raypipe.train.loop import TrainPayload
@@ -340,26 +342,64 @@ class IDPPipeline:
         self._timed(variant, t0)
         return run
 
-    def report(self, runs: dict[str, Path]) -> dict[str, Any]:
-        """Sampled-99 and full-ranking metrics of every variant on every target domain."""
+    def report(self, runs: dict[str, Path]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Sampled-99 and full-ranking metrics of every variant on every target domain, and paired
+        bootstrap comparisons (:data:`PAIRED`) on the same test users and negatives."""
         rows: dict[str, dict[str, dict[str, float]]] = {}
+        per_user: dict[str, dict[str, dict[str, np.ndarray]]] = {}  # variant -> domain -> metric -> values
         for variant, run in runs.items():
             model, prep, cfg = load_run(run)
             domains = prep.info.target_domains
             sampled_cfg = dataclasses.replace(cfg, eval=dataclasses.replace(
                 cfg.eval, protocol="sampled", n_neg=99, ks=[1, 3, 5, 10]))
+            s_ranks: dict[str, np.ndarray] = {}
+            f_ranks: dict[str, np.ndarray] = {}
             try:
-                sampled = evaluate_domains(model, prep, domains, sampled_cfg)
+                sampled = evaluate_domains(model, prep, domains, sampled_cfg, ranks_out=s_ranks)
             except ValueError as e:  # e.g. the tiny benchmark: a catalogue smaller than 99 negatives
                 log.warning("%s: sampled-99 protocol not applicable (%s); reported as NaN", variant, e)
                 nan = {k: float("nan") for k in ("hr@1", "hr@3", "hr@5", "hr@10", "ndcg@1", "ndcg@3", "ndcg@5",
                                                   "ndcg@10", "mrr")}
                 sampled = {d: {**nan, "n_users": float("nan")} for d in domains}
             full_cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, protocol="full", ks=[10]))
-            full = evaluate_domains(model, prep, domains, full_cfg)
+            full = evaluate_domains(model, prep, domains, full_cfg, ranks_out=f_ranks)
             rows[variant] = {d: {**{f"s_{k}": v for k, v in sampled[d].items()},
                                  **{f"full_{k}": v for k, v in full[d].items()}} for d in domains}
-        return rows
+            per_user[variant] = {d: {"full_ndcg@10": ndcg(f_ranks[d], 10),
+                                     **({"s_ndcg@5": ndcg(s_ranks[d], 5)} if d in s_ranks else {})}
+                                 for d in domains}
+        return rows, paired_comparisons(per_user)
+
+
+#: (A, B) variant pairs compared per user by :func:`paired_comparisons`: the paper's claims and ablations
+PAIRED: list[tuple[str, str]] = [
+    ("idp", "sasrec_scratch"), ("idp", "idp_wo_m"), ("idp", "idp_wo_bcl"),
+    ("idp_zero_shot", "idp_wo_bcl_zero_shot"), ("idp_wo_ps", "idp"), ("idp_id_t", "idp"),
+]
+
+
+def paired_comparisons(per_user: dict[str, dict[str, dict[str, np.ndarray]]], seed: int = 0) -> dict[str, Any]:
+    """``{"A vs B": {domain: {metric: PairedDiff as dict}}}`` for every pair of :data:`PAIRED` present."""
+    out: dict[str, Any] = {}
+    for a, b in PAIRED:
+        if a not in per_user or b not in per_user:
+            continue
+        out[f"{a} vs {b}"] = {
+            d: {m: paired_bootstrap(per_user[a][d][m], per_user[b][d][m], seed=seed).as_dict()
+                for m in per_user[a][d] if m in per_user[b].get(d, {})}
+            for d in per_user[a] if d in per_user[b]}
+    return out
+
+
+def format_paired(paired: dict[str, Any]) -> str:
+    lines = ["| Comparison | Domain | Metric | A | B | A − B | 95% CI | p |", "|---|---|---|---:|---:|---:|---|---:|"]
+    for name, per_domain in paired.items():
+        for d, per_metric in per_domain.items():
+            for m, r in per_metric.items():
+                lines.append(f"| {name} | {d} | {m.replace('s_', 'sampled ').replace('full_', 'full ')} | "
+                             f"{r['mean_a']:.4f} | {r['mean_b']:.4f} | {r['diff']:+.4f} | "
+                             f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] | {r['p_value']:.3f} |")
+    return "\n".join(lines)
 
 
 def format_report(rows: dict[str, dict[str, dict[str, float]]]) -> str:
@@ -461,14 +501,17 @@ def run_idp(cfg: IDPConfig) -> dict[str, Any]:
     pca = p._pca_features(features, tgt_index) if any(v.startswith("idp_id_t") for v in cfg.variants) else None
     runs = {v: p.run_variant(v, pre_run, generated, pca) for v in cfg.variants}
     t0 = time.time()
-    rows = p.report(runs)
+    rows, paired = p.report(runs)
     training = training_summary(runs)
     p._timed("report", t0)
     total = round(time.time() - t_all, 1)
     result = {"dataset": str(p.dataset), "target_dataset": str(p.target), "variants": {v: VARIANTS[v] for v in cfg.variants}, "results": rows,
-              "training": training, "timings_s": p.timings, "total_s": total, "config": dataclasses.asdict(cfg)}
+              "paired": paired, "training": training, "timings_s": p.timings, "total_s": total, "config": dataclasses.asdict(cfg)}
     write_json_atomic(p.root / "results.json", result)
-    write_text_atomic(p.root / "results.md", format_report(rows) + "\n")
+    md = format_report(rows) + "\n"
+    if paired:
+        md += "\nPaired bootstrap over test users (10,000 resamples; A − B, two-sided p):\n\n" + format_paired(paired) + "\n"
+    write_text_atomic(p.root / "results.md", md)
     plot_report(rows, p.root / "results.png")
     if training:
         plot_curves(training, p.root / "curves.png")

@@ -153,14 +153,17 @@ def _init_state(cfg: ExperimentConfig, index: ItemIndex) -> dict[str, torch.Tens
 
 
 def evaluate_domains(model: torch.nn.Module, prep: Prepared, domains: list[str], cfg: ExperimentConfig,
-                     split: str = "test") -> dict[str, dict[str, float]]:
+                     split: str = "test", ranks_out: dict[str, np.ndarray] | None = None) -> dict[str, dict[str, float]]:
+    """Metrics per domain; with ``ranks_out`` also each domain's per-user target ranks (for paired tests)."""
     ec = cfg.eval
     out = {}
     for d in domains:
         es = prep.eval_set(split, d, cfg.data.max_len)
-        out[d] = evaluate(model.score, es, protocol=ec.protocol, ks=tuple(ec.ks),
-                          k_percents=tuple(ec.k_percents), n_neg=ec.n_neg, exclude_seen=ec.exclude_seen,
-                          seed=cfg.train.seed)
+        out[d], ranks = evaluate(model.score, es, protocol=ec.protocol, ks=tuple(ec.ks),
+                                 k_percents=tuple(ec.k_percents), n_neg=ec.n_neg, exclude_seen=ec.exclude_seen,
+                                 seed=cfg.train.seed, return_ranks=True)
+        if ranks_out is not None:
+            ranks_out[d] = ranks
     return out
 
 

@@ -44,6 +44,12 @@ def test_zero_shot_transfer_generates_every_target_item(ray_local, tiny_dataset:
     n_train = cdim["n_items"] - n_held_out
     assert 1.9 * n_train <= cdim["pairs"] <= 2 * n_train
     assert {"valid/neighbour_recall@10", "fit/neighbour_recall@10"} <= set(cdim["history"][0])
+    # the two zero-shot variants are compared per user (tiny: full ranking only, 99 negatives do not fit)
+    pair = res["paired"]["idp_zero_shot vs idp_wo_bcl_zero_shot"]
+    assert set(pair) == {"toys", "kitchen", "sports"} and set(pair["toys"]) == {"full_ndcg@10"}
+    r = pair["toys"]["full_ndcg@10"]
+    assert r["mean_a"] == pytest.approx(m["toys"]["full_ndcg@10"]) and r["ci_low"] <= r["diff"] <= r["ci_high"]
+    assert "Paired bootstrap" in (root / "results.md").read_text()
     assert json.loads((root / "results.json").read_text())["variants"] == {
         v: VARIANTS[v] for v in ("idp_zero_shot", "idp_wo_bcl_zero_shot")}
     assert (root / "results.png").exists() and (root / "results.md").read_text().startswith("| Domain |")
