@@ -12,9 +12,9 @@ embeddings).  Queries are fresh draws from the same mixture (not items of the in
 
 Measured per size n:
 * exact (timed after the build, right before the HNSW queries, so both see similar machine load):
-  ``raypipe.index.exact_search`` over all queries at once (float32 matmul in blocks of
-  <= 256 MiB of scores + argpartition; numpy's BLAS uses every core), queries/s, and its top-10 as
-  the ground truth;
+  ``raypipe.index.exact_search`` over all queries at once (hnswlib's ``BFIndex``, one thread;
+  results recorded before this change used a numpy matmul in blocks + argpartition with every core),
+  queries/s, and its top-10 as the ground truth;
 * HNSW: build time with ``num_threads=2``; for every ``--ef-search`` value, recall@10 against the
   exact top-10 and queries/s with ``num_threads=1`` and ``=2`` (batched ``knn_query`` through
   ``HNSWIndex.query``, median of ``--hnsw-repeats``).  Speed-up = HNSW q/s / exact q/s (wall clock);

@@ -10,7 +10,6 @@ MiniLM never saw this data, yet the last item's text predicts the next one bette
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from pathlib import Path

@@ -51,21 +51,22 @@ def random_model_run(size: str, out: Path) -> tuple[Path, Path]:
     from raypipe.data.registry import resolve_dataset
     from raypipe.data.sequences import ItemIndex
     from raypipe.models.registry import build_model
-    from raypipe.train.run import CONFIG_FILE, INDEX_FILE, WEIGHTS_FILE, context_for_index
+    from raypipe.data.catalogue import ItemCatalogue
+    from raypipe.rundir import CONFIG_FILE, INDEX_FILE, save_weights
 
     data = resolve_dataset(f"builtin:{size}").resolve()
     run = out / "random-sasrec"
-    if not (run / WEIGHTS_FILE).exists():
+    if not (run / "model.pt").exists():
         items = pq.read_table(data / "items.parquet", columns=["item_id", "domain"]).to_pandas()
         index = ItemIndex.build(items["item_id"], items["domain"])
         cfg = load_config(None, [f"data.dataset={data}", "model.name=sasrec", "model.loss=bpr", "model.hidden=64",
                                  f"run.name={run.name}", f"run.storage_path={out}"])
         torch.manual_seed(0)
-        model = build_model(cfg.model, context_for_index(index), cfg.data.max_len)
+        model = build_model(cfg.model, ItemCatalogue(index))
         run.mkdir(parents=True, exist_ok=True)
         cfg.save(run / CONFIG_FILE)
         index.save(run / INDEX_FILE)
-        torch.save(model.state_dict(), run / WEIGHTS_FILE)
+        save_weights(run, model.state_dict())
     return run, data
 
 

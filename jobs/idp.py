@@ -4,16 +4,18 @@
     python jobs/idp.py --variants all --name idp-all     # every variant and ablation
     python jobs/idp.py --pretrain train.epochs=30 --finetune train.lr=3e-4
 
-Stages whose outputs exist under <storage-path>/<name>/ are reused, so a re-run resumes.
+Stages whose outputs exist under <storage-path>/<name>/ are reused, so a re-run resumes.  Stage
+overrides are dotted keys of the stage's ExperimentConfig, checked before Ray starts.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 
-from raypipe.pipelines.idp import MAIN_VARIANTS, VARIANTS, IDPConfig, cdim_config, format_report, run_idp
-from raypipe.runtime import init_ray
+from raypipe.config import ConfigError
+from raypipe.pipelines.idp import MAIN_VARIANTS, VARIANTS, IDPConfig, format_report, run_idp
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--storage-path", default="runs")
     p.add_argument("--name", default="idp")
     p.add_argument("--variants", default=",".join(MAIN_VARIANTS), help=f"comma list or 'all' of {list(VARIANTS)}")
-    p.add_argument("--num-workers", type=int, default=1)
+    p.add_argument("--num-workers", type=int, default=1, help="Ray Train workers of every stage")
     p.add_argument("--top-m", type=int, default=10)
     p.add_argument("--pretrain", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of the pre-training run")
     p.add_argument("--finetune", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of every fine-tuning run")
@@ -35,21 +37,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--address", help="Ray address (default: $RAY_ADDRESS, else a local Ray on 127.0.0.1)")
     args = p.parse_args(argv)
     variants = list(VARIANTS) if args.variants == "all" else [v for v in args.variants.split(",") if v]
-    unknown = set(variants) - set(VARIANTS)
-    if unknown:
-        p.error(f"unknown variants {sorted(unknown)}; choose from {list(VARIANTS)}")
     if args.num_workers < 1 or args.top_m < 1 or args.cdim_pairs < 1:
         p.error("--num-workers, --top-m and --cdim-pairs must be >= 1")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    base = IDPConfig()
+    workers = [f"train.num_workers={args.num_workers}"]
     try:
-        cdim = cdim_config(args.cdim)
-    except ValueError as e:
+        cfg = IDPConfig(dataset=args.dataset, target_dataset=args.target_dataset, storage_path=args.storage_path,
+                        name=args.name, variants=variants, top_m=args.top_m).with_overrides(
+            pretrain=args.pretrain, finetune=args.finetune, cdim_train=[*workers, *args.cdim_train],
+            cdim=args.cdim, both=workers)
+        cfg = dataclasses.replace(cfg, cdim_pairs_per_item=args.cdim_pairs)
+    except (ConfigError, ValueError) as e:
         p.error(str(e))
-    cfg = IDPConfig(dataset=args.dataset, target_dataset=args.target_dataset, storage_path=args.storage_path, name=args.name, variants=variants,
-                    top_m=args.top_m, num_workers=args.num_workers, pretrain=base.pretrain + args.pretrain,
-                    finetune=base.finetune + args.finetune, cdim=cdim, cdim_pairs_per_item=args.cdim_pairs,
-                    cdim_train=base.cdim_train + args.cdim_train)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from raypipe.runtime import init_ray
+
     init_ray(address=args.address)
     res = run_idp(cfg)
     print(f"\nIDP on {res['dataset']} ({res['total_s']:.0f}s; stages {res['timings_s']})")

@@ -11,8 +11,8 @@ import argparse
 import logging
 import sys
 
+from raypipe.config import ConfigError, with_overrides
 from raypipe.pipelines.cold_start import ColdStartConfig, format_cold_start, run_cold_start
-from raypipe.runtime import init_ray
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,11 +28,16 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not 0 < args.cold_share < 1 or args.top_m < 1:
         p.error("--cold-share must be in (0, 1) and --top-m >= 1")
+    try:
+        train = with_overrides(ColdStartConfig().train, args.train)
+    except ConfigError as e:
+        p.error(str(e))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    base = ColdStartConfig()
     cfg = ColdStartConfig(dataset=args.dataset, domains=args.domains.split(",") if args.domains else None,
                           cold_share=args.cold_share, storage_path=args.storage_path, name=args.name,
-                          top_m=args.top_m, train=base.train + args.train)
+                          top_m=args.top_m, train=train)
+    from raypipe.runtime import init_ray
+
     init_ray(address=args.address)
     res = run_cold_start(cfg)
     print(f"\nInner-domain cold start on {res['dataset']} {res['domains']}: {res['n_cold']} cold items "

@@ -21,7 +21,7 @@ def experiment_parser(stage: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML experiment config (raypipe.config.ExperimentConfig)")
     p.add_argument("--set", dest="set_", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted override (repeatable)")
-    p.add_argument("--model", help="model name (sasrec, gru4rec, bert4rec, pop, random, content_last_item)")
+    p.add_argument("--model", help="a registered model (python -m raypipe.models lists them with their options)")
     p.add_argument("--dataset", help="builtin:<tiny|small|large>, movielens:<ml-1m|ml-100k> or a dataset dir")
     p.add_argument("--num-workers", type=int, help="Ray Train workers (DDP)")
     p.add_argument("--use-gpu", action="store_true", default=None, help="one GPU per worker")
@@ -55,7 +55,9 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace, 
         parser.error(f"--num-workers must be >= 1, got {cfg.train.num_workers}")
     if cfg.train.epochs < 0:
         parser.error(f"train.epochs must be >= 0, got {cfg.train.epochs}")
-    learned = cfg.model.name not in ("pop", "random", "content_last_item")
+    from raypipe.models.registry import get_spec
+
+    learned = get_spec(cfg.model.name).trainable
     needs_init = stage == "evaluate" or (stage == "finetune" and cfg.run.mode != "transductive")
     if learned and needs_init and cfg.run.init_from is None:
         parser.error(f"{stage} ({cfg.run.mode}) of {cfg.model.name} needs --init-from (a pre-trained run "

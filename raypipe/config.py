@@ -32,30 +32,66 @@ class DataConfig:
     #: domains to evaluate on after training; ``None`` = the training domains
     eval_domains: list[str] | None = None
     k_core: int = 5
+    #: the domain roles the k-core applies to (IDP k-cores its pre-training data only: ``[source]``);
+    #: domains without a declared role are always k-cored
+    k_core_roles: list[Literal["source", "target"]] = field(default_factory=lambda: ["source", "target"])
+    #: users with fewer interactions (per domain; overall for mixed flows) are dropped first; 0 = keep all
+    min_user_interactions: int = 0
+    #: ``leave_one_out`` (last item test, second-to-last validation) or ``user_433`` (PreRec: users split
+    #: 4:3:3 into train/validation/test, each held-out user's last item is the target)
+    split: Literal["leave_one_out", "user_433"] = "leave_one_out"
+    split_seed: int = 0
+    #: ``domain``: one sequence per user and domain; ``mixed``: one cross-domain flow per user (each
+    #: target's history is all of the user's earlier events in any domain), evaluated per target domain
+    flow: Literal["domain", "mixed"] = "domain"
+    #: the history window handed to models at evaluation (seen items are always the whole history)
     max_len: int = 50
     #: content vectors for content-based models: a feature store directory (raypipe.features), or a
     #: ``.npy`` array ``[N+1, d]`` aligned to this dataset's item index (row 0 = padding)
     features: str | None = None
-    feature_view: str = "text"
+    #: the views of the feature store a model may read (each becomes a named view of the ItemCatalogue)
+    feature_views: list[str] = field(default_factory=lambda: ["text"])
 
 
 @dataclass
 class ModelConfig:
+    """Base of every model's own typed config (one per model file, see :mod:`raypipe.models.spec`).
+
+    The YAML ``model:`` section is validated against the config class of the model it names: unknown
+    keys and values of the wrong type are rejected, naming the key.
+    """
+
     name: str = "sasrec"
-    hidden: int = 64
-    n_layers: int = 2
-    n_heads: int = 2
-    dropout: float = 0.2
-    #: ``ce`` (softmax over the catalogue) or ``bpr`` (one sampled same-domain negative per position)
-    loss: Literal["ce", "bpr"] = "ce"
-    #: item input of sequential models: trainable ``id`` embeddings, frozen ``content`` vectors
-    #: (projected), or ``id+content``
-    item_input: Literal["id", "content", "id+content"] = "id"
-    #: how content vectors enter: a trainable ``linear`` projection or ``identity`` (IDP_ID+t adds
-    #: PCA-reduced text vectors as they are)
-    content_projection: Literal["linear", "identity"] = "linear"
-    mask_prob: float = 0.2  # BERT4Rec cloze masking
-    extra: dict[str, Any] = field(default_factory=dict)  # model-specific knobs (validated by the model)
+
+
+@dataclass
+class UnregisteredModelConfig(ModelConfig):
+    """The ``model:`` section of a model that is not in the registry yet (only tune spaces of papers
+    whose model is not built load this way); its keys are kept, not validated."""
+
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, key: str) -> Any:
+        options = self.__dict__.get("options", {})
+        if key in options:
+            return options[key]
+        raise AttributeError(key)
+
+
+@dataclass
+class OptimConfig:
+    """Per-run overrides of the model's optimisation recipe (``None`` = the model spec's own value)."""
+
+    optimizer: Literal["adam", "adamw"] | None = None
+    #: learning-rate schedule after warm-up: ``constant``, ``linear`` decay to 0 or ``cosine`` decay to 0
+    schedule: Literal["constant", "linear", "cosine"] | None = None
+    warmup_steps: int | None = None
+    #: max global gradient norm; 0 = no clipping
+    grad_clip: float | None = None
+    #: optimiser step every N batches (the loss is averaged over them)
+    grad_accum: int | None = None
+    #: ``bf16`` = autocast to bfloat16 on GPU workers (CPU workers always run fp32)
+    precision: Literal["fp32", "bf16"] | None = None
 
 
 @dataclass
@@ -77,6 +113,7 @@ class TrainConfig:
     #: torch intra-op threads per worker (RAY_NOTES: oversubscribing 2 cores is very slow)
     torch_threads: int = 1
     shuffle_buffer: int = 10_000
+    optim: OptimConfig = field(default_factory=OptimConfig)
     #: fault injection for tests of FailureConfig + resume: the worker raises once at this epoch
     inject_failure_at_epoch: int | None = None
 
@@ -106,10 +143,15 @@ class RunSpec:
 @dataclass
 class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig = field(default_factory=lambda: model_config_class("sasrec")())
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfigSpec = field(default_factory=EvalConfigSpec)
     run: RunSpec = field(default_factory=RunSpec)
+
+    def __post_init__(self) -> None:
+        # sequence models' own window defaults to the data's history length
+        if getattr(self.model, "max_len", 0) is None:
+            self.model.max_len = self.data.max_len
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -201,7 +243,11 @@ def _build(cls: type, values: Mapping[str, Any], prefix: str) -> Any:
             continue
         tp = hints[f.name]
         v = values[f.name]
-        if dataclasses.is_dataclass(tp):
+        if tp is ModelConfig:
+            if not isinstance(v, Mapping):
+                raise ConfigError(f"{prefix}{f.name}: expected a mapping")
+            kwargs[f.name] = _build_model(v, f"{prefix}{f.name}.")
+        elif dataclasses.is_dataclass(tp):
             if not isinstance(v, Mapping):
                 raise ConfigError(f"{prefix}{f.name}: expected a mapping")
             kwargs[f.name] = _build(tp, v, f"{prefix}{f.name}.")
@@ -210,10 +256,32 @@ def _build(cls: type, values: Mapping[str, Any], prefix: str) -> Any:
     return cls(**kwargs)
 
 
+def model_config_class(name: str) -> type[ModelConfig]:
+    """The config class of a registered model (the registry is imported on first use)."""
+    from raypipe.models.registry import SPECS
+
+    try:
+        return SPECS[name].config
+    except KeyError:
+        raise ConfigError(f"model.name: unknown model {name!r}; registered: {sorted(SPECS)}") from None
+
+
+def _build_model(values: Mapping[str, Any], prefix: str) -> ModelConfig:
+    name = values.get("name", ModelConfig.name)
+    if not isinstance(name, str):
+        raise ConfigError(f"{prefix}name: expected a string, got {name!r}")
+    if values.get("_unregistered"):
+        return UnregisteredModelConfig(name=name, options={k: v for k, v in values.items()
+                                                           if k not in ("name", "_unregistered", "options")}
+                                       | dict(values.get("options") or {}))
+    return _build(model_config_class(name), values, prefix)
+
+
 def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """``update`` merged into ``base``, recursively for mappings (every key of both is kept)."""
     out = dict(base)
     for k, v in update.items():
-        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) and k != "extra":
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
             out[k] = deep_merge(out[k], v)
         else:
             out[k] = v
@@ -239,9 +307,19 @@ def parse_override(text: str) -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
-                base: ExperimentConfig | None = None) -> ExperimentConfig:
-    """Defaults (or ``base``) ← YAML file ← dotted overrides, validated into an ExperimentConfig."""
-    merged: dict[str, Any] = (base or ExperimentConfig()).to_dict()
+                base: ExperimentConfig | None = None, allow_unregistered: bool = False) -> ExperimentConfig:
+    """Defaults (or ``base``) ← YAML file ← dotted overrides, validated into an ExperimentConfig.
+
+    The ``model:`` keys are validated against the config class of the model named by the result. When
+    the file or the overrides switch to another model, the base's model options are dropped (they
+    belong to the other model). ``allow_unregistered`` keeps the options of a model that is not in the
+    registry unvalidated (tune spaces of models not built yet).
+    """
+    base_cfg = base or ExperimentConfig()
+    merged: dict[str, Any] = base_cfg.to_dict()
+    if base is None:  # the model's own defaults, before data-dependent ones (max_len) are filled in
+        merged["model"] = dataclasses.asdict(type(base_cfg.model)())
+    user: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
         try:
@@ -252,7 +330,28 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"{p}: invalid YAML: {e}") from e
         if not isinstance(loaded, Mapping):
             raise ConfigError(f"{p}: top level must be a mapping")
-        merged = deep_merge(merged, loaded)
+        user = deep_merge(user, loaded)
+    for o in overrides:
+        user = deep_merge(user, parse_override(o))
+    merged = deep_merge(merged, user)
+    model_user = user.get("model")
+    if isinstance(model_user, Mapping) and model_user.get("name", base_cfg.model.name) != base_cfg.model.name:
+        merged["model"] = dict(model_user)
+    if allow_unregistered and isinstance(merged.get("model"), Mapping):
+        from raypipe.models.registry import SPECS
+
+        if merged["model"].get("name") not in SPECS:
+            merged["model"] = {**merged["model"], "_unregistered": True}
+    return _build(ExperimentConfig, merged, "")
+
+
+def with_overrides(obj: Any, overrides: list[str] | tuple[str, ...], where: str = "") -> Any:
+    """A copy of the config dataclass ``obj`` with dotted ``overrides`` (``key=value`` relative to it),
+    validated like :func:`load_config` (an ExperimentConfig goes through :func:`load_config` itself, so
+    its model section is checked against the named model)."""
+    if isinstance(obj, ExperimentConfig):
+        return load_config(None, overrides, base=obj)
+    merged: dict[str, Any] = dataclasses.asdict(obj)
     for o in overrides:
         merged = deep_merge(merged, parse_override(o))
-    return _build(ExperimentConfig, merged, "")
+    return _build(type(obj), merged, f"{where}." if where else "")

@@ -102,3 +102,11 @@ class AtomicParquetWriter:
             self.close()
         else:
             self.abort(exc)
+
+
+def save_torch_atomic(path: str | Path, obj: Any) -> None:
+    """``torch.save`` through a temporary file: readers never see a half-written weights file."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)

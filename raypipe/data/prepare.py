@@ -1,8 +1,13 @@
 """From a canonical dataset directory to what models train and are evaluated on.
 
-:func:`prepare` applies k-core filtering, builds the item index, per-domain chronological sequences and
-the leave-one-out split, and counts training popularity.  :meth:`Prepared.eval_set` turns a split of a
-domain into a :class:`raypipe.eval.EvalSet` whose catalogue is that domain's items.
+:func:`prepare` drops users with too few interactions (optional), applies k-core filtering (to every
+domain, or only to the domains of some roles: IDP k-cores its pre-training data only), builds the item
+index, chronological sequences (one per user and domain, or one *mixed flow* per user across every
+domain) and the split (leave-one-out, or PreRec's 4:3:3 user split), and counts training popularity.
+:meth:`Prepared.eval_set` turns a split of a domain into a :class:`raypipe.eval.EvalSet` whose
+catalogue is that domain's items and whose seen items are each user's *whole* history (the model still
+reads only its last ``max_len`` items).  For mixed flows the users of a domain are those whose target
+event is in it; their histories hold every earlier event in any domain.
 """
 from __future__ import annotations
 
@@ -15,7 +20,9 @@ import pandas as pd
 
 from raypipe.data.dataset import CanonicalDataset
 from raypipe.data.schema import DatasetInfo
-from raypipe.data.sequences import ItemIndex, SplitSet, build_sequences, item_counts, kcore, leave_one_out
+from raypipe.data.sequences import (
+    ItemIndex, SplitSet, build_sequences, item_counts, kcore, leave_one_out, user_holdout,
+)
 from raypipe.eval.protocols import EvalSet
 
 log = logging.getLogger(__name__)
@@ -33,18 +40,31 @@ class Prepared:
 
     @property
     def domains(self) -> list[str]:
+        """The domains with sequences (for mixed flows: every domain some flow holds an event of)."""
+        if "domains" in self.sequences.columns:
+            return sorted(set().union(*map(set, self.sequences["domains"])))
         return sorted(set(self.sequences["domain"]))
 
     def eval_set(self, split: str, domain: str, max_len: int) -> EvalSet:
         """Users of ``domain`` in ``split`` ("valid" or "test"); catalogue = the domain's items."""
         s = {"valid": self.valid, "test": self.test}[split]
         sub = s.subset(s.domain == domain)
-        return EvalSet(history=sub.padded(max_len), target=sub.target,
-                       catalogue=self.index.domain_items(domain), user_ids=sub.user_id)
+        return EvalSet(history=sub.padded(max_len), target=sub.target, catalogue=self.index.domain_items(domain),
+                       seen=sub.seen_csr(), user_ids=sub.user_id)
 
 
-def prepare(path: str | Path, k: int = 5, domains: list[str] | None = None) -> Prepared:
-    """Load interactions (only the columns needed), k-core them per domain and split leave-one-out."""
+def prepare(path: str | Path, k: int = 5, domains: list[str] | None = None, *, split: str = "leave_one_out",
+            flow: str = "domain", min_user_interactions: int = 0, k_core_roles: tuple[str, ...] = ("source", "target"),
+            seed: int = 0) -> Prepared:
+    """Load interactions (only the columns needed), filter them and split.
+
+    ``split``: ``leave_one_out`` or ``user_433`` (PreRec); ``flow``: ``domain`` (a sequence per user and
+    domain) or ``mixed`` (one cross-domain flow per user, UniM2Rec); ``min_user_interactions``: users
+    with fewer interactions (in a domain, or in all for mixed flows) are dropped before the k-core;
+    ``k_core_roles``: the domain roles the k-core applies to (the others are kept whole).
+    """
+    if split not in ("leave_one_out", "user_433") or flow not in ("domain", "mixed"):
+        raise ValueError(f"split must be leave_one_out|user_433 and flow domain|mixed, got {split!r}, {flow!r}")
     ds = CanonicalDataset.open(path)
     df = ds.interactions(columns=["user_id", "item_id", "domain", "timestamp"]).to_pandas()
     if domains is not None:
@@ -53,9 +73,28 @@ def prepare(path: str | Path, k: int = 5, domains: list[str] | None = None) -> P
             raise ValueError(f"{path}: unknown domains {sorted(unknown)}")
         df = df[df["domain"].isin(domains)]
     n0 = len(df)
-    df = kcore(df, k)
-    log.info("%s: %d-core kept %d of %d interactions", path, k, len(df), n0)
+    if min_user_interactions > 0:
+        key = ["user_id"] if flow == "mixed" else ["user_id", "domain"]
+        df = df[df.groupby(key, sort=False)["item_id"].transform("size") >= min_user_interactions]
+        log.info("%s: users with >= %d interactions keep %d of %d", path, min_user_interactions, len(df), n0)
+    cored = {d for d in df["domain"].unique() if ds.info.role_of(d) in (*k_core_roles, None)}
+    part = df["domain"].isin(cored)
+    df = pd.concat([kcore(df[part], k), df[~part]]).sort_index(kind="mergesort")
+    log.info("%s: %d-core on %d of %d domains kept %d of %d interactions", path, k, len(cored),
+             df["domain"].nunique(), len(df), n0)
     index = ItemIndex.build(df["item_id"], df["domain"])
-    seqs = build_sequences(df, index)
-    train, valid, test = leave_one_out(seqs)
+    seqs = build_sequences(df, index, by_domain=flow == "domain")
+    if split == "leave_one_out":
+        train, valid, test = leave_one_out(seqs)
+    else:
+        train, valid, test = user_holdout(seqs, seed=seed)
     return Prepared(ds.info, index, seqs, train, valid, test, item_counts(train["items"], index.num_embeddings))
+
+
+def prepare_for(data) -> Prepared:
+    """:func:`prepare` with the options of a :class:`raypipe.config.DataConfig`."""
+    from raypipe.data.registry import resolve_dataset
+
+    return prepare(resolve_dataset(data.dataset), k=data.k_core, split=data.split, flow=data.flow,
+                   min_user_interactions=data.min_user_interactions, k_core_roles=tuple(data.k_core_roles),
+                   seed=data.split_seed)

@@ -207,6 +207,10 @@ class DatasetInfo:
     def target_domains(self) -> list[str]:
         return [d.name for d in self.domains if d.role == "target"]
 
+    def role_of(self, domain: str) -> str | None:
+        """The declared role of a domain (``None`` when ``dataset.json`` does not list it)."""
+        return next((d.role for d in self.domains if d.name == domain), None)
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 

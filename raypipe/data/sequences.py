@@ -130,13 +130,16 @@ def pad_left(seqs: list[np.ndarray] | np.ndarray, max_len: int) -> np.ndarray:
 
 @dataclass
 class SplitSet:
-    """Histories (variable length) and their next-item targets for one split."""
+    """Histories (variable length, the user's *whole* history before the target) and their next-item
+    targets for one split.  ``domain`` is the target's domain (for mixed flows it differs per event);
+    ``history_domains`` holds the domain of every history item of mixed flows (``None`` otherwise)."""
 
     user_id: np.ndarray
     domain: np.ndarray
     history: list[np.ndarray]
     target: np.ndarray
     target_time: np.ndarray
+    history_domains: list[np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.target)
@@ -144,36 +147,88 @@ class SplitSet:
     def padded(self, max_len: int) -> np.ndarray:
         return pad_left(self.history, max_len)
 
+    def seen_csr(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(indptr, indices)`` of every user's whole history: what the protocols exclude as seen."""
+        lengths = np.array([len(h) for h in self.history], dtype=np.int64)
+        indptr = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        flat = np.concatenate(self.history).astype(np.int64) if len(self.history) else np.zeros(0, np.int64)
+        return indptr, flat
+
     def subset(self, mask: np.ndarray) -> "SplitSet":
         idx = np.flatnonzero(mask)
+        hd = None if self.history_domains is None else [self.history_domains[i] for i in idx]
         return SplitSet(self.user_id[idx], self.domain[idx], [self.history[i] for i in idx],
-                        self.target[idx], self.target_time[idx])
+                        self.target[idx], self.target_time[idx], hd)
+
+
+def _seq_columns(seqs: pd.DataFrame) -> list[str]:
+    """The per-event array columns of a sequences frame (all truncated together by the splits)."""
+    return [c for c in ("items", "timestamps", "domains") if c in seqs.columns]
+
+
+def _holdout(ev: pd.DataFrame, offset: int) -> SplitSet:
+    """The event ``offset`` from the end of each sequence as the target, everything before it as history."""
+    mixed = "domains" in ev.columns
+    return SplitSet(
+        ev["user_id"].to_numpy(dtype=object),
+        np.array([d[len(d) - offset] for d in ev["domains"]], dtype=object) if mixed
+        else ev["domain"].to_numpy(dtype=object),
+        [s[: len(s) - offset] for s in ev["items"]],
+        np.array([s[len(s) - offset] for s in ev["items"]], dtype=np.int64),
+        np.array([t[len(t) - offset] for t in ev["timestamps"]], dtype=np.int64),
+        [d[: len(d) - offset] for d in ev["domains"]] if mixed else None,
+    )
 
 
 def leave_one_out(seqs: pd.DataFrame, min_len: int = 3) -> tuple[pd.DataFrame, SplitSet, SplitSet]:
     """Leave-one-out: the last item is the test target, the one before it the validation target.
 
-    Returns the training sequences (everything before the validation target) and the validation and
-    test sets.  Users with fewer than ``min_len`` items keep all their items for training only.
+    Returns the training sequences (everything before the validation target, every per-event column
+    truncated alike: items, timestamps and, for mixed flows, domains) and the validation and test sets.
+    Users with fewer than ``min_len`` items keep all their items for training only.
     """
     lengths = seqs["items"].map(len).to_numpy()
     ok = lengths >= min_len
     train = seqs.copy()
-    for col in ("items", "timestamps"):
+    for col in _seq_columns(seqs):
         train[col] = pd.Series([s[:-2] if keep else s for s, keep in zip(seqs[col], ok)],
                                index=seqs.index, dtype=object)
     ev = seqs[ok]
+    return train.reset_index(drop=True), _holdout(ev, 2), _holdout(ev, 1)
 
-    def make(offset: int) -> SplitSet:
-        return SplitSet(
-            ev["user_id"].to_numpy(dtype=object),
-            ev["domain"].to_numpy(dtype=object),
-            [s[: len(s) - offset] for s in ev["items"]],
-            np.array([s[len(s) - offset] for s in ev["items"]], dtype=np.int64),
-            np.array([t[len(t) - offset] for t in ev["timestamps"]], dtype=np.int64),
-        )
 
-    return train.reset_index(drop=True), make(2), make(1)
+def user_holdout(seqs: pd.DataFrame, ratios: tuple[int, ...] = (4, 3, 3), seed: int = 0,
+                 min_len: int = 2) -> tuple[pd.DataFrame, SplitSet, SplitSet]:
+    """PreRec's user split: users are divided train/validation/test ``4:3:3`` (seeded); training users'
+    sequences are used whole for training; each validation and test user's last item is their target,
+    with the rest of their sequence as history (their sequences are never trained on).  Held-out users
+    with fewer than ``min_len`` items are dropped (nothing to predict from)."""
+    train_u, valid_u, test_u = user_split(seqs["user_id"].to_numpy(dtype=object), ratios, seed)
+    lengths = seqs["items"].map(len).to_numpy()
+    train = seqs[seqs["user_id"].isin(set(train_u))].reset_index(drop=True)
+    valid = seqs[seqs["user_id"].isin(set(valid_u)) & (lengths >= min_len)]
+    test = seqs[seqs["user_id"].isin(set(test_u)) & (lengths >= min_len)]
+    return train, _holdout(valid, 1), _holdout(test, 1)
+
+
+def sequence_windows(seqs: list[np.ndarray] | pd.Series, width: int) -> list[np.ndarray]:
+    """Training windows of at most ``width`` items covering whole sequences: the last ``width`` items,
+    then windows ending ``width - 1`` items earlier, and so on, so every item after a sequence's first
+    is a next-item target in exactly one window (with as much of its history as the window holds).
+    Sequences shorter than 2 items give no window."""
+    if width < 2:
+        raise ValueError(f"a training window needs at least 2 items, got width {width}")
+    out: list[np.ndarray] = []
+    for s in seqs:
+        end = len(s)
+        while end >= 2:
+            start = max(0, end - width)
+            out.append(s[start:end])
+            if start == 0:
+                break
+            end = start + 1  # the next window's last item is this window's first input
+    return out
 
 
 def user_split(users: np.ndarray, ratios: tuple[int, ...] = (4, 3, 3), seed: int = 0) -> list[np.ndarray]:

@@ -72,7 +72,6 @@ import hashlib
 import importlib.metadata
 import json
 import logging
-import struct
 import threading
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -126,20 +125,14 @@ def _normalise(x: np.ndarray) -> np.ndarray:
     return x / (np.linalg.norm(x, axis=1, keepdims=True) + np.float32(1e-30))
 
 
-def exact_search(
-    vectors: np.ndarray,
-    queries: np.ndarray,
-    k: int,
-    space: Space = "cosine",
-    *,
-    max_block_bytes: int = 256 * 1024**2,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-``k`` by brute force: the numpy reference for :class:`HNSWIndex`.
+def exact_search(vectors: np.ndarray, queries: np.ndarray, k: int, space: Space = "cosine",
+                 num_threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` by brute force with hnswlib's own ``BFIndex`` (the reference for :class:`HNSWIndex`
+    and its fallback for very selective filters).
 
     Scores follow the module's convention (similarities, higher is better: cosine, raw inner product,
-    or negative squared L2).  Queries are processed in blocks so the ``[block, n]`` score matrix stays
-    under ``max_block_bytes`` (256 MiB by default: 64 queries × 1M items); each block is one float32
-    matmul (BLAS, all its threads) followed by ``argpartition`` and a sort of the ``k`` winners.
+    or negative squared L2).  hnswlib's ``BFIndex`` does not normalise in the cosine space, so vectors and
+    queries are normalised here exactly as ``Index`` does it.
 
     Args:
         vectors: ``[n, d]`` database vectors.
@@ -161,32 +154,16 @@ def exact_search(
         raise ValueError(f"dimension mismatch: vectors have d={x.shape[1]}, queries have d={q.shape[1]}")
     n = x.shape[0]
     k = min(k, n)
-    out_idx = np.empty((q.shape[0], k), dtype=np.int64)
-    out_score = np.empty((q.shape[0], k), dtype=np.float32)
     if k == 0 or q.shape[0] == 0:
-        return out_idx, out_score
+        return np.empty((q.shape[0], k), dtype=np.int64), np.empty((q.shape[0], k), dtype=np.float32)
     if space == "cosine":
         x, q = _normalise(x), _normalise(q)
-    x_sq = np.einsum("ij,ij->i", x, x) if space == "l2" else None
-    block = max(1, int(max_block_bytes // (4 * n)))
-    for start in range(0, q.shape[0], block):
-        qb = q[start : start + block]
-        s = qb @ x.T  # [b, n]
-        if space == "l2":
-            # -||q - x||² = 2 q·x - ||x||² - ||q||²
-            s *= 2.0
-            s -= x_sq[None, :]
-            s -= np.einsum("ij,ij->i", qb, qb)[:, None]
-        np.negative(s, out=s)  # in place: ascending order of -score = best first
-        if k < n:
-            part = np.argpartition(s, k - 1, axis=1)[:, :k]
-        else:
-            part = np.broadcast_to(np.arange(n), (s.shape[0], n))
-        neg_top = np.take_along_axis(s, part, axis=1)
-        order = np.argsort(neg_top, axis=1, kind="stable")
-        out_idx[start : start + block] = np.take_along_axis(part, order, axis=1)
-        out_score[start : start + block] = -np.take_along_axis(neg_top, order, axis=1)
-    return out_idx, out_score
+    bf = hnswlib.BFIndex(space="ip" if space == "cosine" else space, dim=x.shape[1])
+    bf.init_index(max_elements=n)
+    bf.add_items(x, np.arange(n))
+    labels, dist = bf.knn_query(q, k=k, num_threads=num_threads)
+    scores = -dist if space == "l2" else 1.0 - dist  # BFIndex returns each row best first
+    return labels.astype(np.int64), scores.astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -748,6 +725,12 @@ class HNSWIndex:
             return ids[0], scores[0]
         return ids, scores
 
+    def within(self, domain: str) -> "DomainView":
+        """A view whose ``query(vectors, k)`` searches only ``domain``'s items (e.g. inner-domain cold start)."""
+        if domain not in self.domains:
+            raise ValueError(f"unknown domain {domain!r}; the index has {self.domains}")
+        return DomainView(self, domain)
+
     def _make_filter(self, filter_ids: IdFilter | None, domain: str | Collection[str] | None) -> "_Filter":
         """Turn ``filter_ids``/``domain`` into a label predicate plus a cheap candidate set."""
         flt = _Filter(bound=len(self))
@@ -848,7 +831,8 @@ class HNSWIndex:
         Raises:
             FileNotFoundError: ``path`` does not exist.
             IndexFormatError: a file is missing, a checksum/size differs, ``meta.json`` is unreadable
-                or inconsistent (dim, count, M, labels) with the hnswlib binary.
+                or inconsistent (count, M, ef_construction, labels; with ``verify_checksums`` also dim)
+                with the hnswlib binary as hnswlib loads it.
         """
         path = Path(path)
         if not path.is_dir():
@@ -878,13 +862,6 @@ class HNSWIndex:
             )
         if labels["label"] != list(range(count)):
             raise IndexFormatError(f"{path / LABELS_FILE}: labels must be 0..{count - 1} in order")
-        header = _read_hnsw_header(path / INDEX_FILE)
-        for key in ("dim", "count", "M", "ef_construction"):
-            if header[key] != meta[key]:
-                raise IndexFormatError(
-                    f"{key} mismatch: {path / INDEX_FILE} has {key}={header[key]} but {path / META_FILE} "
-                    f"records {key}={meta[key]}"
-                )
         # a growable index is loaded at its size and grows again on demand; a fixed one keeps its cap
         capacity = max(count, _MIN_CAPACITY) if meta["growable"] else max(meta["max_elements"], count)
         hnsw = hnswlib.Index(space=meta["space"], dim=dim)
@@ -892,10 +869,18 @@ class HNSWIndex:
             hnsw.load_index(str(path / INDEX_FILE), max_elements=capacity)
         except RuntimeError as e:
             raise IndexFormatError(f"hnswlib cannot load {path / INDEX_FILE}: {e}") from e
-        if int(hnsw.element_count) != count:
-            raise IndexFormatError(
-                f"{path / INDEX_FILE} holds {hnsw.element_count} elements but meta.json count={count}"
-            )
+        loaded = {"count": int(hnsw.element_count), "M": int(hnsw.M), "ef_construction": int(hnsw.ef_construction)}
+        if verify_checksums:
+            # the stored vector width, from hnswlib's own parameters (its pickling state): an index loaded
+            # with another dim would read vectors wrongly
+            params = hnsw.__getstate__()[0]
+            loaded["dim"] = (int(params["label_offset"]) - int(params["offset_data"])) // 4
+        for key, value in loaded.items():
+            if value != meta[key]:
+                raise IndexFormatError(
+                    f"{key} mismatch: {path / INDEX_FILE} has {key}={value} but {path / META_FILE} records "
+                    f"{key}={meta[key]}"
+                )
         index = cls(
             meta["space"],
             dim,
@@ -947,6 +932,17 @@ _META_TYPES: dict[str, type | tuple[type, ...]] = {
 }
 
 
+@dataclasses.dataclass(frozen=True)
+class DomainView:
+    """:meth:`HNSWIndex.within`: the index restricted to one domain (the ``SimilarityIndex`` surface)."""
+
+    index: HNSWIndex
+    domain: str
+
+    def query(self, vectors: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        return self.index.query(vectors, k, domain=self.domain)
+
+
 def _read_meta(path: Path) -> dict[str, Any]:
     f = path / META_FILE
     if not f.is_file():
@@ -976,20 +972,3 @@ def _read_meta(path: Path) -> dict[str, Any]:
             f"{f}: impossible sizes dim={meta['dim']}, count={meta['count']}, live_count={meta['live_count']}"
         )
     return meta
-
-
-_HNSW_HEADER = struct.Struct("<6QiI3QdQ")
-
-
-def _read_hnsw_header(path: Path) -> dict[str, int]:
-    """The fixed header of hnswlib's ``saveIndex`` binary (HierarchicalNSW::saveIndex, hnswlib 0.8)."""
-    with open(path, "rb") as f:
-        raw = f.read(_HNSW_HEADER.size)
-    if len(raw) < _HNSW_HEADER.size:
-        raise IndexFormatError(f"{path} is truncated ({len(raw)} bytes, shorter than hnswlib's header)")
-    (_, max_elements, count, _, label_offset, offset_data, _, _, _, _, m, _, ef_construction) = _HNSW_HEADER.unpack(raw)
-    data_bytes = label_offset - offset_data
-    if data_bytes <= 0 or data_bytes % 4:
-        raise IndexFormatError(f"{path}: header holds an impossible vector size ({data_bytes} bytes)")
-    return {"dim": data_bytes // 4, "count": count, "max_elements": max_elements, "M": m,
-            "ef_construction": ef_construction}

@@ -11,28 +11,27 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from raypipe.data.catalogue import ItemCatalogue
 from raypipe.models.base import SequentialRecommender
-from raypipe.models.layers import ItemEmbedding, ModelContext, TransformerEncoder
+from raypipe.models.layers import TransformerEncoder
+from raypipe.models.sequential import SequenceModelConfig, item_embedding, sequence_rows, sequence_schema
+from raypipe.models.spec import ModelSpec
 
 
 @dataclass
-class BERT4RecConfig:
-    hidden: int = 64
-    n_layers: int = 2
+class BERT4RecConfig(SequenceModelConfig):
+    name: str = "bert4rec"
     n_heads: int = 2
-    dropout: float = 0.2
-    max_len: int = 50
+    #: cloze masking probability
     mask_prob: float = 0.2
-    item_input: str = "id"
-    content_projection: str = "linear"
 
 
 class BERT4Rec(SequentialRecommender):
-    def __init__(self, cfg: BERT4RecConfig, ctx: ModelContext) -> None:
+    def __init__(self, cfg: BERT4RecConfig, catalogue: ItemCatalogue) -> None:
         super().__init__()
         self.cfg = cfg
-        self.mask_token = ctx.num_embeddings  # N + 1
-        self.items = ItemEmbedding(ctx, cfg.hidden, cfg.item_input, extra_tokens=1, projection=cfg.content_projection)
+        self.mask_token = catalogue.num_embeddings  # N + 1
+        self.items = item_embedding(cfg, catalogue, extra_tokens=1)
         self.encoder = TransformerEncoder(cfg.hidden, cfg.n_layers, cfg.n_heads, cfg.dropout, cfg.max_len,
                                           causal=False)
 
@@ -63,3 +62,11 @@ class BERT4Rec(SequentialRecommender):
         logits = out @ self.items.all_items().T
         logits[:, 0] = float("-inf")
         return F.cross_entropy(logits, seq[masked])
+
+
+SPEC = ModelSpec(
+    name="bert4rec", config=BERT4RecConfig, build=BERT4Rec, schema=sequence_schema, rows=sequence_rows,
+    capabilities=frozenset({"retrieval", "scorer"}),
+    summary="bidirectional self-attention trained with the cloze objective",
+    reference="Sun et al. 2019, arXiv:1904.06690",
+)

@@ -6,7 +6,9 @@
   the other items of the batch are negatives;
 * eq. 6 (behaviour CL): an item's top-k neighbours by *pre-trained ID embedding* are its positives,
   against the same in-batch denominator.  We draw one neighbour per (item, neighbour) row and use the
-  standard InfoNCE form (the positive also appears in the denominator), which keeps the loss bounded;
+  standard InfoNCE form (the positive also appears in the denominator), which keeps the loss bounded.
+  In-batch rows that are among the anchor's own top-k ID neighbours are false negatives and are masked
+  out of its denominator (when the model holds the neighbour table);
 * eq. 7: ``L = L_behaviour + L_text``.
 
 Efficiency on CPUs: only the top ``trainable_layers`` Transformer layers are fine-tuned.  The frozen
@@ -26,6 +28,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from raypipe.features.text import resolve_text_model
+from raypipe.models.spec import BatchSchema, Column
+
+#: CDIM's training rows: an anchor item and one of its behaviour positives (rows of the text cache)
+CDIM_SCHEMA = BatchSchema((Column("anchor", "int64", (1,), "cached item row"),
+                           Column("neighbour", "int64", (1,), "a top-k ID-space neighbour of the anchor")))
 
 
 @dataclass
@@ -47,7 +54,7 @@ class CDIM(nn.Module):
     """The sentence encoder plus (optionally) cached lower-layer states of the training items."""
 
     def __init__(self, cfg: CDIMConfig, cache_hidden: torch.Tensor | None = None,
-                 cache_mask: torch.Tensor | None = None) -> None:
+                 cache_mask: torch.Tensor | None = None, neighbours: torch.Tensor | None = None) -> None:
         super().__init__()
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from transformers import AutoModel, AutoTokenizer
@@ -70,6 +77,8 @@ class CDIM(nn.Module):
         if cache_hidden is not None:
             self.register_buffer("cache_hidden", cache_hidden, persistent=False)
             self.register_buffer("cache_mask", cache_mask, persistent=False)
+        if neighbours is not None:  # [n_cached, k] top-k ID neighbours of every cached row
+            self.register_buffer("neighbours", torch.as_tensor(neighbours, dtype=torch.long), persistent=False)
 
     @property
     def dim(self) -> int:
@@ -147,7 +156,11 @@ class CDIM(nn.Module):
         if self.cfg.behaviour:
             nb = self.encode_cached(batch["neighbour"].reshape(-1))
             pos = (a1 * nb).sum(-1, keepdim=True) / tau
-            loss = loss + F.cross_entropy(torch.cat([pos, sims], 1), torch.zeros_like(labels))  # eq. 6
+            neg = sims
+            if hasattr(self, "neighbours"):  # in-batch ID neighbours of the anchor are not negatives
+                false_neg = (self.neighbours[anchor][:, :, None] == anchor[None, None, :]).any(1)
+                neg = sims.masked_fill(false_neg, float("-inf"))
+            loss = loss + F.cross_entropy(torch.cat([pos, neg], 1), torch.zeros_like(labels))  # eq. 6
         return loss  # eq. 7
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -210,6 +223,8 @@ class CDIMFactory:
     cfg: CDIMConfig
     cache_hidden: torch.Tensor
     cache_mask: torch.Tensor
+    neighbours: np.ndarray | None = None
 
     def __call__(self) -> CDIM:
-        return CDIM(self.cfg, self.cache_hidden, self.cache_mask)
+        nb = None if self.neighbours is None else torch.as_tensor(self.neighbours)
+        return CDIM(self.cfg, self.cache_hidden, self.cache_mask, nb)

@@ -5,29 +5,27 @@ Left-padded histories are packed (pads skipped) so padding never enters the recu
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from raypipe.models.layers import ModelContext
-from raypipe.models.sequential import NextItemModel
+from raypipe.data.catalogue import ItemCatalogue
+from raypipe.models.sequential import NextItemModel, SequenceModelConfig, sequence_rows, sequence_schema
+from raypipe.models.spec import ModelSpec
 
 
 @dataclass
-class GRU4RecConfig:
-    hidden: int = 64
+class GRU4RecConfig(SequenceModelConfig):
+    name: str = "gru4rec"
     n_layers: int = 1
-    dropout: float = 0.2
-    max_len: int = 50
-    loss: str = "ce"
-    item_input: str = "id"
-    content_projection: str = "linear"
+    loss: Literal["ce", "bpr"] = "ce"
 
 
 class GRU4Rec(NextItemModel):
-    def __init__(self, cfg: GRU4RecConfig, ctx: ModelContext) -> None:
-        super().__init__(ctx, cfg.hidden, cfg.item_input, cfg.loss, projection=cfg.content_projection)
+    def __init__(self, cfg: GRU4RecConfig, catalogue: ItemCatalogue) -> None:
+        super().__init__(cfg, catalogue, cfg.loss)
         self.cfg = cfg
         self.dropout = nn.Dropout(cfg.dropout)
         self.gru = nn.GRU(cfg.hidden, cfg.hidden, num_layers=cfg.n_layers, batch_first=True,
@@ -49,3 +47,11 @@ class GRU4Rec(NextItemModel):
         inv = (torch.arange(L, device=history.device)[None] - (L - lengths)[:, None]) % L
         y = y.gather(1, inv[..., None].expand(-1, -1, y.shape[-1]))
         return self.out(y) * (history > 0)[..., None]
+
+
+SPEC = ModelSpec(
+    name="gru4rec", config=GRU4RecConfig, build=GRU4Rec, schema=sequence_schema, rows=sequence_rows,
+    capabilities=frozenset({"retrieval", "scorer"}),
+    summary="GRU over the item sequence (CE or BPR)",
+    reference="Hidasi et al. 2016, arXiv:1511.06939",
+)

@@ -38,6 +38,14 @@ class GeneratedEmbeddings:
     def as_dict(self) -> dict[str, np.ndarray]:
         return dict(zip(self.item_ids, self.embeddings))
 
+    @classmethod
+    def concat(cls, parts: Sequence["GeneratedEmbeddings"]) -> "GeneratedEmbeddings":
+        """One result from several (e.g. one per domain); all must have the same m."""
+        if not parts:
+            raise ValueError("nothing to concatenate")
+        return cls([i for p in parts for i in p.item_ids], np.concatenate([p.embeddings for p in parts]),
+                   np.concatenate([p.neighbours for p in parts]), np.concatenate([p.weights for p in parts]))
+
 
 def eq9_weights(sims: np.ndarray) -> np.ndarray:
     """Normalised similarities of eq. 9 (clipped at 0; uniform when none is positive)."""

@@ -1,37 +1,14 @@
-"""Shared layers: the Transformer block/encoder, the item input embedding and the model context.
+"""Shared layers: the Transformer block/encoder and the item input embedding.
 
 Every sequential model builds on these; a model needing a variant extends them rather than copying.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-
-@dataclass
-class ModelContext:
-    """What a model needs to know about the data, independent of the config.
-
-    ``item_domain[i]`` is the domain id of item index ``i`` (``-1`` for padding row 0);
-    ``domain_ranges[d] = (lo, hi)`` is the contiguous index range ``[lo, hi)`` of domain ``d``
-    (items are indexed by domain, see :class:`raypipe.data.sequences.ItemIndex`).
-    """
-
-    num_items: int  # N; indices 1..N, 0 = padding
-    item_domain: np.ndarray
-    domain_ranges: np.ndarray  # [D, 2]
-    domain_names: list[str]
-    item_counts: np.ndarray | None = None  # training popularity, length N+1
-    item_features: np.ndarray | None = None  # frozen content vectors [N+1, dc], row 0 zeros
-
-    @property
-    def num_embeddings(self) -> int:
-        return self.num_items + 1
 
 
 def attention_mask(valid: torch.Tensor, causal: bool) -> torch.Tensor:
@@ -113,8 +90,8 @@ class ItemEmbedding(nn.Module):
     ``extra_tokens`` reserves indices after N (e.g. BERT4Rec's [MASK] = N+1).
     """
 
-    def __init__(self, ctx: ModelContext, hidden: int, mode: str = "id", extra_tokens: int = 0,
-                 projection: str = "linear") -> None:
+    def __init__(self, num_embeddings: int, hidden: int, mode: str = "id", extra_tokens: int = 0,
+                 projection: str = "linear", features: np.ndarray | None = None) -> None:
         super().__init__()
         if mode not in ("id", "content", "id+content"):
             raise ValueError(f"item_input must be id, content or id+content, got {mode!r}")
@@ -122,19 +99,19 @@ class ItemEmbedding(nn.Module):
             raise ValueError(f"content_projection must be linear or identity, got {projection!r}")
         self.mode = mode
         self.hidden = hidden
-        self.num_embeddings = ctx.num_embeddings
+        self.num_embeddings = num_embeddings
         self.register_buffer("pad_marker", torch.zeros(1), persistent=False)  # tracks the device
-        n = ctx.num_embeddings + extra_tokens
+        n = num_embeddings + extra_tokens
         self.id = nn.Embedding(n, hidden, padding_idx=0) if "id" in mode else None
         if self.id is not None:
             nn.init.normal_(self.id.weight, std=hidden ** -0.5)
             with torch.no_grad():
                 self.id.weight[0].zero_()
         if "content" in mode:
-            if ctx.item_features is None:
+            if features is None:
                 raise ValueError("item_input uses content but no item features were given "
                                  "(set data.features to a feature store)")
-            feats = torch.as_tensor(ctx.item_features, dtype=torch.float32)
+            feats = torch.as_tensor(features, dtype=torch.float32)
             pad = torch.zeros(extra_tokens, feats.shape[1])
             self.register_buffer("content", torch.cat([feats, pad]), persistent=False)
             if projection == "identity" and feats.shape[1] != hidden:

@@ -8,10 +8,15 @@
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
+from raypipe.config import ModelConfig
+from raypipe.data.catalogue import ItemCatalogue
 from raypipe.models.base import SequentialRecommender, last_items
+from raypipe.models.spec import ModelSpec
 
 
 def _shape(history: torch.Tensor, candidates: torch.Tensor) -> tuple[int, int]:
@@ -51,3 +56,42 @@ class ContentLastItem(SequentialRecommender):
 
     def item_repr(self, items: torch.Tensor) -> torch.Tensor:
         return self.vectors[items]
+
+
+@dataclass
+class RandomConfig(ModelConfig):
+    name: str = "random"
+
+
+@dataclass
+class PopConfig(ModelConfig):
+    name: str = "pop"
+
+
+@dataclass
+class ContentLastItemConfig(ModelConfig):
+    name: str = "content_last_item"
+    #: the catalogue's feature view (e.g. SBERT text vectors)
+    view: str = "text"
+
+
+def _pop(cfg: PopConfig, catalogue: ItemCatalogue) -> Pop:
+    if catalogue.item_counts is None:
+        raise ValueError("pop needs the catalogue's training popularity (item_counts)")
+    return Pop(catalogue.item_counts)
+
+
+def _content(cfg: ContentLastItemConfig, catalogue: ItemCatalogue) -> ContentLastItem:
+    return ContentLastItem(catalogue.view(cfg.view).vectors)
+
+
+RANDOM_SPEC = ModelSpec(name="random", config=RandomConfig, build=lambda cfg, catalogue: Random(),
+                        summary="seeded random ranking (ties broken by the evaluator)",
+                        reference="PreRec appendix C.2 baseline")
+POP_SPEC = ModelSpec(name="pop", config=PopConfig, build=_pop, summary="training interaction count",
+                     reference="PreRec appendix C.2 baseline")
+CONTENT_LAST_ITEM_SPEC = ModelSpec(
+    name="content_last_item", config=ContentLastItemConfig, build=_content,
+    capabilities=frozenset({"retrieval", "scorer"}),
+    summary="the last item's frozen content vector is the user vector (SBERT last item)",
+    reference="PreRec appendix C.2 baseline")

@@ -9,7 +9,7 @@ Here: a seeded ``cold_share`` of the items of each evaluated domain becomes cold
 dataset without any interaction of a cold item is written; SASRec-BPR is trained on the warm copy (the
 evaluated domains, jointly); CDIM is trained on the warm items (behaviour neighbours from the warm ID
 table); each cold item gets the similarity-weighted mean of its top-m warm items' ID embeddings (eq.
-8–9, through the hnswlib index).  The model — untouched otherwise — is then evaluated on the *full*
+8–9, through the hnswlib index) *of its own domain*.  The model — untouched otherwise — is then evaluated on the *full*
 dataset's test users whose held-out item is cold (and, for reference, on those whose item is warm),
 99 sampled negatives and full ranking.  Rows compared on the same users:
 
@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
-from raypipe.config import ExperimentConfig, ModelConfig, load_config
+from raypipe.config import ExperimentConfig, load_config
 from raypipe.data.prepare import Prepared, prepare
 from raypipe.data.registry import resolve_dataset
 from raypipe.data.schema import DATASET_FILE, INTERACTIONS_FILE, ITEMS_FILE
@@ -42,9 +42,11 @@ from raypipe.eval.protocols import evaluate
 from raypipe.io import atomic_dir, write_json_atomic, write_parquet_atomic, write_text_atomic
 from raypipe.models.cdim import CDIMConfig
 from raypipe.models.idp import transplant
+from raypipe.models.pop import RandomConfig
 from raypipe.models.registry import build_model
 from raypipe.pipelines.idp import IDPConfig, IDPPipeline, Texts
-from raypipe.train.run import CONFIG_FILE, INDEX_FILE, WEIGHTS_FILE, model_context
+from raypipe.data.catalogue import ItemCatalogue
+from raypipe.rundir import CONFIG_FILE, INDEX_FILE, load_weights
 
 log = logging.getLogger(__name__)
 
@@ -60,15 +62,10 @@ class ColdStartConfig:
     storage_path: str = "runs"
     name: str = "idp-cold"
     top_m: int = 10
-    hidden: int = 64
-    k_core: int = 5
-    train: list[str] = field(default_factory=lambda: [
-        "model.name=sasrec", "model.loss=bpr", "train.batch_size=256", "train.lr=1e-3", "train.epochs=12",
-        "train.patience=3", "train.valid_users=3000"])
+    #: the SASRec-BPR run on the warm copy, CDIM and its Ray Train run: IDP's stage configs
+    train: ExperimentConfig = field(default_factory=lambda: IDPConfig().pretrain)
     cdim: CDIMConfig = field(default_factory=CDIMConfig)
-    cdim_train: list[str] = field(default_factory=lambda: [
-        "train.epochs=1", "train.batch_size=128", "train.lr=5e-5", "train.patience=2"])
-    num_workers: int = 1
+    cdim_train: ExperimentConfig = field(default_factory=lambda: IDPConfig().cdim_train)
     seed: int = 0
     #: sampled protocol: negatives per user (IDP: 99); tiny catalogues need fewer
     n_neg: int = 99
@@ -107,14 +104,14 @@ def _model_with_rows(warm: tuple[dict[str, torch.Tensor], list[str], ExperimentC
     """The warm-trained model re-indexed to the full dataset, cold rows from ``generated`` (others random)."""
     warm_state, pre_ids, cfg = warm
     state, counts = transplant(warm_state, pre_ids, list(prep.index.item_ids), generated, seed=seed)
-    model = build_model(cfg.model, model_context(prep), cfg.data.max_len)
+    model = build_model(cfg.model, ItemCatalogue(prep.index, prep.counts))
     model.load_state_dict(state)
     log.info("cold-start model rows: %s", counts)
     return model.eval()
 
 
 def _random_model(prep: Prepared) -> torch.nn.Module:
-    return build_model(ModelConfig(name="random"), model_context(prep), 50).eval()
+    return build_model(RandomConfig(), ItemCatalogue(prep.index, prep.counts)).eval()
 
 
 def evaluate_cold(model: torch.nn.Module, prep: Prepared, domains: list[str], cold: set[str], max_len: int,
@@ -140,7 +137,7 @@ def run_cold_start(cfg: ColdStartConfig) -> dict[str, Any]:
     """Run the experiment; writes ``cold_start.{json,md}`` under ``<storage_path>/<name>/``."""
     t_all = time.time()
     full_path = resolve_dataset(cfg.dataset)
-    prep = prepare(full_path, k=cfg.k_core)
+    prep = prepare(full_path, k=cfg.train.data.k_core)
     domains = cfg.domains or [d for d in prep.info.target_domains if d in set(prep.domains)] or sorted(set(prep.domains))
     cold = pick_cold_items(prep.index, domains, cfg.cold_share, cfg.seed)
     root = Path(cfg.storage_path) / cfg.name
@@ -149,10 +146,10 @@ def run_cold_start(cfg: ColdStartConfig) -> dict[str, Any]:
         removed = write_warm_copy(full_path, warm_path, cold)
         log.info("%d cold items in %s; warm copy without their %d interactions: %s", len(cold), domains,
                  removed, warm_path)
+    train = dataclasses.replace(cfg.train, data=dataclasses.replace(cfg.train.data, domains=list(domains)))
     pipe = IDPPipeline(IDPConfig(
-        dataset=str(warm_path), storage_path=cfg.storage_path, name=cfg.name, top_m=cfg.top_m, hidden=cfg.hidden,
-        num_workers=cfg.num_workers, seed=cfg.seed, cdim=cfg.cdim, cdim_train=cfg.cdim_train,
-        pretrain=[*cfg.train, f"data.domains={','.join(domains)}", f"data.k_core={cfg.k_core}"], variants=[]))
+        dataset=str(warm_path), storage_path=cfg.storage_path, name=cfg.name, top_m=cfg.top_m, seed=cfg.seed,
+        cdim=cfg.cdim, cdim_train=cfg.cdim_train, pretrain=train, finetune=train, variants=[]))
     pre_run = pipe.pretrain()  # SASRec-BPR on the warm copy of the evaluated domains
     warm_index = ItemIndex.load(pre_run / INDEX_FILE)
     in_domains = set(domains)
@@ -162,10 +159,13 @@ def run_cold_start(cfg: ColdStartConfig) -> dict[str, Any]:
     if leaked:
         raise RuntimeError(f"cold items {sorted(leaked)[:5]} have interactions in the warm copy")
     texts = Texts.of(full_path, warm_ids + cold)
-    generated = {"cdim": pipe.transfer(pipe.cdim(pre_run, texts, warm_ids), "cdim", pre_run, texts, warm_ids, cold),
-                 "raw": pipe.transfer(None, "raw", pre_run, texts, warm_ids, cold)}
+    # inner-domain: a cold item's neighbours are warm items of its own domain
+    domain_of = {str(i): str(d) for i, d in zip(prep.index.item_ids, prep.index.domains)}
+    generated = {"cdim": pipe.transfer(pipe.cdim(pre_run, texts, warm_ids), "cdim", pre_run, texts, warm_ids, cold,
+                                       domain_of),
+                 "raw": pipe.transfer(None, "raw", pre_run, texts, warm_ids, cold, domain_of)}
     warm_cfg = load_config(pre_run / CONFIG_FILE)
-    warm = (torch.load(pre_run / WEIGHTS_FILE, map_location="cpu"), list(warm_index.item_ids), warm_cfg)
+    warm = (load_weights(pre_run), list(warm_index.item_ids), warm_cfg)
     max_len = warm_cfg.data.max_len
     models = {"idp_inner": _model_with_rows(warm, prep, generated["cdim"], cfg.seed),
               "idp_inner_wo_bcl": _model_with_rows(warm, prep, generated["raw"], cfg.seed),

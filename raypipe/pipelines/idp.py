@@ -25,49 +25,85 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import torch
 
-from raypipe.config import load_config
+from raypipe.config import ExperimentConfig, ModelConfig, load_config, model_config_class, with_overrides
 from raypipe.data.dataset import CanonicalDataset
-from raypipe.data.prepare import prepare
+from raypipe.data.prepare import prepare_for
 from raypipe.data.registry import resolve_dataset
 from raypipe.data.sequences import ItemIndex
 from raypipe.data.text import render
 from raypipe.io import write_json_atomic, write_parquet_atomic, write_text_atomic
 from raypipe.eval.metrics import ndcg
 from raypipe.eval.significance import paired_bootstrap
-from raypipe.models.cdim import CDIM, CDIMConfig, CDIMFactory, CDIMValidator, id_neighbours
-from raypipe.models.idp import ITEM_TABLE_KEY, generate_id_embeddings, transplant
+from raypipe.models.cdim import CDIM, CDIM_SCHEMA, CDIMConfig, CDIMFactory, CDIMValidator, id_neighbours
+from raypipe.models.idp import ITEM_TABLE_KEY, GeneratedEmbeddings, generate_id_embeddings, transplant
 from raypipe.train.loop import TrainPayload
-from raypipe.train.run import (
-    CONFIG_FILE, INDEX_FILE, METRICS_FILE, WEIGHTS_FILE, best_weights, evaluate_domains, fit, load_run, run_experiment,
-)
+from raypipe.rundir import CONFIG_FILE, INDEX_FILE, METRICS_FILE, WEIGHTS_FILE, load_weights, save_weights
+from raypipe.train.run import best_weights, evaluate_domains, fit, load_run, run_experiment
 
 log = logging.getLogger(__name__)
 
+@dataclass(frozen=True)
+class Variant:
+    """One row of the variant table: where a fine-tuning run's target ID rows and encoder come from."""
+
+    name: str
+    description: str
+    #: target ID rows: ``none`` (trained from scratch, no transfer), ``cdim`` (eq. 8–9 through the tuned
+    #: CDIM), ``raw`` (eq. 8–9 through the untuned sentence encoder: w/o BCL), ``random`` (w/o M)
+    ids: Literal["none", "cdim", "raw", "random"]
+    #: keep the pre-trained sequential encoder (``False``: it trains from scratch, e.g. w/o PS)
+    pretrained_encoder: bool = True
+    #: the fine-tuned model (a new encoder such as BERT4Rec is §2.6 mode 3)
+    model: Literal["sasrec", "bert4rec"] = "sasrec"
+    #: ``zero-shot``: deployed as is (§2.6 mode 1), ``transductive``: everything fine-tuned (mode 2)
+    mode: Literal["zero-shot", "transductive"] = "transductive"
+    #: IDP_ID+t: PCA-reduced text vectors added to the ID rows
+    text_features: bool = False
+
+
 #: every variant the pipeline knows, in report order
-VARIANTS: dict[str, str] = {
-    "sasrec_scratch": "SASRec trained from scratch on the target domains",
-    "idp_zero_shot": "IDP deployed as is: pre-trained encoder + generated IDs, no tuning (§2.6 mode 1)",
-    "idp": "IDP: pre-trained encoder + generated IDs, both fine-tuned (§2.6 mode 2)",
-    "idp_bert4rec": "IDP with a new encoder: BERT4Rec from scratch on generated IDs (§2.6 mode 3)",
-    "idp_wo_m": "ablation w/o M: pre-trained encoder, target IDs random (no CDIM)",
-    "idp_wo_bcl": "ablation w/o BCL: CDIM = the encoder without behaviour tuning",
-    "idp_wo_bcl_zero_shot": "w/o BCL deployed as is: IDs generated from the untuned encoder's neighbours, no tuning",
-    "idp_wo_ps": "ablation w/o PS: generated IDs, sequential encoder from scratch",
-    "idp_id_t_zero_shot": "IDP_ID+t deployed as is: generated IDs + PCA text vectors, no tuning",
-    "idp_id_t": "IDP_ID+t: generated IDs + PCA text vectors (added), fine-tuned",
-}
+VARIANT_TABLE: tuple[Variant, ...] = (
+    Variant("sasrec_scratch", "SASRec trained from scratch on the target domains", "none", pretrained_encoder=False),
+    Variant("idp_zero_shot", "IDP deployed as is: pre-trained encoder + generated IDs, no tuning (§2.6 mode 1)",
+            "cdim", mode="zero-shot"),
+    Variant("idp", "IDP: pre-trained encoder + generated IDs, both fine-tuned (§2.6 mode 2)", "cdim"),
+    Variant("idp_bert4rec", "IDP with a new encoder: BERT4Rec from scratch on generated IDs (§2.6 mode 3)", "cdim",
+            pretrained_encoder=False, model="bert4rec"),
+    Variant("idp_wo_m", "ablation w/o M: pre-trained encoder, target IDs random (no CDIM)", "random"),
+    Variant("idp_wo_bcl", "ablation w/o BCL: CDIM = the encoder without behaviour tuning", "raw"),
+    Variant("idp_wo_bcl_zero_shot", "w/o BCL deployed as is: IDs generated from the untuned encoder's "
+            "neighbours, no tuning", "raw", mode="zero-shot"),
+    Variant("idp_wo_ps", "ablation w/o PS: generated IDs, sequential encoder from scratch", "cdim",
+            pretrained_encoder=False),
+    Variant("idp_id_t_zero_shot", "IDP_ID+t deployed as is: generated IDs + PCA text vectors, no tuning", "cdim",
+            mode="zero-shot", text_features=True),
+    Variant("idp_id_t", "IDP_ID+t: generated IDs + PCA text vectors (added), fine-tuned", "cdim", text_features=True),
+)
+VARIANTS: dict[str, Variant] = {v.name: v for v in VARIANT_TABLE}
 MAIN_VARIANTS = ["sasrec_scratch", "idp_zero_shot", "idp", "idp_wo_m"]
-NEEDS_CDIM = {"idp_zero_shot", "idp", "idp_bert4rec", "idp_wo_ps", "idp_id_t_zero_shot", "idp_id_t"}
+
+
+def _stage(*overrides: str) -> ExperimentConfig:
+    return load_config(None, list(overrides))
 
 
 @dataclass
 class IDPConfig:
+    """The IDP pipeline: its data, its variants and the typed configs of its stages.
+
+    ``pretrain`` / ``finetune`` / ``cdim_train`` are the ExperimentConfigs of the pre-training run, of
+    every fine-tuning run (the variant sets model, mode, initialisation) and of CDIM's Ray Train run
+    (its optimisation settings); the pipeline fills in the dataset and run names.  Build variations with
+    :meth:`with_overrides` (dotted keys, validated, errors name the key).
+    """
+
     dataset: str = "builtin:small"
     #: a different dataset to transfer to (e.g. ``movielens:ml-100k`` from ``movielens:ml-1m``); ``None``:
     #: the target domains of ``dataset``
@@ -76,22 +112,44 @@ class IDPConfig:
     name: str = "idp"
     variants: list[str] = field(default_factory=lambda: list(MAIN_VARIANTS))
     top_m: int = 10  # eq. 8
-    hidden: int = 64  # IDP §3.2: embedding size 64
-    num_workers: int = 1
-    torch_threads: int = 2
-    pretrain: list[str] = field(default_factory=lambda: [
-        "model.name=sasrec", "model.loss=bpr", "train.batch_size=256", "train.lr=1e-3", "train.epochs=12",
-        "train.patience=3", "train.valid_users=3000"])
-    finetune: list[str] = field(default_factory=lambda: [
-        "train.batch_size=256", "train.lr=1e-3", "train.epochs=12", "train.patience=3",
-        "train.valid_users=3000"])
+    pretrain: ExperimentConfig = field(default_factory=lambda: _stage(
+        "model.name=sasrec", "model.loss=bpr", "model.hidden=64", "train.batch_size=256", "train.lr=1e-3",
+        "train.epochs=12", "train.patience=3", "train.valid_users=3000", "train.torch_threads=2"))
+    finetune: ExperimentConfig = field(default_factory=lambda: _stage(
+        "model.name=sasrec", "model.loss=bpr", "model.hidden=64", "train.batch_size=256", "train.lr=1e-3",
+        "train.epochs=12", "train.patience=3", "train.valid_users=3000", "train.torch_threads=2"))
     cdim: CDIMConfig = field(default_factory=CDIMConfig)
-    cdim_train: list[str] = field(default_factory=lambda: [
-        "train.epochs=1", "train.batch_size=128", "train.lr=5e-5", "train.patience=2"])
+    cdim_train: ExperimentConfig = field(default_factory=lambda: _stage(
+        "train.epochs=1", "train.batch_size=128", "train.lr=5e-5", "train.patience=2", "train.torch_threads=2"))
     cdim_valid_share: float = 0.05
     #: behaviour positives per source item and epoch (≤ k_neighbours); 1 = one fixed pair per item
     cdim_pairs_per_item: int = 1
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = set(self.variants) - set(VARIANTS)
+        if unknown:
+            raise ValueError(f"unknown IDP variants {sorted(unknown)}; choose from {list(VARIANTS)}")
+        if not 1 <= self.cdim_pairs_per_item <= self.cdim.k_neighbours:
+            raise ValueError(f"cdim_pairs_per_item must be in [1, k_neighbours={self.cdim.k_neighbours}], "
+                             f"got {self.cdim_pairs_per_item}")
+        hp, hf = getattr(self.pretrain.model, "hidden", None), getattr(self.finetune.model, "hidden", None)
+        if hp != hf:
+            raise ValueError(f"finetune model.hidden ({hf}) must equal pretrain model.hidden ({hp}): the "
+                             "generated rows live in the pre-trained ID space")
+
+    @property
+    def hidden(self) -> int:
+        return int(self.pretrain.model.hidden)
+
+    def with_overrides(self, pretrain: Sequence[str] = (), finetune: Sequence[str] = (),
+                       cdim_train: Sequence[str] = (), cdim: Sequence[str] = (), both: Sequence[str] = ()) -> "IDPConfig":
+        """A copy with dotted overrides of the stages (``both``: pre-training and fine-tuning alike)."""
+        return dataclasses.replace(
+            self, pretrain=with_overrides(self.pretrain, [*both, *pretrain]),
+            finetune=with_overrides(self.finetune, [*both, *finetune]),
+            cdim_train=with_overrides(self.cdim_train, list(cdim_train)),
+            cdim=with_overrides(self.cdim, list(cdim), "cdim"))
 
 
 @dataclass
@@ -106,39 +164,17 @@ class Texts:
         return cls(item_ids, [render("plain", r) for r in items.reset_index().to_dict("records")])
 
 
-def cdim_config(pairs: list[str]) -> CDIMConfig:
-    """``KEY=VALUE`` pairs → a :class:`CDIMConfig` (values parsed with the field's type)."""
-    fields = {f.name: f for f in dataclasses.fields(CDIMConfig)}
-    values: dict[str, object] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or key not in fields:
-            raise ValueError(f"--cdim {pair!r}: expected KEY=VALUE with KEY one of {sorted(fields)}")
-        kind = str(fields[key].type)
-        try:
-            if kind == "bool":
-                if raw.lower() not in ("true", "false", "1", "0"):
-                    raise ValueError(raw)
-                values[key] = raw.lower() in ("true", "1")
-            elif kind == "int":
-                values[key] = int(raw)
-            elif kind == "float":
-                values[key] = float(raw)
-            else:
-                values[key] = None if raw.lower() in ("none", "null", "") else raw
-        except ValueError:
-            raise ValueError(f"--cdim {pair!r}: {raw!r} is not a valid {kind}") from None
-    return CDIMConfig(**values)
+def retarget(model: ModelConfig, name: str) -> ModelConfig:
+    """The config of model ``name`` carrying over every option it shares with ``model`` (a variant that
+    swaps the encoder keeps the run's hidden size, dropout, window ...)."""
+    cls = model_config_class(name)
+    shared = {f.name: getattr(model, f.name) for f in dataclasses.fields(cls)
+              if f.name != "name" and hasattr(model, f.name)}
+    return cls(**shared)
 
 
 class IDPPipeline:
     def __init__(self, cfg: IDPConfig) -> None:
-        unknown = set(cfg.variants) - set(VARIANTS)
-        if unknown:
-            raise ValueError(f"unknown IDP variants {sorted(unknown)}; choose from {list(VARIANTS)}")
-        if not 1 <= cfg.cdim_pairs_per_item <= cfg.cdim.k_neighbours:
-            raise ValueError(f"cdim_pairs_per_item must be in [1, k_neighbours={cfg.cdim.k_neighbours}], "
-                             f"got {cfg.cdim_pairs_per_item}")
         self.cfg = cfg
         self.root = Path(cfg.storage_path) / cfg.name
         self.root.mkdir(parents=True, exist_ok=True)
@@ -147,13 +183,12 @@ class IDPPipeline:
         self.timings: dict[str, float] = {}
 
     # -- helpers -------------------------------------------------------------------------------
-    def _exp(self, stage: str, run_name: str, extra: list[str]):
-        c = self.cfg
+    def _exp(self, base: ExperimentConfig, stage: str, run_name: str, **run: Any) -> ExperimentConfig:
+        """A stage's config with the pipeline's data and run names filled in."""
         data = self.dataset if stage == "pretrain" else self.target
-        return load_config(None, [
-            f"data.dataset={data}", f"run.stage={stage}", f"run.name={run_name}",
-            f"run.storage_path={self.root}", f"model.hidden={c.hidden}", f"train.num_workers={c.num_workers}",
-            f"train.torch_threads={c.torch_threads}", f"train.seed={c.seed}", *extra])
+        return dataclasses.replace(
+            base, data=dataclasses.replace(base.data, dataset=str(data)),
+            run=dataclasses.replace(base.run, stage=stage, name=run_name, storage_path=str(self.root), **run))
 
     def _timed(self, key: str, t0: float) -> None:
         self.timings[key] = round(time.time() - t0, 1)
@@ -173,7 +208,7 @@ class IDPPipeline:
         run = self.root / "pretrain"
         if not (run / METRICS_FILE).exists():
             t0 = time.time()
-            run_experiment(self._exp("pretrain", "pretrain", self.cfg.pretrain))
+            run_experiment(self._exp(self.cfg.pretrain, "pretrain", "pretrain"))
             self._timed("pretrain", t0)
         return run
 
@@ -183,10 +218,10 @@ class IDPPipeline:
         out = self.root / "cdim"
         model = CDIM(c.cdim)
         if (out / WEIGHTS_FILE).exists():
-            model.load_state_dict(torch.load(out / WEIGHTS_FILE, map_location="cpu"), strict=False)
+            model.load_state_dict(load_weights(out), strict=False)
             return model.eval()
         t0 = time.time()
-        pre_state = torch.load(pre_run / WEIGHTS_FILE, map_location="cpu")
+        pre_state = load_weights(pre_run)
         pre_index = ItemIndex.load(pre_run / INDEX_FILE)
         pos = {iid: i + 1 for i, iid in enumerate(pre_index.item_ids)}
         text_of = dict(zip(texts.item_ids, texts.texts))
@@ -210,20 +245,21 @@ class IDPPipeline:
             rows_n += list(picks)
         probe = np.sort(np.random.default_rng(c.seed + 1).choice(anchors, size=min(len(valid), len(anchors)),
                                                                  replace=False))
-        exp = self._exp("pretrain", "cdim", ["train.metric=neighbour_recall@10", *c.cdim_train])
-        factory, validator = CDIMFactory(c.cdim, hidden, mask), CDIMValidator(valid, nbrs, probe)
+        exp = self._exp(with_overrides(c.cdim_train, ["train.metric=neighbour_recall@10"]), "pretrain", "cdim")
+        factory, validator = CDIMFactory(c.cdim, hidden, mask, nbrs), CDIMValidator(valid, nbrs, probe)
         untuned_all = validator(factory(), 0, 1, torch.device("cpu"))
         untuned = untuned_all["valid/neighbour_recall@10"]
-        payload = TrainPayload(factory, validator, columns=("anchor", "neighbour"))
+        payload = TrainPayload(factory, validator, CDIM_SCHEMA, n_rows=len(rows_a))
         log.info("training CDIM on %d source items (%d pairs, %d held out), k=%d; untuned encoder: neighbour "
                  "recall@10 held out %.4f, training items %.4f", len(anchors), len(rows_a), len(valid),
                  c.cdim.k_neighbours, untuned, untuned_all["fit/neighbour_recall@10"])
-        result = fit(exp, out, {"anchor": np.asarray(rows_a)[:, None], "neighbour": np.asarray(rows_n)[:, None]},
-                     payload)
+        rows = {"anchor": np.asarray(rows_a, dtype=np.int64)[:, None],
+                "neighbour": np.asarray(rows_n, dtype=np.int64)[:, None]}
+        CDIM_SCHEMA.check(rows)
+        result = fit(exp, out, rows, payload)
         state, history = best_weights(result)
         model.load_state_dict(state, strict=False)
-        torch.save(model.state_dict(), out / ".model.pt.tmp")
-        (out / ".model.pt.tmp").replace(out / WEIGHTS_FILE)
+        save_weights(out, model.state_dict())
         write_json_atomic(out / METRICS_FILE, {"history": history, "n_items": len(src), "k": c.cdim.k_neighbours,
                                                "untuned_neighbour_recall@10": untuned,
                                                "untuned_fit_neighbour_recall@10": untuned_all["fit/neighbour_recall@10"],
@@ -233,8 +269,11 @@ class IDPPipeline:
         return model.eval()
 
     def transfer(self, matcher: CDIM | None, tag: str, pre_run: Path, texts: Texts, source_ids: list[str],
-                 target_ids: list[str]) -> dict[str, np.ndarray]:
-        """CDIM vectors → hnswlib index over source items → generated IDs for target items (eq. 8–9)."""
+                 target_ids: list[str], domain_of: dict[str, str] | None = None) -> dict[str, np.ndarray]:
+        """CDIM vectors → hnswlib index over source items → generated IDs for target items (eq. 8–9).
+
+        With ``domain_of`` (item id → domain) each target item's neighbours come from its own domain only
+        (inner-domain cold start, IDP §3.8)."""
         from raypipe.index import HNSWIndex
 
         out = self.root / f"transfer_{tag}"
@@ -249,14 +288,24 @@ class IDPPipeline:
         tgt = [i for i in target_ids if text_of.get(i)]
         src_vec = matcher.encode_texts([text_of[i] for i in src])
         tgt_vec = matcher.encode_texts([text_of[i] for i in tgt])
-        index = HNSWIndex.build(src_vec, src, space="cosine", ef_search=max(64, 4 * self.cfg.top_m))
+        index = HNSWIndex.build(src_vec, src, space="cosine", ef_search=max(64, 4 * self.cfg.top_m),
+                                domains=[domain_of[i] for i in src] if domain_of else None)
         index.save(out / "index")
-        pre_state = torch.load(pre_run / WEIGHTS_FILE, map_location="cpu")
+        pre_state = load_weights(pre_run)
         pre_index = ItemIndex.load(pre_run / INDEX_FILE)
         pos = {iid: i + 1 for i, iid in enumerate(pre_index.item_ids)}
         table = pre_state[ITEM_TABLE_KEY].numpy()
-        gen = generate_id_embeddings(tgt, tgt_vec, index, {i: table[pos[i]] for i in src}, self.cfg.top_m)
-        write_parquet_atomic(gen_file, __import__("pyarrow").table({
+        source_rows = {i: table[pos[i]] for i in src}
+        if domain_of is None:
+            gen = generate_id_embeddings(tgt, tgt_vec, index, source_rows, self.cfg.top_m)
+        else:
+            parts = []
+            for d in sorted({domain_of[i] for i in tgt}):
+                rows = [k for k, i in enumerate(tgt) if domain_of[i] == d]
+                parts.append(generate_id_embeddings([tgt[k] for k in rows], tgt_vec[rows], index.within(d),
+                                                    source_rows, self.cfg.top_m))
+            gen = GeneratedEmbeddings.concat(parts)
+        write_parquet_atomic(gen_file, pa.table({
             "item_id": gen.item_ids, "embedding": list(gen.embeddings),
             "neighbours": [list(map(str, r)) for r in gen.neighbours], "weights": list(gen.weights)}))
         log.info("%s: generated %d target ID embeddings from %d source items (%d target items without text)",
@@ -284,8 +333,7 @@ class IDPPipeline:
     def _init(self, variant: str, state: dict[str, torch.Tensor], index_file: Path) -> Path:
         d = self.root / "init" / variant
         d.mkdir(parents=True, exist_ok=True)
-        torch.save(state, d / ".model.pt.tmp")
-        (d / ".model.pt.tmp").replace(d / WEIGHTS_FILE)
+        save_weights(d, state)
         (d / INDEX_FILE).write_bytes(index_file.read_bytes())
         return d
 
@@ -295,7 +343,7 @@ class IDPPipeline:
             return pre_run / INDEX_FILE
         out = self.root / "target_index.parquet"
         if not out.exists():
-            prepare(self.target, k=self._exp("finetune", "x", self.cfg.finetune).data.k_core).index.save(out)
+            prepare_for(self._exp(self.cfg.finetune, "finetune", "x").data).index.save(out)
         return out
 
     def catalogue(self, pre_run: Path) -> tuple[list[str], list[str], Texts]:
@@ -318,26 +366,27 @@ class IDPPipeline:
         if (run / METRICS_FILE).exists():
             return run
         t0 = time.time()
-        pre_state = torch.load(pre_run / WEIGHTS_FILE, map_location="cpu")
+        pre_state = load_weights(pre_run)
         index_file = self.target_index(pre_run)
         ids = list(ItemIndex.load(index_file).item_ids)
         pre_ids = list(ItemIndex.load(pre_run / INDEX_FILE).item_ids)
-        ft = list(self.cfg.finetune)
-        if variant == "sasrec_scratch":
-            exp = self._exp("finetune", variant, ["model.name=sasrec", "model.loss=bpr", "run.mode=transductive", *ft])
+        v = VARIANTS[variant]
+        ft = self.cfg.finetune
+        model = ft.model if v.model == ft.model.name else retarget(ft.model, v.model)
+        data = ft.data
+        if v.text_features:
+            model = dataclasses.replace(model, item_input="id+content", content_projection="identity")
+            data = dataclasses.replace(data, features=str(pca), feature_views=["text"])
+        base = dataclasses.replace(ft, model=model, data=data)
+        if v.ids == "none":
+            exp = self._exp(base, "finetune", variant, mode="transductive")
         else:
-            gen_tag = "raw" if variant.startswith("idp_wo_bcl") else "cdim"
-            gen = {} if variant == "idp_wo_m" else generated[gen_tag]
-            bert = variant == "idp_bert4rec"
-            state, counts = transplant(pre_state, pre_ids, ids, gen, keep_encoder=variant not in ("idp_wo_ps", "idp_bert4rec"),
+            gen = {} if v.ids == "random" else generated[v.ids]
+            bert = v.model == "bert4rec"
+            state, counts = transplant(pre_state, pre_ids, ids, gen, keep_encoder=v.pretrained_encoder,
                                        seed=self.cfg.seed, extra_rows=1 if bert else 0)
             init = self._init(variant, state, index_file)
-            mode = "zero-shot" if variant.endswith("zero_shot") else "transductive"
-            extra = ["model.name=bert4rec"] if bert else ["model.name=sasrec", "model.loss=bpr"]
-            if variant.startswith("idp_id_t"):
-                extra += ["model.item_input=id+content", "model.content_projection=identity",
-                          f"data.features={pca}"]
-            exp = self._exp("finetune", variant, [*extra, f"run.init_from={init}", f"run.mode={mode}", *ft])
+            exp = self._exp(base, "finetune", variant, mode=v.mode, init_from=str(init))
         run_experiment(exp)
         self._timed(variant, t0)
         return run
@@ -493,19 +542,20 @@ def run_idp(cfg: IDPConfig) -> dict[str, Any]:
     source, target, texts = p.catalogue(pre_run)
     tgt_index = ItemIndex.load(p.target_index(pre_run))
     generated: dict[str, dict[str, np.ndarray]] = {}
-    if NEEDS_CDIM & set(cfg.variants):
+    chosen = [VARIANTS[v] for v in cfg.variants]
+    if any(v.ids == "cdim" for v in chosen):
         matcher = p.cdim(pre_run, texts, source)
         generated["cdim"] = p.transfer(matcher, "cdim", pre_run, texts, source, target)
-    if any(v.startswith("idp_wo_bcl") for v in cfg.variants):
+    if any(v.ids == "raw" for v in chosen):
         generated["raw"] = p.transfer(None, "raw", pre_run, texts, source, target)
-    pca = p._pca_features(features, tgt_index) if any(v.startswith("idp_id_t") for v in cfg.variants) else None
+    pca = p._pca_features(features, tgt_index) if any(v.text_features for v in chosen) else None
     runs = {v: p.run_variant(v, pre_run, generated, pca) for v in cfg.variants}
     t0 = time.time()
     rows, paired = p.report(runs)
     training = training_summary(runs)
     p._timed("report", t0)
     total = round(time.time() - t_all, 1)
-    result = {"dataset": str(p.dataset), "target_dataset": str(p.target), "variants": {v: VARIANTS[v] for v in cfg.variants}, "results": rows,
+    result = {"dataset": str(p.dataset), "target_dataset": str(p.target), "variants": {v: VARIANTS[v].description for v in cfg.variants}, "results": rows,
               "paired": paired, "training": training, "timings_s": p.timings, "total_s": total, "config": dataclasses.asdict(cfg)}
     write_json_atomic(p.root / "results.json", result)
     md = format_report(rows) + "\n"

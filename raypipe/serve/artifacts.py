@@ -36,7 +36,9 @@ from raypipe.data.schema import DATASET_FILE, INTERACTIONS_FILE, ITEMS_FILE, Dat
 from raypipe.data.sequences import ItemIndex
 from raypipe.models.base import SequentialRecommender
 from raypipe.models.registry import build_model
-from raypipe.train.run import CONFIG_FILE, INDEX_FILE, WEIGHTS_FILE, context_for_index, load_features
+from raypipe.data.catalogue import ItemCatalogue
+from raypipe.rundir import CONFIG_FILE, INDEX_FILE, WEIGHTS_FILE, load_weights
+from raypipe.train.run import load_features
 
 log = logging.getLogger(__name__)
 
@@ -175,9 +177,8 @@ def load_model(run_dir: str | Path, counts: np.ndarray | None = None,
         anchored = find_relative(cfg.data.features, run_dir)
         if anchored is not None:
             cfg.data.features = str(anchored)
-    ctx = context_for_index(index, counts, load_features(cfg, index))
-    model = build_model(cfg.model, ctx, cfg.data.max_len)
-    model.load_state_dict(torch.load(run_dir / WEIGHTS_FILE, map_location="cpu"))
+    model = build_model(cfg.model, ItemCatalogue(index, counts, load_features(cfg, index)))
+    model.load_state_dict(load_weights(run_dir))
     return model.eval(), index, cfg
 
 

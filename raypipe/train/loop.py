@@ -18,6 +18,7 @@ workers Ray Data's dynamic block assignment can change the order rows reach each
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -30,16 +31,18 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from raypipe.config import ExperimentConfig, _build
+from raypipe.config import ExperimentConfig, ModelConfig, _build
+from raypipe.data.catalogue import ItemCatalogue
 from raypipe.eval.protocols import EvalSet, evaluate
-from raypipe.models.layers import ModelContext
 from raypipe.models.registry import build_model
+from raypipe.models.spec import BatchSchema, OptimRecipe
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
 BEST_FILE = "best_model.pt"
 OPTIM_FILE = "optimizer.pt"
+SCHEDULER_FILE = "scheduler.pt"
 STATE_FILE = "state.json"
 WORKERS_FILE = "workers.json"
 
@@ -50,25 +53,30 @@ class TrainPayload:
 
     ``model_factory()`` builds the model (the same on every worker, seeded before the call);
     ``validator(model, rank, world, device)`` returns ``valid/<metric>`` values that are identical on
-    every worker (it all-reduces what each worker computed); ``columns`` are the dataset columns handed
-    to ``model(batch)`` (which returns the training loss).
+    every worker (it all-reduces what each worker computed); ``schema`` names the dataset columns (and
+    their dtypes) handed to ``model(batch)``, which returns the training loss; ``recipe`` is the
+    optimisation recipe (the model spec's, with ``train.optim`` overrides); ``n_rows`` the size of the
+    training set (for the length of the learning-rate schedule).
     """
 
     model_factory: Callable[[], torch.nn.Module]
     validator: Callable[[torch.nn.Module, int, int, torch.device], dict[str, float]]
+    schema: BatchSchema
     init_state: dict[str, torch.Tensor] | None = None  # e.g. a pre-trained model's weights
     trainable_filter: str | None = None  # fine-tune mode, see raypipe.train.finetune
-    columns: tuple[str, ...] = ("seq",)
+    recipe: OptimRecipe = field(default_factory=OptimRecipe)
+    n_rows: int = 0
 
 
 @dataclass
-class SequentialModelFactory:
-    model: Any  # raypipe.config.ModelConfig
-    ctx: ModelContext
-    max_len: int
+class ModelFactory:
+    """Builds a registered model from its typed config and the item catalogue (inside each worker)."""
+
+    model: ModelConfig
+    catalogue: ItemCatalogue
 
     def __call__(self) -> torch.nn.Module:
-        return build_model(self.model, self.ctx, self.max_len)
+        return build_model(self.model, self.catalogue)
 
 
 @dataclass
@@ -199,16 +207,35 @@ def load_workers(checkpoint) -> list[dict[str, Any]]:
 
 
 def _save_checkpoint(path: Path, model: torch.nn.Module, best_state: dict[str, torch.Tensor],
-                     optim: torch.optim.Optimizer, state: LoopState, workers: list[dict[str, Any]]) -> None:
+                     optim: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler, state: LoopState,
+                     workers: list[dict[str, Any]]) -> None:
     torch.save(model.state_dict(), path / MODEL_FILE)
     torch.save(best_state, path / BEST_FILE)
     torch.save(optim.state_dict(), path / OPTIM_FILE)
+    torch.save(sched.state_dict(), path / SCHEDULER_FILE)
     (path / STATE_FILE).write_text(state.to_json())
     (path / WORKERS_FILE).write_text(json.dumps(workers))
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model
+
+
+def make_optimizer(params: list[torch.nn.Parameter], recipe: OptimRecipe, lr: float,
+                   weight_decay: float) -> torch.optim.Optimizer:
+    cls = torch.optim.AdamW if recipe.optimizer == "adamw" else torch.optim.Adam
+    return cls(params, lr=lr, weight_decay=weight_decay)
+
+
+def make_scheduler(optim: torch.optim.Optimizer, recipe: OptimRecipe, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Warm-up then the recipe's decay, stepped once per optimiser step (not per batch)."""
+    return torch.optim.lr_scheduler.LambdaLR(optim, lambda step: recipe.lr_factor(step, total_steps))
+
+
+def steps_per_epoch(n_rows: int, world: int, batch_size: int, grad_accum: int) -> int:
+    """Optimiser steps one worker takes per epoch (its shard is about ``n_rows / world`` rows)."""
+    batches = math.ceil(math.ceil(n_rows / max(world, 1)) / batch_size)
+    return max(1, math.ceil(batches / grad_accum))
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -238,7 +265,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     model = ray.train.torch.prepare_model(model)
     params = [p for p in model.parameters() if p.requires_grad]
-    optim = torch.optim.Adam(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    recipe = payload.recipe
+    optim = make_optimizer(params, recipe, tc.lr, tc.weight_decay)
+    sched = make_scheduler(optim, recipe, tc.epochs * steps_per_epoch(payload.n_rows, world, tc.batch_size,
+                                                                     recipe.grad_accum))
+    # bf16 autocast only where it is fast and safe (GPU workers); CPU workers stay fp32
+    autocast = recipe.precision == "bf16" and device.type == "cuda"
     state = LoopState(stopper=EarlyStopping(tc.patience))
     best_state = {k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()}
     ckpt = ray.train.get_checkpoint()
@@ -247,10 +279,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             d = Path(d)
             _unwrap(model).load_state_dict(torch.load(d / MODEL_FILE, map_location=device))
             optim.load_state_dict(torch.load(d / OPTIM_FILE, map_location=device))
+            if (d / SCHEDULER_FILE).exists():
+                sched.load_state_dict(torch.load(d / SCHEDULER_FILE, map_location="cpu"))
             best_state = torch.load(d / BEST_FILE, map_location="cpu")
             state = LoopState.from_json((d / STATE_FILE).read_text(), patience=tc.patience)
         log.info("resumed at epoch %d (best %s=%.4f)", state.epoch, tc.metric, state.stopper.best)
     shard = ray.train.get_dataset_shard("train")
+    dtypes = payload.schema.torch_dtypes()
+    columns = payload.schema.names
     while state.epoch < tc.epochs and not state.stopper.should_stop:
         epoch = state.epoch
         if tc.inject_failure_at_epoch == epoch and config.get("failure_marker"):
@@ -261,20 +297,32 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         torch.manual_seed(tc.seed * 100_003 + epoch * 101 + rank)
         model.train()
         t0, n_rows, loss_sum, n_batches = time.time(), 0, 0.0, 0
-        for batch in shard.iter_torch_batches(batch_size=tc.batch_size, dtypes=torch.long, device=device,
+        optim.zero_grad(set_to_none=True)
+        pending = 0  # batches accumulated since the last optimiser step
+        for batch in shard.iter_torch_batches(batch_size=tc.batch_size, dtypes=dtypes, device=device,
                                               local_shuffle_buffer_size=tc.shuffle_buffer,
                                               local_shuffle_seed=tc.seed * 7919 + epoch):
-            loss = model({c: batch[c] for c in payload.columns})
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            optim.step()
+            # DDP all-reduces gradients only on the micro-batch that completes an accumulation
+            syncs = pending + 1 == recipe.grad_accum or not hasattr(model, "no_sync")
+            with (contextlib.nullcontext() if syncs else model.no_sync()):
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
+                    loss = model({c: batch[c] for c in columns})
+                (loss / recipe.grad_accum).backward()
+            pending += 1
+            if pending == recipe.grad_accum:
+                _step(optim, sched, params, recipe)
+                pending = 0
             loss_sum += float(loss.detach())
-            n_rows += int(batch[payload.columns[0]].shape[0])
+            n_rows += int(batch[columns[0]].shape[0])
             n_batches += 1
+        if pending:  # the epoch's last, partial accumulation (its gradients were not all-reduced yet)
+            _average_gradients(params, world)
+            _step(optim, sched, params, recipe)
         train_time = time.time() - t0
         totals = _all_reduce_sum(np.array([loss_sum, n_batches, n_rows]), world, device)
         metrics: dict[str, float] = {
             "epoch": epoch,
+            "lr": float(sched.get_last_lr()[0]),
             "train_loss": float(totals[0] / max(totals[1], 1)),
             "train_rows": int(totals[2]),
             "samples_per_s": float(totals[2] / max(train_time, 1e-9)),
@@ -288,8 +336,28 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if rank == 0:
-                _save_checkpoint(Path(tmp), _unwrap(model), best_state, optim, state, workers)
+                _save_checkpoint(Path(tmp), _unwrap(model), best_state, optim, sched, state, workers)
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=checkpoint)
         if rank == 0:
             log.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in metrics.items()})
+
+
+def _step(optim: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler,
+          params: list[torch.nn.Parameter], recipe: OptimRecipe) -> None:
+    if recipe.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, recipe.grad_clip)
+    optim.step()
+    sched.step()
+    optim.zero_grad(set_to_none=True)
+
+
+def _average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
+    if world == 1:
+        return
+    import torch.distributed as dist
+
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= world

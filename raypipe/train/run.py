@@ -20,25 +20,21 @@ import numpy as np
 import torch
 
 from raypipe.config import ExperimentConfig
-from raypipe.data.prepare import Prepared, prepare
+from raypipe.data.catalogue import FeatureView, ItemCatalogue, load_views
+from raypipe.data.prepare import Prepared, prepare_for
 from raypipe.data.registry import resolve_dataset
-from raypipe.data.sequences import ItemIndex, pad_left
+from raypipe.data.sequences import ItemIndex
 from raypipe.eval.protocols import EvalSet, evaluate
 from raypipe.io import write_json_atomic
-from raypipe.models.layers import ModelContext
-from raypipe.models.registry import build_model
+from raypipe.models.registry import build_model, get_spec
+from raypipe.rundir import CONFIG_FILE, CURVES_FILE, INDEX_FILE, METRICS_FILE, WEIGHTS_FILE, load_weights, save_weights
 from raypipe.train.finetune import trainable_filter_for
 from raypipe.train.loop import (
-    BEST_FILE, RankingValidator, SequentialModelFactory, TrainPayload, load_workers, train_loop_per_worker,
+    BEST_FILE, ModelFactory, RankingValidator, TrainPayload, load_workers, train_loop_per_worker,
 )
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.yaml"
-INDEX_FILE = "item_index.parquet"
-WEIGHTS_FILE = "model.pt"
-METRICS_FILE = "metrics.json"
-CURVES_FILE = "curves.png"
 
 
 @dataclass
@@ -73,53 +69,29 @@ def stage_domains(cfg: ExperimentConfig, prep: Prepared) -> tuple[list[str], lis
     return list(train), list(evals)
 
 
-def model_context(prep: Prepared, features: np.ndarray | None = None) -> ModelContext:
-    return context_for_index(prep.index, prep.counts, features)
+def item_catalogue(cfg: ExperimentConfig, prep: Prepared, dataset: Path | None = None) -> ItemCatalogue:
+    """The catalogue models see: the prepared item index, training popularity, the configured feature
+    views and (for texts and images) the dataset directory."""
+    return ItemCatalogue(prep.index, prep.counts, load_features(cfg, prep.index), dataset)
 
 
-def context_for_index(index: ItemIndex, counts: np.ndarray | None = None,
-                      features: np.ndarray | None = None) -> ModelContext:
-    """The :class:`ModelContext` of an item index (no dataset needed: e.g. to load a run for serving)."""
-    names = sorted(set(index.domains))
-    dom_id = {d: i for i, d in enumerate(names)}
-    item_domain = np.concatenate([[-1], [dom_id[d] for d in index.domains]]).astype(np.int64)
-    ranges = np.zeros((len(names), 2), dtype=np.int64)
-    for d, i in dom_id.items():
-        idx = index.domain_items(d)
-        ranges[i] = (idx.min(), idx.max() + 1)
-        if len(idx) != idx.max() + 1 - idx.min():
-            raise AssertionError(f"domain {d} items are not contiguous in the item index")
-    return ModelContext(len(index), item_domain, ranges, names, counts, features)
-
-
-def load_features(cfg: ExperimentConfig, index: ItemIndex) -> np.ndarray | None:
-    """Frozen content vectors aligned to the item index (row 0 = padding) from a feature store."""
+def load_features(cfg: ExperimentConfig, index: ItemIndex) -> dict[str, FeatureView]:
+    """The configured feature views (``data.feature_views`` of ``data.features``) aligned to the index."""
     if cfg.data.features is None:
-        return None
-    if cfg.data.features.endswith(".npy"):
-        arr = np.load(cfg.data.features).astype(np.float32)
-        if arr.ndim != 2 or arr.shape[0] != index.num_embeddings:
-            raise ValueError(f"{cfg.data.features}: expected [{index.num_embeddings}, d] aligned to the item "
-                             f"index, got {arr.shape}")
-        return arr
-    from raypipe.features.store import FeatureStore
-
-    store = FeatureStore.open(cfg.data.features)
-    vecs, present = store.aligned(cfg.data.feature_view, list(index.item_ids))
-    if not present.all():
-        log.warning("%d of %d items have no %s vector (zeros, flagged by the store)",
-                    int((~present).sum()), len(present), cfg.data.feature_view)
-    return np.vstack([np.zeros((1, vecs.shape[1]), np.float32), vecs.astype(np.float32)])
+        return {}
+    return load_views(cfg.data.features, cfg.data.feature_views, index)
 
 
-def training_rows(prep: Prepared, domains: list[str], max_len: int) -> np.ndarray:
-    """``[n, max_len + 1]`` left-padded rows: the most recent ``max_len + 1`` items of each training
-    sequence (of at least two items) in ``domains``."""
-    t = prep.train[prep.train["domain"].isin(domains)]
-    seqs = [s for s in t["items"] if len(s) >= 2]
-    if not seqs:
-        raise ValueError(f"no training sequences of length >= 2 in domains {domains}")
-    return pad_left(seqs, max_len + 1)
+def training_rows(cfg: ExperimentConfig, prep: Prepared, domains: list[str],
+                  catalogue: ItemCatalogue) -> dict[str, np.ndarray]:
+    """The model's training rows (its spec's ``rows``) over the training sequences of ``domains``,
+    checked against its batch schema."""
+    spec = get_spec(cfg.model.name)
+    # a mixed flow spans every domain: all of them train (their targets are evaluated per domain)
+    mixed = "domains" in prep.train.columns
+    rows = spec.rows(cfg.model, prep.train if mixed else prep.train[prep.train["domain"].isin(domains)], catalogue)
+    spec.schema(cfg.model).check(rows)
+    return rows
 
 
 def valid_sets(prep: Prepared, domains: list[str], max_len: int, budget: int | None, seed: int) -> dict[str, EvalSet]:
@@ -190,15 +162,18 @@ def plot_curves(history: list[dict[str, float]], metric: str, path: Path) -> Non
 
 
 def ray_dataset(columns: dict[str, np.ndarray], n_blocks: int):
-    """A Ray Dataset of fixed-shape integer columns (row-aligned numpy arrays), split into blocks."""
+    """A Ray Dataset of fixed-shape columns (row-aligned numpy arrays of any dtype), split into blocks."""
     import pyarrow as pa
     import ray.data
     from ray.data.extensions import ArrowTensorArray
 
     n = len(next(iter(columns.values())))
     splits = np.array_split(np.arange(n), max(1, min(n_blocks, n)))
-    tables = [pa.table({k: ArrowTensorArray.from_numpy(np.ascontiguousarray(v[idx])) for k, v in columns.items()})
-              for idx in splits]
+    def arrow(v: np.ndarray):
+        v = np.ascontiguousarray(v)
+        return pa.array(v) if v.ndim == 1 else ArrowTensorArray.from_numpy(v)
+
+    tables = [pa.table({k: arrow(v[idx]) for k, v in columns.items()}) for idx in splits]
     return ray.data.from_arrow(tables)
 
 
@@ -212,6 +187,7 @@ def fit(cfg: ExperimentConfig, run_dir: Path, columns: dict[str, np.ndarray], pa
     from ray.train.torch import TorchTrainer
 
     tc = cfg.train
+    run_dir.mkdir(parents=True, exist_ok=True)
     marker = run_dir / ".injected_failure" if tc.inject_failure_at_epoch is not None else None
     ds = ray_dataset(columns, max(4 * tc.num_workers, 8))
     trainer = TorchTrainer(
@@ -244,35 +220,37 @@ def run_experiment(cfg: ExperimentConfig, callbacks: Sequence[Any] = ()) -> RunR
     """Prepare → (train with Ray Train) → evaluate → write the run directory.  Ray must be initialised
     (see :func:`raypipe.runtime.init_ray`) unless the stage trains nothing.  ``callbacks`` go to the
     trainer's ``RunConfig`` (see :func:`fit`)."""
-    import ray
 
     name = cfg.run.name or default_run_name(cfg)
     cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, name=name))
     run_dir = Path(cfg.run.storage_path) / name
     run_dir.mkdir(parents=True, exist_ok=True)
     path = resolve_dataset(cfg.data.dataset)
-    prep = prepare(path, k=cfg.data.k_core)
+    prep = prepare_for(cfg.data)
     train_domains, eval_domains = stage_domains(cfg, prep)
-    features = load_features(cfg, prep.index)
-    ctx = model_context(prep, features)
+    catalogue = item_catalogue(cfg, prep, path)
     cfg.save(run_dir / CONFIG_FILE)
     prep.index.save(run_dir / INDEX_FILE)
     init_state = _init_state(cfg, prep.index)
-    model = build_model(cfg.model, ctx, cfg.data.max_len)
+    spec = get_spec(cfg.model.name)
+    model = build_model(cfg.model, catalogue)
     history: list[dict[str, float]] = []
     workers: list[dict[str, Any]] = []  # where each Train worker ran (rank, node id, ...)
     best_epoch = None
     t0 = time.time()
-    mode_filter = trainable_filter_for(cfg.run.mode, cfg.model.item_input) if cfg.run.stage == "finetune" else "all"
-    trains = model.trainable and cfg.run.stage != "evaluate" and mode_filter is not None
+    item_input = getattr(cfg.model, "item_input", "id")
+    mode_filter = trainable_filter_for(cfg.run.mode, item_input) if cfg.run.stage == "finetune" else "all"
+    trains = spec.trainable and cfg.run.stage != "evaluate" and mode_filter is not None
     if trains:
-        rows = training_rows(prep, train_domains, cfg.data.max_len)
+        rows = training_rows(cfg, prep, train_domains, catalogue)
+        n_rows = len(next(iter(rows.values())))
         valid = valid_sets(prep, train_domains, cfg.data.max_len, cfg.train.valid_users, cfg.train.seed)
-        payload = TrainPayload(SequentialModelFactory(cfg.model, ctx, cfg.data.max_len),
-                               RankingValidator(valid, cfg.train.metric), init_state, mode_filter)
-        log.info("training %s on %s: %d sequences, %d validation users, %d worker(s)", cfg.model.name,
-                 train_domains, len(rows), sum(v.n_users for v in valid.values()), cfg.train.num_workers)
-        result = fit(cfg, run_dir, {"seq": rows}, payload, callbacks)
+        payload = TrainPayload(ModelFactory(cfg.model, catalogue), RankingValidator(valid, cfg.train.metric),
+                               spec.schema(cfg.model), init_state, mode_filter,
+                               spec.recipe.with_overrides(cfg.train.optim), n_rows)
+        log.info("training %s on %s: %d rows, %d validation users, %d worker(s)", cfg.model.name,
+                 train_domains, n_rows, sum(v.n_users for v in valid.values()), cfg.train.num_workers)
+        result = fit(cfg, run_dir, rows, payload, callbacks)
         state, history = best_weights(result)
         workers = load_workers(result.checkpoint)
         model.load_state_dict(state)
@@ -281,8 +259,7 @@ def run_experiment(cfg: ExperimentConfig, callbacks: Sequence[Any] = ()) -> RunR
     elif init_state is not None:
         model.load_state_dict(init_state, strict=False)
     train_seconds = time.time() - t0
-    torch.save(model.state_dict(), run_dir / ".model.pt.tmp")
-    (run_dir / ".model.pt.tmp").replace(run_dir / WEIGHTS_FILE)
+    save_weights(run_dir, model.state_dict())
     test = evaluate_domains(model, prep, eval_domains, cfg)
     write_json_atomic(run_dir / METRICS_FILE, {
         "stage": cfg.run.stage, "mode": cfg.run.mode, "model": cfg.model.name, "dataset": str(path),
@@ -307,10 +284,10 @@ def load_run(run_dir: str | Path) -> tuple[torch.nn.Module, Prepared, Experiment
 
     run_dir = Path(run_dir)
     cfg = load_config(run_dir / CONFIG_FILE)
-    prep = prepare(resolve_dataset(cfg.data.dataset), k=cfg.data.k_core)
+    prep = prepare_for(cfg.data)
     saved = ItemIndex.load(run_dir / INDEX_FILE)
     if not np.array_equal(saved.item_ids, prep.index.item_ids):
         raise ValueError(f"{run_dir}: the dataset no longer gives the run's item index")
-    model = build_model(cfg.model, model_context(prep, load_features(cfg, prep.index)), cfg.data.max_len)
-    model.load_state_dict(torch.load(run_dir / WEIGHTS_FILE, map_location="cpu"))
+    model = build_model(cfg.model, item_catalogue(cfg, prep, resolve_dataset(cfg.data.dataset)))
+    model.load_state_dict(load_weights(run_dir))
     return model.eval(), prep, cfg

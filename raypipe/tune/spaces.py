@@ -14,9 +14,10 @@ A space file::
     patience: 20                   # early-stopping patience (epochs) of every trial
     scheduler: {type: asha, grace_period: 2, reduction_factor: 2}   # optional; null = run every trial out
 
-Every dotted key and value is checked against :class:`raypipe.config.ExperimentConfig` (model-specific
-knobs live under ``model.extra.*``), so a file for a model that is not built yet still loads and
-validates; :meth:`TuneSpace.require_built` is what refuses to *run* it.
+Every dotted key and value is checked against :class:`raypipe.config.ExperimentConfig`, the ``model.*``
+keys against the named model's own config class.  A file for a model that is not in the registry yet
+still loads (its ``model.*`` keys are kept unvalidated, everything else is checked);
+:meth:`TuneSpace.require_built` is what refuses to *run* it.
 """
 from __future__ import annotations
 
@@ -89,7 +90,14 @@ class TuneSpace:
 
     def config(self, point: dict[str, Any] | None = None, extra: list[str] | None = None) -> ExperimentConfig:
         """The ExperimentConfig of one grid point (``extra`` overrides win, e.g. a dataset or epochs)."""
-        return load_config(None, self.overrides(point) + list(extra or []))
+        return load_config(None, self.overrides(point) + list(extra or []), allow_unregistered=not self.built)
+
+    @property
+    def built(self) -> bool:
+        """Whether the registry has the space's model (only then are its ``model.*`` keys validated)."""
+        from raypipe.models.registry import SPECS
+
+        return self.model in SPECS
 
     def points(self) -> list[dict[str, Any]]:
         """Every grid point, in file order (the last axis varies fastest)."""
@@ -98,12 +106,12 @@ class TuneSpace:
 
     def require_built(self) -> None:
         """Raise :class:`SpaceError` naming the model when the registry has no such model yet."""
-        from raypipe.models.registry import BUILDERS
+        from raypipe.models.registry import SPECS
 
-        if self.model not in BUILDERS:
+        if not self.built:
             where = f" ({self.path})" if self.path else ""
             raise SpaceError(f"model {self.model!r}{where} is not built yet: raypipe.models has no "
-                             f"{self.model!r} (built: {sorted(BUILDERS)}); its grid ({self.paper}, "
+                             f"{self.model!r} (built: {sorted(SPECS)}); its grid ({self.paper}, "
                              f"{self.source}) is stored but cannot be swept")
 
 

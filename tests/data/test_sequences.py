@@ -74,3 +74,42 @@ def test_unknown_item_in_sequence_raises() -> None:
     idx = ItemIndex.build(pd.Series(["d/b"]), pd.Series(["d"]))
     with pytest.raises(KeyError, match="d/a"):
         build_sequences(df, idx)
+
+
+def test_windows_cover_every_target_once() -> None:
+    from raypipe.data.sequences import sequence_windows
+
+    s = np.arange(1, 11)  # 10 items, width 4: targets 2..10 each once
+    w = sequence_windows([s, np.array([7]), np.array([5, 6])], 4)
+    assert [x.tolist() for x in w] == [[7, 8, 9, 10], [4, 5, 6, 7], [1, 2, 3, 4], [5, 6]]
+    targets = sorted(t for x in w[:3] for t in x[1:].tolist())
+    assert targets == list(range(2, 11))
+    assert [x.tolist() for x in sequence_windows([np.arange(1, 5)], 4)] == [[1, 2, 3, 4]]
+    with pytest.raises(ValueError):
+        sequence_windows([s], 1)
+
+
+def test_mixed_flow_leave_one_out_truncates_every_column() -> None:
+    rows = [("u1", "d/a", "d", 1), ("u1", "e/x", "e", 2), ("u1", "d/b", "d", 3), ("u1", "e/y", "e", 4)]
+    df = frame(rows)
+    idx = ItemIndex.build(df.item_id, df.domain)  # d/a=1 d/b=2 e/x=3 e/y=4
+    train, valid, test = leave_one_out(mixed_flows(df, idx))
+    assert list(train.iloc[0]["items"]) == [1, 3] and list(train.iloc[0]["domains"]) == ["d", "e"]
+    assert len(train.iloc[0]["timestamps"]) == 2
+    assert list(valid.domain) == ["d"] and list(valid.target) == [2]
+    assert list(test.domain) == ["e"] and list(test.history[0]) == [1, 3, 2]
+    assert list(test.history_domains[0]) == ["d", "e", "d"]
+    indptr, flat = test.seen_csr()
+    assert indptr.tolist() == [0, 3] and flat.tolist() == [1, 3, 2]
+
+
+def test_user_holdout_433_never_trains_on_held_out_users() -> None:
+    from raypipe.data.sequences import user_holdout
+
+    rows = [(f"u{u}", f"d/{i}", "d", i) for u in range(20) for i in range(3)]
+    seqs = build_sequences(frame(rows), ItemIndex.build(pd.Series([f"d/{i}" for i in range(3)]), pd.Series(["d"] * 3)))
+    train, valid, test = user_holdout(seqs, seed=0)
+    assert (len(train), len(valid), len(test)) == (8, 6, 6)
+    assert not set(train["user_id"]) & (set(valid.user_id) | set(test.user_id))
+    assert set(valid.user_id).isdisjoint(test.user_id)
+    assert list(test.target) == [3] * 6 and all(list(h) == [1, 2] for h in test.history)

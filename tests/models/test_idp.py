@@ -106,3 +106,28 @@ def test_behaviour_cl_pulls_id_neighbours_together(cdim_model: CDIM) -> None:
     assert rec == 1.0  # with 4 items every neighbour is within the top 10 (3 candidates)
     both = CDIMValidator(np.array([0, 1]), nbrs, probe_idx=np.array([2, 3]))(m, 0, 1, torch.device("cpu"))
     assert both == {"valid/neighbour_recall@10": 1.0, "fit/neighbour_recall@10": 1.0}
+
+
+def test_behaviour_loss_masks_in_batch_id_neighbours(cdim_model: CDIM) -> None:
+    """An in-batch anchor that is one of the anchor's own ID neighbours is not a negative of eq. 6."""
+    import torch.nn.functional as F
+
+    h, mask = cdim_model.cache_states(TEXTS)
+    nbrs = torch.tensor([[2], [3], [0], [1]])
+    masked = CDIM(CDIMConfig(trainable_layers=1, temperature=0.1), h, mask, nbrs).eval()
+    plain = CDIM(CDIMConfig(trainable_layers=1, temperature=0.1), h, mask).eval()
+    plain.load_state_dict(masked.state_dict(), strict=False)
+    batch = {"anchor": torch.tensor([0, 1, 2]), "neighbour": torch.tensor([2, 3, 0])}
+    with torch.no_grad():
+        a = masked.encode_cached(batch["anchor"])
+        n = masked.encode_cached(batch["neighbour"])
+        sims = a @ a.T / 0.1
+        text = F.cross_entropy(sims, torch.arange(3))
+        pos = (a * n).sum(-1, keepdim=True) / 0.1
+        neg = sims.clone()
+        neg[0, 2] = neg[2, 0] = float("-inf")  # anchors 0 and 2 are each other's ID neighbours
+        want = text + F.cross_entropy(torch.cat([pos, neg], 1), torch.zeros(3, dtype=torch.long))
+        unmasked = text + F.cross_entropy(torch.cat([pos, sims], 1), torch.zeros(3, dtype=torch.long))
+        assert float(masked(batch)) == pytest.approx(float(want), rel=1e-5)
+        assert float(plain(batch)) == pytest.approx(float(unmasked), rel=1e-5)
+    assert float(want) < float(unmasked)

@@ -10,8 +10,9 @@ import torch
 from raypipe.data.prepare import prepare
 from raypipe.data.sequences import ItemIndex
 from raypipe.models.idp import ITEM_TABLE_KEY
+from raypipe.config import with_overrides
 from raypipe.pipelines.cold_start import ColdStartConfig, evaluate_cold, pick_cold_items, run_cold_start
-from raypipe.train.run import INDEX_FILE, WEIGHTS_FILE
+from raypipe.rundir import INDEX_FILE, WEIGHTS_FILE
 
 
 def test_pick_cold_items_takes_the_share_of_each_domain(tiny_dataset):
@@ -27,11 +28,13 @@ def test_pick_cold_items_takes_the_share_of_each_domain(tiny_dataset):
 
 
 def test_cold_start_end_to_end(ray_local, tiny_dataset, tmp_path):
+    base = ColdStartConfig()
     cfg = ColdStartConfig(dataset=str(tiny_dataset), storage_path=str(tmp_path), name="cold", n_neg=5,
                           cold_share=0.2, top_m=3,
-                          train=["model.name=sasrec", "model.loss=bpr", "train.epochs=2", "train.batch_size=64",
-                                 "train.valid_users=200", "data.max_len=20", "model.hidden=16"],
-                          hidden=16, cdim_train=["train.epochs=1", "train.batch_size=32", "train.lr=5e-5"])
+                          train=with_overrides(base.train, ["train.epochs=2", "train.batch_size=64",
+                                                            "train.valid_users=200", "data.max_len=20",
+                                                            "model.hidden=16"]),
+                          cdim_train=with_overrides(base.cdim_train, ["train.epochs=1", "train.batch_size=32"]))
     res = run_cold_start(cfg)
     cold = set(res["cold_items"])
     root = tmp_path / "cold"
@@ -67,15 +70,15 @@ def test_cold_start_end_to_end(ray_local, tiny_dataset, tmp_path):
 
 
 def test_evaluate_cold_splits_users_by_their_target(tiny_dataset):
-    from raypipe.config import ModelConfig
+    from raypipe.data.catalogue import ItemCatalogue
+    from raypipe.models.pop import PopConfig
     from raypipe.models.registry import build_model
-    from raypipe.train.run import model_context
 
     prep = prepare(tiny_dataset)
     d = prep.info.target_domains[0]
     es = prep.eval_set("test", d, 20)
     target_ids = {str(prep.index.item_ids[t - 1]) for t in es.target[:3]}
-    model = build_model(ModelConfig(name="pop"), model_context(prep), 20)
+    model = build_model(PopConfig(), ItemCatalogue(prep.index, prep.counts))
     out = evaluate_cold(model, prep, [d], target_ids, 20, seed=0, n_neg=10)
     n_cold = int(np.isin([str(prep.index.item_ids[t - 1]) for t in es.target], list(target_ids)).sum())
     assert out[d]["cold"]["s_n_users"] == n_cold and out[d]["cold"]["s_n_users"] + out[d]["warm"]["s_n_users"] == es.n_users

@@ -10,15 +10,16 @@ import pytest
 
 from raypipe.models.cdim import CDIMConfig
 from raypipe.config import load_config
-from raypipe.pipelines.idp import IDPConfig, VARIANTS, cdim_config, plot_curves, run_idp, training_summary
+from raypipe.config import ConfigError
+from raypipe.pipelines.idp import IDPConfig, VARIANTS, plot_curves, run_idp, training_summary
 
 FAST = ["train.epochs=2", "train.patience=2"]
 
 
 def test_zero_shot_transfer_generates_every_target_item(ray_local, tiny_dataset: Path, tmp_path: Path) -> None:
     cfg = IDPConfig(dataset=str(tiny_dataset), storage_path=str(tmp_path), name="idp",
-                    variants=["idp_zero_shot", "idp_wo_bcl_zero_shot"],
-                    pretrain=IDPConfig().pretrain + FAST, top_m=3, cdim_pairs_per_item=2)
+                    variants=["idp_zero_shot", "idp_wo_bcl_zero_shot"], top_m=3,
+                    cdim_pairs_per_item=2).with_overrides(pretrain=FAST)
     res = run_idp(cfg)
     root = tmp_path / "idp"
     gen = pd.read_parquet(root / "transfer_cdim" / "generated.parquet")
@@ -51,14 +52,14 @@ def test_zero_shot_transfer_generates_every_target_item(ray_local, tiny_dataset:
     assert r["mean_a"] == pytest.approx(m["toys"]["full_ndcg@10"]) and r["ci_low"] <= r["diff"] <= r["ci_high"]
     assert "Paired bootstrap" in (root / "results.md").read_text()
     assert json.loads((root / "results.json").read_text())["variants"] == {
-        v: VARIANTS[v] for v in ("idp_zero_shot", "idp_wo_bcl_zero_shot")}
+        v: VARIANTS[v].description for v in ("idp_zero_shot", "idp_wo_bcl_zero_shot")}
     assert (root / "results.png").exists() and (root / "results.md").read_text().startswith("| Domain |")
 
 
 @pytest.mark.slow
 def test_every_variant_runs(ray_local, tiny_dataset: Path, tmp_path: Path) -> None:
     cfg = IDPConfig(dataset=str(tiny_dataset), storage_path=str(tmp_path), name="all", variants=list(VARIANTS),
-                    pretrain=IDPConfig().pretrain + FAST, finetune=IDPConfig().finetune + FAST, top_m=3)
+                    top_m=3).with_overrides(both=FAST)
     res = run_idp(cfg)
     assert set(res["results"]) == set(VARIANTS)
     # resumable: a second call reuses every stage
@@ -66,15 +67,35 @@ def test_every_variant_runs(ray_local, tiny_dataset: Path, tmp_path: Path) -> No
     assert set(again["timings_s"]) == {"features", "report"}
 
 
-def test_cdim_overrides_are_typed_and_checked() -> None:
-    cfg = cdim_config(["trainable_layers=2", "behaviour=false", "temperature=0.1", "encoder=none", "pooling=cls"])
-    assert cfg == CDIMConfig(trainable_layers=2, behaviour=False, temperature=0.1, encoder=None, pooling="cls")
-    with pytest.raises(ValueError, match="KEY one of"):
-        cdim_config(["layers=2"])
-    with pytest.raises(ValueError, match="'two' is not a valid int"):
-        cdim_config(["trainable_layers=two"])
-    with pytest.raises(ValueError, match="not a valid bool"):
-        cdim_config(["behaviour=maybe"])
+def test_stage_and_cdim_overrides_are_typed_and_checked() -> None:
+    cfg = IDPConfig().with_overrides(cdim=["trainable_layers=2", "behaviour=false", "temperature=0.1",
+                                           "encoder=null", "pooling=cls"], finetune=["train.lr=3e-4"])
+    assert cfg.cdim == CDIMConfig(trainable_layers=2, behaviour=False, temperature=0.1, encoder=None, pooling="cls")
+    assert cfg.finetune.train.lr == 3e-4 and cfg.pretrain.train.lr == 1e-3
+    with pytest.raises(ConfigError, match=r"cdim\.layers"):
+        IDPConfig().with_overrides(cdim=["layers=2"])
+    with pytest.raises(ConfigError, match="cdim.trainable_layers: expected an integer"):
+        IDPConfig().with_overrides(cdim=["trainable_layers=two"])
+    with pytest.raises(ConfigError, match="expected true/false"):
+        IDPConfig().with_overrides(cdim=["behaviour=maybe"])
+    with pytest.raises(ConfigError, match=r"model\.mask_prob"):
+        IDPConfig().with_overrides(pretrain=["model.mask_prob=0.1"])
+    with pytest.raises(ValueError, match="must equal pretrain model.hidden"):
+        IDPConfig().with_overrides(finetune=["model.hidden=32"])
+    with pytest.raises(ValueError, match="unknown IDP variants"):
+        IDPConfig(variants=["idp_magic"])
+
+
+def test_variant_table_drives_each_run() -> None:
+    from raypipe.pipelines.idp import retarget
+
+    assert VARIANTS["idp_wo_bcl"].ids == "raw" and VARIANTS["idp_wo_m"].ids == "random"
+    assert VARIANTS["idp_bert4rec"].model == "bert4rec" and not VARIANTS["idp_bert4rec"].pretrained_encoder
+    assert {v.name for v in VARIANTS.values() if v.mode == "zero-shot"} == {
+        "idp_zero_shot", "idp_wo_bcl_zero_shot", "idp_id_t_zero_shot"}
+    ft = IDPConfig().with_overrides(finetune=["model.dropout=0.1"]).finetune.model
+    bert = retarget(ft, "bert4rec")
+    assert (bert.name, bert.hidden, bert.dropout, bert.max_len) == ("bert4rec", 64, 0.1, ft.max_len)
 
 
 def test_training_summary_tells_converged_runs_from_budget_capped_ones(tmp_path: Path) -> None:

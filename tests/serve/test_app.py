@@ -9,9 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
-import torch
 
-from raypipe.data.sequences import ItemIndex
 from raypipe.serve.artifacts import item_vectors, load_model
 from raypipe.serve.encoder import HistoryEncoder
 

@@ -16,18 +16,18 @@ PUBLISHED = {
     "gru4rec.yaml": ("gru4rec", {"train.lr": IDP_LR}, {"model.hidden": 64, "train.batch_size": 256, "model.loss": "bpr"}, 20),
     "bert4rec.yaml": ("bert4rec", {"train.lr": IDP_LR}, {"model.hidden": 64, "train.batch_size": 256}, 20),
     "unim2rec.yaml": ("unim2rec", {"train.lr": [3e-4, 1e-3, 3e-3, 1e-2], "model.hidden": [64, 128]},
-                      {"train.batch_size": 2048, "train.epochs": 300, "model.extra.n_experts": 8,
-                       "model.extra.lambda": 1e-3}, 10),
+                      {"train.batch_size": 2048, "train.epochs": 300, "model.n_experts": 8,
+                       "model.lambda": 1e-3}, 10),
     "prerec.yaml": ("prerec", {
         "train.lr": [3e-5, 3e-4, 3e-3, 3e-2], "train.batch_size": [32, 64, 128, 256, 512],
-        "model.extra.n_negatives": [64, 128, 256, 512], "model.extra.gru_layers": [1, 2, 3, 4, 6, 8, 12],
+        "model.n_negatives": [64, 128, 256, 512], "model.gru_layers": [1, 2, 3, 4, 6, 8, 12],
         "model.n_layers": [1, 2, 3, 4, 6, 8, 12], "model.n_heads": [1, 2, 3, 4, 6, 8, 12],
-        "model.hidden": [64, 128, 256, 512, 1024], "model.extra.domain_bias_reg": [0.03, 0.3, 3, 30, 300]},
-        {"model.extra.item_bias_reg": 100}, None),
+        "model.hidden": [64, 128, 256, 512, 1024], "model.domain_bias_reg": [0.03, 0.3, 3, 30, 300]},
+        {"model.item_bias_reg": 100}, None),
     "unimp.yaml": ("unimp", {"train.lr": [2e-4, 1e-4, 1e-5]}, {"train.epochs": 10, "train.batch_size": 24}, None),
-    "upsr.yaml": ("upsr", {"model.extra.t5_size": ["t5-small", "t5-base"]},
+    "upsr.yaml": ("upsr", {"model.t5_size": ["t5-small", "t5-base"]},
                   {"train.lr": 3e-4, "train.batch_size": 128, "train.epochs": 20, "model.mask_prob": 0.1,
-                   "model.extra.finetune_batch_size": 64}, None),
+                   "model.finetune_batch_size": 64}, None),
 }
 
 

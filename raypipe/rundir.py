@@ -1,0 +1,37 @@
+"""The files of a run directory, named once for every part that writes or reads one (train, pipelines,
+serve, benchmarks).
+
+A run directory (``<storage_path>/<name>/``) holds ``config.yaml`` (the resolved ExperimentConfig),
+``item_index.parquet``, ``model.pt`` (best weights), ``metrics.json``, ``curves.png`` and Ray Train's
+checkpoints.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+CONFIG_FILE = "config.yaml"
+INDEX_FILE = "item_index.parquet"
+WEIGHTS_FILE = "model.pt"
+METRICS_FILE = "metrics.json"
+CURVES_FILE = "curves.png"
+
+
+def save_weights(run_dir: str | Path, state: dict[str, Any]) -> Path:
+    """Write a model's state dict as the run's ``model.pt`` (atomically)."""
+    from raypipe.io import save_torch_atomic
+
+    path = Path(run_dir) / WEIGHTS_FILE
+    save_torch_atomic(path, state)
+    return path
+
+
+def load_weights(run_dir: str | Path) -> dict[str, Any]:
+    """A run's ``model.pt`` on the CPU (``run_dir`` may also be the weights file itself)."""
+    import torch
+
+    p = Path(run_dir)
+    path = p / WEIGHTS_FILE if p.is_dir() else p
+    if not path.exists():
+        raise FileNotFoundError(f"no {WEIGHTS_FILE} in {p}")
+    return torch.load(path, map_location="cpu")
