@@ -1,7 +1,9 @@
 """Connecting to Ray: a running cluster when there is one, else a local Ray on 127.0.0.1.
 
 ``ray job submit -- python jobs/X.py`` sets ``RAY_ADDRESS`` for the job, so jobs join the cluster;
-``python jobs/X.py`` on a laptop starts a private local Ray bound to loopback (no dashboard).
+``python jobs/X.py`` on a laptop starts a private local Ray bound to loopback, dashboard included: Ray Train's
+``PlacementGroupCleaner`` needs the State API (served by the dashboard) to free the placement group of a
+Train run whose controller was killed -- which is what happens to every trial a Tune scheduler stops.
 """
 from __future__ import annotations
 
@@ -30,14 +32,21 @@ def init_ray(num_cpus: int | None = None, object_store_mb: int | None = None, ad
         log.info("connecting to the Ray cluster at %s", address)
         ray.init(address=address, runtime_env=env, log_to_driver=log_to_driver)
         return
-    # Ray Train V2's PlacementGroupCleaner (a detached actor) asks the State API whether the controller is
-    # alive, with an *auto-detected* address.  With several local Ray instances on one host that lookup can
-    # reach another instance, find no such actor, and remove our placement group mid-run (it killed a
-    # benchmark's training worker here).  So a local Ray gets a known GCS port, pinned in its workers.
+    # Ray Train V2's PlacementGroupCleaner (a detached actor, one per Train run) polls the State API once a
+    # second for its controller; when the controller is gone it removes the run's placement group
+    # (ray/train/v2/_internal/execution/controller/placement_group_cleaner.py, _monitor_loop).  A Tune trial
+    # that a scheduler stops is terminated, its Train controller dies with it (fate-sharing) and the placement
+    # group, whose lifetime is the job's, stays reserved until the cleaner frees it.  The State API is served
+    # by the dashboard: without it every query fails ("Failed to query Ray Train Controller actor state",
+    # once a second per cleaner) and the sweep's next trial waits for CPUs forever (issue #14).  So a local
+    # Ray starts the dashboard, on 127.0.0.1 and on a free port (not 8265, which a cluster may want).
+    # The lookup uses an auto-detected address; with several local Ray instances on one host it could reach
+    # another instance, find no such actor and remove our placement group mid-run (it killed a benchmark's
+    # training worker here).  So a local Ray gets a known GCS port, pinned in its workers as RAY_ADDRESS.
     port = _free_port()
     env["env_vars"]["RAY_ADDRESS"] = f"127.0.0.1:{port}"
-    kwargs: dict = {"include_dashboard": False, "_node_ip_address": "127.0.0.1", "runtime_env": env,
-                    "log_to_driver": log_to_driver}
+    kwargs: dict = {"include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": _free_port(),
+                    "_node_ip_address": "127.0.0.1", "runtime_env": env, "log_to_driver": log_to_driver}
     if num_cpus is not None:
         kwargs["num_cpus"] = num_cpus
     if object_store_mb is not None:

@@ -15,7 +15,8 @@ os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """Start Ray once per test session (2 CPUs, 384 MiB object store, 127.0.0.1, no dashboard)."""
+    """Start Ray once per test session (2 CPUs, 384 MiB object store, 127.0.0.1; the dashboard, which
+    serves the State API Ray Train's PlacementGroupCleaner needs, on 127.0.0.1 too)."""
     import ray
 
     from raypipe.runtime import init_ray

@@ -97,8 +97,12 @@ def _scheduler(space: TuneSpace, which: str | None, max_epochs: int):
         spec = SchedulerSpec()
     if spec is None:
         return None
+    # ``stop_last_trials=False``: a trial that survives every rung runs to its own end.  With the default,
+    # ASHA stops it on its ``max_t``-th report, i.e. its last epoch's -- killing its Train run before the test
+    # evaluation and the final report, so the sweep's best trial came back "stopped" without test metrics.
     return ASHAScheduler(time_attr="training_iteration", max_t=max(max_epochs, spec.grace_period),
-                         grace_period=spec.grace_period, reduction_factor=spec.reduction_factor)
+                         grace_period=spec.grace_period, reduction_factor=spec.reduction_factor,
+                         stop_last_trials=False)
 
 
 def run_sweep(sc: SweepConfig) -> SweepResult:
@@ -133,6 +137,7 @@ def run_sweep(sc: SweepConfig) -> SweepResult:
             run_config=RunConfig(name=sc.name, storage_path=str(exp_dir.parent),
                                  checkpoint_config=CheckpointConfig(num_to_keep=1), verbose=1),
         )
+    warn_without_state_api()
     log.info("sweep %s: %s grid of %d trial(s) (%s, %s), max %d concurrent", sc.name, space.model,
              space.n_trials, space.paper, space.source, sc.max_concurrent)
     grid = tuner.fit()
@@ -161,6 +166,26 @@ def _row(result: Any, space: TuneSpace, metric: str, trials_dir: Path) -> dict[s
     row["run_dir"] = str(trials_dir / trial_id)
     row["error"] = str(result.error).splitlines()[0] if result.error else ""
     return row
+
+
+def warn_without_state_api() -> bool:
+    """Warn (and return False) when this Ray's State API does not answer.  A trial that a scheduler stops has
+    its Train controller killed, and only Train's PlacementGroupCleaner -- which asks the State API whether
+    the controller is alive -- frees the run's placement group: without it every stopped trial keeps its
+    CPUs/GPUs for the rest of the sweep (issue #14).  ``raypipe.runtime.init_ray`` starts a local Ray with
+    the dashboard (which serves the State API); a cluster needs ``--include-dashboard=true``."""
+    import ray
+    from ray.util.state import list_nodes
+    from ray.util.state.exception import RayStateApiException
+
+    try:  # this instance's address: auto-detection may find several local Ray instances
+        list_nodes(address=ray.get_runtime_context().gcs_address, limit=1, timeout=10, raise_on_missing_output=False)
+        return True
+    except (RayStateApiException, ConnectionError, TimeoutError, ValueError) as e:  # ValueError: no dashboard address
+        log.warning("the Ray State API does not answer (%s): trials the scheduler stops will keep their placement "
+                    "groups, so the sweep may hang waiting for resources; start Ray with the dashboard",
+                    str(e).splitlines()[0] if str(e) else type(e).__name__)
+        return False
 
 
 def sweep_env() -> None:
