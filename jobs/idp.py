@@ -10,7 +10,6 @@ overrides are dotted keys of the stage's ExperimentConfig, checked before Ray st
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
 
@@ -44,8 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = IDPConfig(dataset=args.dataset, target_dataset=args.target_dataset, storage_path=args.storage_path,
                         name=args.name, variants=variants, top_m=args.top_m).with_overrides(
             pretrain=args.pretrain, finetune=args.finetune, cdim_train=[*workers, *args.cdim_train],
-            cdim=args.cdim, both=workers)
-        cfg = dataclasses.replace(cfg, cdim_pairs_per_item=args.cdim_pairs)
+            cdim=[f"pairs_per_item={args.cdim_pairs}", *args.cdim], both=workers)
     except (ConfigError, ValueError) as e:
         p.error(str(e))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

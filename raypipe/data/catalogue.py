@@ -75,6 +75,7 @@ class ItemCatalogue:
     _text_cache: dict[str, list[str]] = field(default_factory=dict, repr=False)
     _token_cache: dict[tuple[str, str, int], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
     _items_frame: Any = field(default=None, repr=False)
+    _derived: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.domain_names: list[str] = sorted(set(self.index.domains))
@@ -101,6 +102,14 @@ class ItemCatalogue:
     @property
     def num_embeddings(self) -> int:
         return len(self.index) + 1
+
+    def derived(self, key: str, compute: Any) -> Any:
+        """A value computed once from the catalogue and kept with it (``compute()`` on first use).  Models
+        cache large derived arrays here when they are built on the driver (e.g. CDIM's frozen-layer text
+        states), so the workers receive them with the catalogue instead of recomputing them."""
+        if key not in self._derived:
+            self._derived[key] = compute()
+        return self._derived[key]
 
     # -- feature views -------------------------------------------------------------------------------
     def view(self, name: str) -> FeatureView:

@@ -20,15 +20,20 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+from raypipe.config import ModelConfig
+from raypipe.data.catalogue import ItemCatalogue
 from raypipe.features.text import resolve_text_model
-from raypipe.models.spec import BatchSchema, Column
+from raypipe.models.spec import BatchSchema, Column, ModelSpec
 
 #: CDIM's training rows: an anchor item and one of its behaviour positives (rows of the text cache)
 CDIM_SCHEMA = BatchSchema((Column("anchor", "int64", (1,), "cached item row"),
@@ -36,7 +41,8 @@ CDIM_SCHEMA = BatchSchema((Column("anchor", "int64", (1,), "cached item row"),
 
 
 @dataclass
-class CDIMConfig:
+class CDIMConfig(ModelConfig):
+    name: str = "cdim"
     encoder: str | None = None  # local HF path; None = the packaged MiniLM
     pooling: str = "mean"  # "mean" or "cls"
     temperature: float = 0.05
@@ -44,6 +50,15 @@ class CDIMConfig:
     trainable_layers: int = 1
     behaviour: bool = True  # False: SimCSE text CL only
     k_neighbours: int = 5
+    #: the catalogue view holding the pre-trained ID embeddings; CDIM trains on the items it has
+    id_view: str = "id"
+    #: the item text template (raypipe.data.text) CDIM encodes
+    text_template: str = "plain"
+    #: share of the items held out for the neighbour-recall validation (at least 10 items)
+    valid_share: float = 0.05
+    #: behaviour positives per training item (of its k ID neighbours); 1 = one fixed pair per item
+    pairs_per_item: int = 1
+    seed: int = 0
 
 
 def _extended_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -75,10 +90,17 @@ class CDIM(nn.Module):
             for p in layer.parameters():
                 p.requires_grad = False
         if cache_hidden is not None:
-            self.register_buffer("cache_hidden", cache_hidden, persistent=False)
-            self.register_buffer("cache_mask", cache_mask, persistent=False)
-        if neighbours is not None:  # [n_cached, k] top-k ID neighbours of every cached row
+            self.attach(cache_hidden, cache_mask, neighbours)
+
+    def attach(self, cache_hidden: torch.Tensor, cache_mask: torch.Tensor,
+               neighbours: torch.Tensor | None = None) -> "CDIM":
+        """Hold the frozen-layer states of the training items (and their ``[n, k]`` ID neighbours, whose
+        in-batch occurrences the behaviour loss does not count as negatives)."""
+        self.register_buffer("cache_hidden", cache_hidden, persistent=False)
+        self.register_buffer("cache_mask", cache_mask, persistent=False)
+        if neighbours is not None:
             self.register_buffer("neighbours", torch.as_tensor(neighbours, dtype=torch.long), persistent=False)
+        return self
 
     @property
     def dim(self) -> int:
@@ -219,12 +241,75 @@ class CDIMValidator:
 
 
 @dataclass
-class CDIMFactory:
-    cfg: CDIMConfig
-    cache_hidden: torch.Tensor
-    cache_mask: torch.Tensor
-    neighbours: np.ndarray | None = None
+class CDIMData:
+    """What CDIM trains and validates on, derived from the catalogue once (seeded): the cached rows (the
+    catalogue indices of items with text and a pre-trained ID embedding), their top-k ID neighbours,
+    the held-out rows, the training pairs (eq. 6 positives) and a probe of training rows."""
 
-    def __call__(self) -> CDIM:
-        nb = None if self.neighbours is None else torch.as_tensor(self.neighbours)
-        return CDIM(self.cfg, self.cache_hidden, self.cache_mask, nb)
+    items: np.ndarray  # [n] catalogue indices of the cached rows
+    neighbours: np.ndarray  # [n, k] cache rows
+    valid: np.ndarray  # held-out cache rows
+    anchors: np.ndarray  # [p] cache rows
+    positives: np.ndarray  # [p] cache rows
+    probe: np.ndarray  # training cache rows, as many as held out
+
+
+def cdim_data(cfg: CDIMConfig, catalogue: ItemCatalogue) -> CDIMData:
+    key = f"cdim/data/{cfg.id_view}/{cfg.text_template}/{cfg.k_neighbours}/{cfg.valid_share}/{cfg.pairs_per_item}/{cfg.seed}"
+    return catalogue.derived(key, lambda: _make_data(cfg, catalogue))
+
+
+def _make_data(cfg: CDIMConfig, catalogue: ItemCatalogue) -> CDIMData:
+    view = catalogue.view(cfg.id_view)
+    texts = catalogue.texts(cfg.text_template)
+    items = np.array([i for i in range(1, catalogue.num_embeddings) if view.present[i] and texts[i]], dtype=np.int64)
+    if len(items) < 20:
+        raise ValueError(f"CDIM needs at least 20 items with text and a {cfg.id_view!r} vector, found {len(items)}")
+    if not 1 <= cfg.pairs_per_item <= cfg.k_neighbours:
+        raise ValueError(f"model.pairs_per_item must be in [1, k_neighbours={cfg.k_neighbours}], got {cfg.pairs_per_item}")
+    nbrs = id_neighbours(view.vectors[items], cfg.k_neighbours)
+    rng = np.random.default_rng(cfg.seed)
+    valid = np.sort(rng.choice(len(items), size=max(10, int(cfg.valid_share * len(items))), replace=False))
+    train_mask = np.ones(len(items), bool)
+    train_mask[valid] = False
+    anchors = np.flatnonzero(train_mask)
+    rows_a: list[int] = []
+    rows_n: list[int] = []
+    for a in anchors:  # behaviour positives: pairs_per_item of its top-k ID neighbours that are not held out
+        cand = [j for j in nbrs[a] if train_mask[j]] or [a]
+        picks = [rng.choice(cand)] if cfg.pairs_per_item == 1 else \
+            rng.choice(cand, size=min(cfg.pairs_per_item, len(cand)), replace=False)
+        rows_a += [int(a)] * len(picks)
+        rows_n += [int(p) for p in picks]
+    probe = np.sort(np.random.default_rng(cfg.seed + 1).choice(anchors, size=min(len(valid), len(anchors)),
+                                                               replace=False))
+    return CDIMData(items, nbrs, valid, np.asarray(rows_a, np.int64), np.asarray(rows_n, np.int64), probe)
+
+
+def build_cdim(cfg: CDIMConfig, catalogue: ItemCatalogue) -> CDIM:
+    """CDIM over the catalogue's items with text and a pre-trained ID embedding; the frozen-layer states of
+    their texts are computed once and kept with the catalogue."""
+    data = cdim_data(cfg, catalogue)
+    model = CDIM(cfg)
+    key = f"cdim/cache/{cfg.encoder}/{cfg.max_length}/{model.split}/{cfg.text_template}/{cfg.id_view}"
+    texts = catalogue.texts(cfg.text_template)
+    hidden, mask = catalogue.derived(key, lambda: model.cache_states([texts[i] for i in data.items]))
+    return model.attach(hidden, mask, torch.as_tensor(data.neighbours))
+
+
+def cdim_rows(cfg: CDIMConfig, train: "pd.DataFrame", catalogue: ItemCatalogue) -> dict[str, np.ndarray]:
+    d = cdim_data(cfg, catalogue)
+    return {"anchor": d.anchors[:, None], "neighbour": d.positives[:, None]}
+
+
+def cdim_validator(cfg: CDIMConfig, catalogue: ItemCatalogue) -> "CDIMValidator":
+    d = cdim_data(cfg, catalogue)
+    return CDIMValidator(d.valid, d.neighbours, d.probe)
+
+
+SPEC = ModelSpec(
+    name="cdim", config=CDIMConfig, build=build_cdim, schema=lambda cfg: CDIM_SCHEMA, rows=cdim_rows,
+    validator=cdim_validator, capabilities=frozenset(),
+    summary="IDP's cross-domain ID matcher: a sentence encoder tuned with SimCSE + behaviour CL",
+    reference="IDP eq. 4-7 (positives: top-k neighbours by pre-trained ID embedding)",
+)

@@ -14,7 +14,10 @@ Every model file ends with one ``SPEC = ModelSpec(...)``; :mod:`raypipe.models.r
 * ``recipe``: its optimisation recipe (optimiser, warm-up + decay schedule, gradient clipping,
   accumulation, precision), which ``train.optim.*`` can override per run;
 * ``capabilities``: ``retrieval`` (``user_repr``/``item_repr``: served through the ANN index),
-  ``scorer`` (``score(history, candidates)``: reranking), ``generative`` (produces text).
+  ``scorer`` (``score(history, candidates)``: reranking), ``generative`` (produces text).  Only
+  models with ``scorer`` are evaluated on the recommendation protocols;
+* ``validator(cfg, catalogue) -> validator``: the per-epoch validation of models that are not judged by
+  next-item ranking (``None``: leave-one-out full ranking of the validation users, NDCG@10 by default).
 
 The training loop knows nothing of a model beyond its spec.
 """
@@ -128,6 +131,8 @@ class OptimRecipe:
 
 
 Builder = Callable[[Any, "ItemCatalogue"], "nn.Module"]
+#: ``validator(model, rank, world, device) -> {"valid/<metric>": value}`` (identical on every worker)
+Validator = Callable[["nn.Module", int, int, "torch.device"], dict[str, float]]
 RowsFn = Callable[[Any, "pd.DataFrame", "ItemCatalogue"], dict[str, np.ndarray]]
 
 
@@ -141,6 +146,7 @@ class ModelSpec:
     rows: RowsFn | None = None
     recipe: OptimRecipe = field(default_factory=OptimRecipe)
     capabilities: frozenset[str] = frozenset({"scorer"})
+    validator: Callable[[Any, "ItemCatalogue"], Validator] | None = None
     summary: str = ""
     #: the paper and equations the model file implements
     reference: str = ""

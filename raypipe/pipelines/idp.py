@@ -38,14 +38,14 @@ from raypipe.data.prepare import prepare_for
 from raypipe.data.registry import resolve_dataset
 from raypipe.data.sequences import ItemIndex
 from raypipe.data.text import render
-from raypipe.io import write_json_atomic, write_parquet_atomic, write_text_atomic
+from raypipe.io import atomic_path, write_json_atomic, write_parquet_atomic, write_text_atomic
 from raypipe.eval.metrics import ndcg
 from raypipe.eval.significance import paired_bootstrap
-from raypipe.models.cdim import CDIM, CDIM_SCHEMA, CDIMConfig, CDIMFactory, CDIMValidator, id_neighbours
+from raypipe.data.catalogue import ItemCatalogue, load_views
+from raypipe.models.cdim import CDIM, CDIMConfig, cdim_data
 from raypipe.models.idp import ITEM_TABLE_KEY, GeneratedEmbeddings, generate_id_embeddings, transplant
-from raypipe.train.loop import TrainPayload
 from raypipe.rundir import CONFIG_FILE, INDEX_FILE, METRICS_FILE, WEIGHTS_FILE, load_weights, save_weights
-from raypipe.train.run import best_weights, evaluate_domains, fit, load_run, run_experiment
+from raypipe.train.run import evaluate_domains, load_run, run_experiment
 
 log = logging.getLogger(__name__)
 
@@ -121,18 +121,15 @@ class IDPConfig:
     cdim: CDIMConfig = field(default_factory=CDIMConfig)
     cdim_train: ExperimentConfig = field(default_factory=lambda: _stage(
         "train.epochs=1", "train.batch_size=128", "train.lr=5e-5", "train.patience=2", "train.torch_threads=2"))
-    cdim_valid_share: float = 0.05
-    #: behaviour positives per source item and epoch (≤ k_neighbours); 1 = one fixed pair per item
-    cdim_pairs_per_item: int = 1
     seed: int = 0
 
     def __post_init__(self) -> None:
         unknown = set(self.variants) - set(VARIANTS)
         if unknown:
             raise ValueError(f"unknown IDP variants {sorted(unknown)}; choose from {list(VARIANTS)}")
-        if not 1 <= self.cdim_pairs_per_item <= self.cdim.k_neighbours:
-            raise ValueError(f"cdim_pairs_per_item must be in [1, k_neighbours={self.cdim.k_neighbours}], "
-                             f"got {self.cdim_pairs_per_item}")
+        if not 1 <= self.cdim.pairs_per_item <= self.cdim.k_neighbours:
+            raise ValueError(f"cdim.pairs_per_item must be in [1, k_neighbours={self.cdim.k_neighbours}], "
+                             f"got {self.cdim.pairs_per_item}")
         hp, hf = getattr(self.pretrain.model, "hidden", None), getattr(self.finetune.model, "hidden", None)
         if hp != hf:
             raise ValueError(f"finetune model.hidden ({hf}) must equal pretrain model.hidden ({hp}): the "
@@ -213,7 +210,9 @@ class IDPPipeline:
         return run
 
     def cdim(self, pre_run: Path, texts: Texts, source_ids: list[str]) -> CDIM:
-        """Train CDIM (eq. 4–7) on the source items; returns it (weights saved under cdim/)."""
+        """Train CDIM (eq. 4–7) on the source items with text: a ``cdim`` run of the registry through
+        :func:`run_experiment`, whose catalogue view ``id`` holds the pre-trained ID embeddings of the
+        source items (zeros elsewhere: absent).  Returns the tuned matcher (weights under ``cdim/``)."""
         c = self.cfg
         out = self.root / "cdim"
         model = CDIM(c.cdim)
@@ -223,48 +222,31 @@ class IDPPipeline:
         t0 = time.time()
         pre_state = load_weights(pre_run)
         pre_index = ItemIndex.load(pre_run / INDEX_FILE)
-        pos = {iid: i + 1 for i, iid in enumerate(pre_index.item_ids)}
-        text_of = dict(zip(texts.item_ids, texts.texts))
-        src = [i for i in source_ids if text_of.get(i)]
-        emb = pre_state[ITEM_TABLE_KEY][[pos[i] for i in src]].numpy()
-        nbrs = id_neighbours(emb, c.cdim.k_neighbours)
-        hidden, mask = model.cache_states([text_of[i] for i in src])
-        rng = np.random.default_rng(c.seed)
-        valid = np.sort(rng.choice(len(src), size=max(10, int(c.cdim_valid_share * len(src))), replace=False))
-        train_mask = np.ones(len(src), bool)
-        train_mask[valid] = False
-        anchors = np.flatnonzero(train_mask)
-        # behaviour positives per anchor: `cdim_pairs_per_item` of its top-k ID neighbours that are not held
-        # out (one row per (anchor, positive) pair, eq. 6)
-        rows_a, rows_n = [], []
-        for a in anchors:
-            cand = [j for j in nbrs[a] if train_mask[j]] or [a]
-            picks = [rng.choice(cand)] if c.cdim_pairs_per_item == 1 else \
-                rng.choice(cand, size=min(c.cdim_pairs_per_item, len(cand)), replace=False)
-            rows_a += [a] * len(picks)
-            rows_n += list(picks)
-        probe = np.sort(np.random.default_rng(c.seed + 1).choice(anchors, size=min(len(valid), len(anchors)),
-                                                                 replace=False))
-        exp = self._exp(with_overrides(c.cdim_train, ["train.metric=neighbour_recall@10"]), "pretrain", "cdim")
-        factory, validator = CDIMFactory(c.cdim, hidden, mask, nbrs), CDIMValidator(valid, nbrs, probe)
-        untuned_all = validator(factory(), 0, 1, torch.device("cpu"))
-        untuned = untuned_all["valid/neighbour_recall@10"]
-        payload = TrainPayload(factory, validator, CDIM_SCHEMA, n_rows=len(rows_a))
-        log.info("training CDIM on %d source items (%d pairs, %d held out), k=%d; untuned encoder: neighbour "
-                 "recall@10 held out %.4f, training items %.4f", len(anchors), len(rows_a), len(valid),
-                 c.cdim.k_neighbours, untuned, untuned_all["fit/neighbour_recall@10"])
-        rows = {"anchor": np.asarray(rows_a, dtype=np.int64)[:, None],
-                "neighbour": np.asarray(rows_n, dtype=np.int64)[:, None]}
-        CDIM_SCHEMA.check(rows)
-        result = fit(exp, out, rows, payload)
-        state, history = best_weights(result)
-        model.load_state_dict(state, strict=False)
-        save_weights(out, model.state_dict())
-        write_json_atomic(out / METRICS_FILE, {"history": history, "n_items": len(src), "k": c.cdim.k_neighbours,
-                                               "untuned_neighbour_recall@10": untuned,
-                                               "untuned_fit_neighbour_recall@10": untuned_all["fit/neighbour_recall@10"],
-                                               "pairs": len(rows_a),
-                                               "config": dataclasses.asdict(c.cdim)})
+        table = pre_state[ITEM_TABLE_KEY].numpy()
+        view = np.zeros((pre_index.num_embeddings, table.shape[1]), np.float32)
+        rows = pre_index.lookup(source_ids)
+        view[rows] = table[rows]
+        id_file = self.root / "cdim_id_view.npy"
+        with atomic_path(id_file) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, view)
+        base = dataclasses.replace(
+            with_overrides(c.cdim_train, ["train.metric=neighbour_recall@10"]),
+            model=dataclasses.replace(c.cdim, seed=c.seed),
+            data=dataclasses.replace(c.pretrain.data, features=str(id_file), feature_views=["id"]))
+        res = run_experiment(self._exp(base, "pretrain", "cdim"))
+        untuned = json.loads((out / METRICS_FILE).read_text())["untrained_valid"]
+        data = cdim_data(base.model, ItemCatalogue(pre_index, views=load_views(id_file, ["id"], pre_index),
+                                                   dataset=self.dataset))
+        write_json_atomic(out / "summary.json", {
+            "n_items": len(data.items), "held_out": len(data.valid), "pairs": len(data.anchors),
+            "k": c.cdim.k_neighbours, "untuned_neighbour_recall@10": untuned["valid/neighbour_recall@10"],
+            "untuned_fit_neighbour_recall@10": untuned.get("fit/neighbour_recall@10"),
+            "best_neighbour_recall@10": max(h["valid/neighbour_recall@10"] for h in res.history),
+            "config": dataclasses.asdict(base.model)})
+        log.info("CDIM: %d items, %d pairs; neighbour recall@10 held out %.4f untuned", len(data.items),
+                 len(data.anchors), untuned["valid/neighbour_recall@10"])
+        model.load_state_dict(load_weights(out), strict=False)
         self._timed("cdim", t0)
         return model.eval()
 

@@ -236,6 +236,7 @@ def run_experiment(cfg: ExperimentConfig, callbacks: Sequence[Any] = ()) -> RunR
     model = build_model(cfg.model, catalogue)
     history: list[dict[str, float]] = []
     workers: list[dict[str, Any]] = []  # where each Train worker ran (rank, node id, ...)
+    n_rows, untrained_valid = 0, None
     best_epoch = None
     t0 = time.time()
     item_input = getattr(cfg.model, "item_input", "id")
@@ -244,12 +245,18 @@ def run_experiment(cfg: ExperimentConfig, callbacks: Sequence[Any] = ()) -> RunR
     if trains:
         rows = training_rows(cfg, prep, train_domains, catalogue)
         n_rows = len(next(iter(rows.values())))
-        valid = valid_sets(prep, train_domains, cfg.data.max_len, cfg.train.valid_users, cfg.train.seed)
-        payload = TrainPayload(ModelFactory(cfg.model, catalogue), RankingValidator(valid, cfg.train.metric),
-                               spec.schema(cfg.model), init_state, mode_filter,
-                               spec.recipe.with_overrides(cfg.train.optim), n_rows)
-        log.info("training %s on %s: %d rows, %d validation users, %d worker(s)", cfg.model.name,
-                 train_domains, n_rows, sum(v.n_users for v in valid.values()), cfg.train.num_workers)
+        if spec.validator is not None:
+            validator, what = spec.validator(cfg.model, catalogue), f"{cfg.model.name}'s own validation"
+        else:
+            valid = valid_sets(prep, train_domains, cfg.data.max_len, cfg.train.valid_users, cfg.train.seed)
+            validator = RankingValidator(valid, cfg.train.metric)
+            what = f"{sum(v.n_users for v in valid.values())} validation users"
+        if spec.validator is not None:  # e.g. CDIM: the untuned encoder's values, to compare with
+            untrained_valid = validator(model, 0, 1, torch.device("cpu"))
+        payload = TrainPayload(ModelFactory(cfg.model, catalogue), validator, spec.schema(cfg.model), init_state,
+                               mode_filter, spec.recipe.with_overrides(cfg.train.optim), n_rows)
+        log.info("training %s on %s: %d rows, %s, %d worker(s)", cfg.model.name, train_domains, n_rows, what,
+                 cfg.train.num_workers)
         result = fit(cfg, run_dir, rows, payload, callbacks)
         state, history = best_weights(result)
         workers = load_workers(result.checkpoint)
@@ -260,11 +267,13 @@ def run_experiment(cfg: ExperimentConfig, callbacks: Sequence[Any] = ()) -> RunR
         model.load_state_dict(init_state, strict=False)
     train_seconds = time.time() - t0
     save_weights(run_dir, model.state_dict())
-    test = evaluate_domains(model, prep, eval_domains, cfg)
+    # only recommenders are judged by next-item ranking (a matcher such as CDIM reports its validation)
+    test = evaluate_domains(model, prep, eval_domains, cfg) if "scorer" in spec.capabilities else {}
     write_json_atomic(run_dir / METRICS_FILE, {
         "stage": cfg.run.stage, "mode": cfg.run.mode, "model": cfg.model.name, "dataset": str(path),
         "train_domains": train_domains, "test": test, "history": history, "best_epoch": best_epoch,
-        "train_seconds": train_seconds, "workers": workers,
+        "train_seconds": train_seconds, "workers": workers, "train_rows": n_rows,
+        **({"untrained_valid": untrained_valid} if untrained_valid is not None else {}),
     })
     plot_curves(history, cfg.train.metric, run_dir / CURVES_FILE)
     return RunResult(run_dir, test, history, best_epoch, train_seconds)

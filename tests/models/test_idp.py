@@ -131,3 +131,39 @@ def test_behaviour_loss_masks_in_batch_id_neighbours(cdim_model: CDIM) -> None:
         assert float(masked(batch)) == pytest.approx(float(want), rel=1e-5)
         assert float(plain(batch)) == pytest.approx(float(unmasked), rel=1e-5)
     assert float(want) < float(unmasked)
+
+
+def test_cdim_is_a_registry_model_on_the_catalogue(tiny_dataset) -> None:
+    """CDIM trains on the items with text and an `id` vector; its pairs avoid held-out items, its text
+    cache is computed once and kept with the catalogue (what the workers receive)."""
+    from raypipe.data.catalogue import FeatureView, ItemCatalogue
+    from raypipe.data.prepare import prepare
+    from raypipe.models.cdim import CDIM_SCHEMA, cdim_data
+    from raypipe.models.registry import SPECS, build_model
+
+    prep = prepare(tiny_dataset)
+    n = prep.index.num_embeddings
+    vec = np.random.default_rng(0).normal(size=(n, 8)).astype(np.float32)
+    present = np.zeros(n, bool)
+    present[1: n // 2] = True  # half of the items have a pre-trained ID embedding
+    cat = ItemCatalogue(prep.index, prep.counts, {"id": FeatureView(vec, present)}, dataset=tiny_dataset)
+    cfg = CDIMConfig(k_neighbours=3, pairs_per_item=2)
+    spec = SPECS["cdim"]
+    assert spec.trainable and spec.capabilities == frozenset() and spec.validator is not None
+    d = cdim_data(cfg, cat)
+    texts = cat.texts("plain")
+    assert all(present[i] and texts[i] for i in d.items)
+    assert len(d.valid) == max(10, int(0.05 * len(d.items)))
+    held = set(d.valid.tolist())
+    assert not held & set(d.anchors.tolist()) and not held & set(d.positives.tolist())
+    assert all(p in d.neighbours[a] or p == a for a, p in zip(d.anchors, d.positives))
+    rows = spec.rows(cfg, prep.train, cat)
+    assert CDIM_SCHEMA.check(rows) == len(d.anchors)
+    model = build_model(cfg, cat)
+    assert model.cache_hidden.shape[0] == len(d.items) and model.neighbours.shape == (len(d.items), 3)
+    again = build_model(cfg, cat)
+    assert again.cache_hidden.data_ptr() == model.cache_hidden.data_ptr()  # computed once, kept with the catalogue
+    out = spec.validator(cfg, cat)(model, 0, 1, torch.device("cpu"))
+    assert set(out) == {"valid/neighbour_recall@10", "fit/neighbour_recall@10"}
+    with pytest.raises(ValueError, match="pairs_per_item"):
+        cdim_data(CDIMConfig(k_neighbours=3, pairs_per_item=4), cat)

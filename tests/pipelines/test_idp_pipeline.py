@@ -19,7 +19,7 @@ FAST = ["train.epochs=2", "train.patience=2"]
 def test_zero_shot_transfer_generates_every_target_item(ray_local, tiny_dataset: Path, tmp_path: Path) -> None:
     cfg = IDPConfig(dataset=str(tiny_dataset), storage_path=str(tmp_path), name="idp",
                     variants=["idp_zero_shot", "idp_wo_bcl_zero_shot"], top_m=3,
-                    cdim_pairs_per_item=2).with_overrides(pretrain=FAST)
+                    ).with_overrides(pretrain=FAST, cdim=["pairs_per_item=2"])
     res = run_idp(cfg)
     root = tmp_path / "idp"
     gen = pd.read_parquet(root / "transfer_cdim" / "generated.parquet")
@@ -38,13 +38,15 @@ def test_zero_shot_transfer_generates_every_target_item(ray_local, tiny_dataset:
     assert list(raw["item_id"]) == list(gen["item_id"])
     assert any(list(a) != list(b) for a, b in zip(raw["neighbours"], gen["neighbours"]))
     assert set(res["results"]["idp_wo_bcl_zero_shot"]) == {"toys", "kitchen", "sports"}
-    cdim = json.loads((root / "cdim" / "metrics.json").read_text())
+    cdim = json.loads((root / "cdim" / "summary.json").read_text())
     assert 0.0 <= cdim["untuned_neighbour_recall@10"] <= 1.0 and cdim["config"]["trainable_layers"] == 1
     n_held_out = max(10, int(0.05 * cdim["n_items"]))
     # two behaviour positives per training item (one where 4 of its 5 ID neighbours are held out)
     n_train = cdim["n_items"] - n_held_out
     assert 1.9 * n_train <= cdim["pairs"] <= 2 * n_train
-    assert {"valid/neighbour_recall@10", "fit/neighbour_recall@10"} <= set(cdim["history"][0])
+    run = json.loads((root / "cdim" / "metrics.json").read_text())  # CDIM is a registry model's run
+    assert {"valid/neighbour_recall@10", "fit/neighbour_recall@10"} <= set(run["history"][0])
+    assert run["train_rows"] == cdim["pairs"] and run["test"] == {}  # a matcher: no ranking metrics
     # the two zero-shot variants are compared per user (tiny: full ranking only, 99 negatives do not fit)
     pair = res["paired"]["idp_zero_shot vs idp_wo_bcl_zero_shot"]
     assert set(pair) == {"toys", "kitchen", "sports"} and set(pair["toys"]) == {"full_ndcg@10"}
