@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 
 from raypipe.pipelines.idp import IDPConfig, IDPPipeline
-from raypipe.runtime import init_ray
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,10 +36,14 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--pretrain-run {args.pretrain_run}: no model.pt (is it a finished run directory?)")
     if args.top_m < 1:
         p.error("--top-m must be >= 1")
+    try:
+        cfg = IDPConfig(dataset=args.dataset, target_dataset=args.target_dataset, storage_path=args.storage_path,
+                        name=args.name, variants=[], top_m=args.top_m).with_overrides(cdim_train=args.cdim_train)
+    except ValueError as e:  # ConfigError included: a bad override, named
+        p.error(str(e))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    base = IDPConfig()
-    cfg = IDPConfig(dataset=args.dataset, target_dataset=args.target_dataset, storage_path=args.storage_path,
-                    name=args.name, variants=[], top_m=args.top_m, cdim_train=base.cdim_train + args.cdim_train)
+    from raypipe.runtime import init_ray
+
     init_ray()
     pipe = IDPPipeline(cfg)
     pre_run = args.pretrain_run or pipe.pretrain()

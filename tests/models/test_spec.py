@@ -113,3 +113,24 @@ def test_content_input_reads_the_named_view() -> None:
         build_model(dataclasses.replace(cfg, content_view="image"), _catalogue(dim=6))
     with pytest.raises(TypeError, match="needs a SASRecConfig"):
         build_model(GRU4RecConfig(name="sasrec", max_len=4), _catalogue())
+
+
+def test_item_embedding_padding_content_and_identity_projection() -> None:
+    from raypipe.models.layers import ItemEmbedding, attention_mask
+
+    feats = np.arange(4 * 3, dtype=np.float32).reshape(4, 3)
+    feats[0] = 0
+    torch.manual_seed(0)
+    ids = ItemEmbedding(4, 3, "id")
+    both = ItemEmbedding(4, 3, "id+content", projection="identity", features=feats)
+    idx = torch.tensor([[0, 1, 3]])
+    assert torch.equal(ids(idx)[0, 0], torch.zeros(3))  # padding is all zeros
+    # identity projection: the content vector is added to the ID row as it is
+    assert torch.allclose(both(idx)[0, 2], both.id.weight[3] + torch.as_tensor(feats[3]))
+    assert both.all_items().shape == (4, 3)
+    with pytest.raises(ValueError, match="identity content projection needs 5-d"):
+        ItemEmbedding(4, 5, "content", projection="identity", features=feats)
+    with pytest.raises(ValueError, match="no item features"):
+        ItemEmbedding(4, 3, "content")
+    m = attention_mask(torch.tensor([[False, True, True]]), causal=True)[0, 0]
+    assert m.tolist() == [[True, False, False], [False, True, False], [False, True, True]]

@@ -21,8 +21,7 @@ def idp_artifacts(ray_local, tiny_dataset: Path, tmp_path_factory) -> Path:
     from raypipe.pipelines.idp import IDPConfig, IDPPipeline
 
     cfg = IDPConfig(dataset=str(tiny_dataset), storage_path=str(tmp_path_factory.mktemp("serve_runs")), name="idp",
-                    variants=["idp_zero_shot"], pretrain=IDPConfig().pretrain + ["train.epochs=2", "train.patience=2"],
-                    top_m=3)
+                    variants=["idp_zero_shot"], top_m=3).with_overrides(pretrain=["train.epochs=2", "train.patience=2"])
     p = IDPPipeline(cfg)
     pre = p.pretrain()
     source, target, texts = p.catalogue(pre)

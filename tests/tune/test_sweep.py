@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from raypipe.config import load_config
 from raypipe.tune.spaces import load_space
