@@ -25,15 +25,8 @@ import pandas as pd
 from raypipe.data.dataset import CanonicalDataset
 from raypipe.data.prepare import prepare_for
 from raypipe.data.registry import resolve_dataset
-from raypipe.data.text import render
 from raypipe.io import write_json_atomic
-from raypipe.pipelines.idp import IDPConfig
-
-
-def _texts(dataset: Path, ids: list[str]) -> list[str]:
-    items = CanonicalDataset.open(dataset).items(columns=["item_id", "title", "category"]).to_pandas()
-    items = items.set_index("item_id").reindex(ids)
-    return [render("plain", r) for r in items.reset_index().to_dict("records")]
+from raypipe.pipelines.idp import IDPConfig, Texts
 
 
 def title_overlap(dataset: str, target_dataset: str | None) -> dict[str, Any]:
@@ -47,8 +40,8 @@ def title_overlap(dataset: str, target_dataset: str | None) -> dict[str, Any]:
     tgt_domains = set(CanonicalDataset.open(tgt_path).info.target_domains)
     pool_ids = [str(i) for i, d in zip(pre.index.item_ids, pre.index.domains) if d in src_domains]
     target_ids = [str(i) for i, d in zip(tgt.index.item_ids, tgt.index.domains) if d in tgt_domains]
-    pool = {t for t in _texts(src_path, pool_ids) if t}
-    target = [t for t in _texts(tgt_path, target_ids) if t]
+    pool = {t for t in Texts.of(src_path, pool_ids).texts if t}
+    target = [t for t in Texts.of(tgt_path, target_ids).texts if t]
     verbatim = sum(t in pool for t in target)
     lowered = {t.lower().strip() for t in pool}
     return {"pool_distinct_texts": len(pool), "pool_items": len(pool_ids), "target_items_with_text": len(target),

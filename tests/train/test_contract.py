@@ -53,8 +53,11 @@ class TinySeq2Seq(nn.Module):
         y, _ = self.dec(self.emb(dec_in), h)
         return self.out(y)
 
+    def predict(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.logits(batch["src_ids"], batch["src_mask"], batch["tgt_ids"])
+
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        lg = self.logits(batch["src_ids"], batch["src_mask"], batch["tgt_ids"])
+        lg = self.predict(batch)
         return F.cross_entropy(lg.reshape(-1, VOCAB), batch["tgt_ids"].reshape(-1))
 
 
@@ -64,16 +67,20 @@ def token_rows(n: int, seed: int) -> dict[str, np.ndarray]:
 
 
 @dataclass
-class TokenAccuracy:
+class Accuracy:
+    """``valid/<metric>``: the share of ``target`` entries that ``model.predict(batch)`` gets right."""
+
     rows: dict[str, np.ndarray]
+    target: str
+    metric: str
 
     def __call__(self, model: nn.Module, rank: int, world: int, device: torch.device) -> dict[str, float]:
         model.eval()
         with torch.no_grad():
             t = {k: torch.as_tensor(v, device=device) for k, v in self.rows.items()}
-            pred = model.logits(t["src_ids"], t["src_mask"], t["tgt_ids"]).argmax(-1)
+            acc = float((model.predict(t).argmax(-1) == t[self.target]).float().mean())
         model.train()
-        return {"valid/token_acc": float((pred == t["tgt_ids"]).float().mean())}
+        return {f"valid/{self.metric}": acc}
 
 
 # -- a model over three float views (text, image, cross-modal) ----------------------------------------
@@ -83,11 +90,11 @@ class ThreeViews(nn.Module):
         self.proj = nn.ModuleDict({"text": nn.Linear(8, 16), "image": nn.Linear(4, 16), "cross": nn.Linear(6, 16)})
         self.head = nn.Linear(48, 4)
 
-    def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def predict(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.head(torch.cat([self.proj[v](batch[v]) for v in ("text", "image", "cross")], -1))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return F.cross_entropy(self.logits(batch), batch["label"])
+        return F.cross_entropy(self.predict(batch), batch["label"])
 
 
 def view_rows(n: int, seed: int) -> dict[str, np.ndarray]:
@@ -98,19 +105,6 @@ def view_rows(n: int, seed: int) -> dict[str, np.ndarray]:
             "label": (x @ w).argmax(1).astype(np.int64)}
 
 
-@dataclass
-class LabelAccuracy:
-    rows: dict[str, np.ndarray]
-
-    def __call__(self, model: nn.Module, rank: int, world: int, device: torch.device) -> dict[str, float]:
-        model.eval()
-        with torch.no_grad():
-            t = {k: torch.as_tensor(v, device=device) for k, v in self.rows.items()}
-            acc = float((model.logits(t).argmax(-1) == t["label"]).float().mean())
-        model.train()
-        return {"valid/acc": acc}
-
-
 def _cfg(tmp_path: Path, metric: str, *overrides: str):
     return load_config(None, [f"run.storage_path={tmp_path}", f"train.metric={metric}", "train.batch_size=32",
                               "train.patience=10", *overrides])
@@ -119,7 +113,7 @@ def _cfg(tmp_path: Path, metric: str, *overrides: str):
 def test_token_encoder_decoder_trains_checkpoints_and_resumes(ray_local, tmp_path: Path) -> None:
     train, valid = token_rows(1024, 0), token_rows(256, 1)
     TOKEN_SCHEMA.check(train)
-    payload = TrainPayload(TinySeq2Seq, TokenAccuracy(valid), TOKEN_SCHEMA, n_rows=1024)
+    payload = TrainPayload(TinySeq2Seq, Accuracy(valid, "tgt_ids", "token_acc"), TOKEN_SCHEMA, n_rows=1024)
     over = ["train.epochs=3", "train.lr=1e-2"]
     plain = fit(_cfg(tmp_path, "token_acc", *over, "run.name=s2s"), tmp_path / "s2s", train, payload)
     failed = fit(_cfg(tmp_path, "token_acc", *over, "run.name=s2s-failed", "train.inject_failure_at_epoch=2",
@@ -139,7 +133,7 @@ def test_token_encoder_decoder_trains_checkpoints_and_resumes(ray_local, tmp_pat
 def test_three_float_views_follow_the_recipe(ray_local, tmp_path: Path) -> None:
     train, valid = view_rows(1024, 0), view_rows(512, 1)
     recipe = OptimRecipe(optimizer="adamw", schedule="cosine", warmup_steps=2, grad_clip=1.0, grad_accum=2)
-    payload = TrainPayload(ThreeViews, LabelAccuracy(valid), VIEWS_SCHEMA, recipe=recipe, n_rows=1024)
+    payload = TrainPayload(ThreeViews, Accuracy(valid, "label", "acc"), VIEWS_SCHEMA, recipe=recipe, n_rows=1024)
     res = fit(_cfg(tmp_path, "acc", "train.epochs=3", "train.lr=2e-2", "train.batch_size=128", "run.name=views"),
               tmp_path / "views", train, payload)
     _, hist = best_weights(res)
@@ -152,7 +146,7 @@ def test_three_float_views_follow_the_recipe(ray_local, tmp_path: Path) -> None:
 
 def test_early_stopping_on_a_custom_metric(ray_local, tmp_path: Path) -> None:
     train, valid = view_rows(256, 0), view_rows(128, 1)
-    payload = TrainPayload(ThreeViews, LabelAccuracy(valid), VIEWS_SCHEMA, n_rows=256)
+    payload = TrainPayload(ThreeViews, Accuracy(valid, "label", "acc"), VIEWS_SCHEMA, n_rows=256)
     # lr=0: the validation accuracy never improves after epoch 0, so patience 2 stops after epoch 2
     res = fit(_cfg(tmp_path, "acc", "train.epochs=20", "train.lr=0.0", "train.patience=2", "run.name=stop"),
               tmp_path / "stop", train, payload)
