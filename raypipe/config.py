@@ -23,6 +23,44 @@ class ConfigError(ValueError):
     """A configuration key or value is invalid."""
 
 
+@dataclass(frozen=True)
+class Scalar:
+    """A plain YAML scalar that YAML reads as something other than a string, with the text it was written
+    as.  The field's type decides: a ``str`` field takes the text as written (``run.name=91259_00000`` stays
+    ``'91259_00000'`` instead of the YAML 1.1 integer 9125900000; ``yes`` stays ``'yes'``), any other field
+    takes YAML's value."""
+
+    text: str
+    value: Any
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` whose non-string plain scalars come back as :class:`Scalar`."""
+
+
+for _tag in ("int", "float", "bool", "null", "timestamp"):
+    _tag = f"tag:yaml.org,2002:{_tag}"
+    _Loader.add_constructor(_tag, lambda loader, node, _base=yaml.SafeLoader.yaml_constructors[_tag]:
+                            Scalar(node.value, _base(loader, node)))
+del _tag
+
+
+def _load_yaml(text: str) -> Any:
+    loaded = yaml.load(text, Loader=_Loader)  # noqa: S506 -- a SafeLoader subclass
+    return None if isinstance(loaded, Scalar) and loaded.value is None else loaded
+
+
+def plain(value: Any) -> Any:
+    """``value`` with every :class:`Scalar` replaced by YAML's reading of it (recursively)."""
+    if isinstance(value, Scalar):
+        return value.value
+    if isinstance(value, Mapping):
+        return {plain(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
 @dataclass
 class DataConfig:
     #: ``builtin:<size>``, ``movielens:<ml-1m|ml-100k>`` or a canonical dataset directory
@@ -168,9 +206,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if tp is Any:
-        return value
+        return plain(value)
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
+        if plain(value) is None and type(None) in args:
             return None
         errors = []
         for a in args:
@@ -181,6 +219,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             except ConfigError as e:
                 errors.append(str(e))
         raise ConfigError(f"{key}: {value!r} does not fit {tp}")
+    if isinstance(value, Scalar):
+        if tp is str and value.value is not None:
+            return value.text
+        if origin is Literal and value.text in args and value.value not in args:
+            return value.text
+        value = value.value
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"{key}: {value!r} is not one of {list(args)}")
@@ -194,7 +238,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return dict(value)
+        return plain(value)
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -267,13 +311,13 @@ def model_config_class(name: str) -> type[ModelConfig]:
 
 
 def _build_model(values: Mapping[str, Any], prefix: str) -> ModelConfig:
-    name = values.get("name", ModelConfig.name)
+    name = plain(values.get("name", ModelConfig.name))
     if not isinstance(name, str):
         raise ConfigError(f"{prefix}name: expected a string, got {name!r}")
     if values.get("_unregistered"):
-        return UnregisteredModelConfig(name=name, options={k: v for k, v in values.items()
-                                                           if k not in ("name", "_unregistered", "options")}
-                                       | dict(values.get("options") or {}))
+        return UnregisteredModelConfig(name=name, options=plain({k: v for k, v in values.items()
+                                                                 if k not in ("name", "_unregistered", "options")}
+                                                                | dict(values.get("options") or {})))
     return _build(model_config_class(name), values, prefix)
 
 
@@ -289,7 +333,8 @@ def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, 
 
 
 def parse_override(text: str) -> dict[str, Any]:
-    """``a.b.c=value`` → ``{"a": {"b": {"c": value}}}`` with ``value`` parsed as YAML."""
+    """``a.b.c=value`` → ``{"a": {"b": {"c": value}}}`` with ``value`` parsed as YAML (a non-string scalar
+    as a :class:`Scalar` that keeps its text, for string fields)."""
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like section.key=value")
     key, raw = text.split("=", 1)
@@ -297,7 +342,7 @@ def parse_override(text: str) -> dict[str, Any]:
     if not all(parts):
         raise ConfigError(f"override {text!r} has an empty key part")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = _load_yaml(raw) if raw.strip() else None
     except yaml.YAMLError as e:
         raise ConfigError(f"override {text!r}: value is not valid YAML ({e})") from e
     out: dict[str, Any] = {parts[-1]: value}
@@ -323,7 +368,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     if path is not None:
         p = Path(path)
         try:
-            loaded = yaml.safe_load(p.read_text()) or {}
+            loaded = _load_yaml(p.read_text()) or {}
         except OSError as e:
             raise ConfigError(f"cannot read config {p}: {e}") from e
         except yaml.YAMLError as e:

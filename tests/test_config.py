@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from raypipe.config import ConfigError, ExperimentConfig, deep_merge, load_config, parse_override
+from raypipe.config import ConfigError, ExperimentConfig, deep_merge, load_config, parse_override, plain
 from raypipe.models.bert4rec import BERT4RecConfig
 from raypipe.models.gru4rec import GRU4RecConfig
 from raypipe.models.pop import PopConfig
@@ -18,9 +18,25 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_deep_merge_keeps_every_key_of_a_section() -> None:
     merged = deep_merge(parse_override("model.hidden=32"), parse_override("model.n_layers=3"))
-    assert merged == {"model": {"hidden": 32, "n_layers": 3}}
+    assert plain(merged) == {"model": {"hidden": 32, "n_layers": 3}}
     cfg = load_config(None, ["model.hidden=32", "model.n_layers=3", "model.dropout=0.1"])
     assert (cfg.model.hidden, cfg.model.n_layers, cfg.model.dropout) == (32, 3, 0.1)
+
+
+def test_a_string_field_keeps_the_text_as_written(tmp_path: Path) -> None:
+    # YAML 1.1 reads 91259_00000 as the integer 9125900000: a Tune trial id used as a run name lost its "_"
+    cfg = load_config(None, ["run.name=91259_00000", "data.dataset=2024", "train.lr=1e-3", "model.hidden=0x10"])
+    assert (cfg.run.name, cfg.data.dataset, cfg.train.lr, cfg.model.hidden) == ("91259_00000", "2024", 1e-3, 16)
+    assert load_config(None, ["run.name=yes"]).run.name == "yes"
+    assert load_config(None, ["run.name=1e3"]).run.name == "1e3"
+    assert load_config(None, ["run.name=null"]).run.name is None
+    path = tmp_path / "c.yaml"
+    path.write_text("run:\n  name: 00012_3\ntrain:\n  epochs: 7\n")
+    cfg = load_config(path)
+    assert (cfg.run.name, cfg.train.epochs) == ("00012_3", 7)
+    assert load_config(tmp_path / "c.yaml").to_dict()["run"]["name"] == "00012_3"
+    with pytest.raises(ConfigError, match=r"train\.epochs: expected an integer"):
+        load_config(None, ["train.epochs=yes"])
 
 
 def test_model_section_is_the_named_models_own_config() -> None:

@@ -74,7 +74,10 @@ def _trial(config: dict[str, Any], *, space: TuneSpace, overrides: list[str], tr
     from raypipe.train.run import run_experiment
 
     trial_id = ray.tune.get_context().get_trial_id()
-    cfg = space.config(config, overrides + [f"run.storage_path={trials_dir}", f"run.name={trial_id}"])
+    cfg = space.config(config, overrides)
+    # set directly, not as ``run.name=<id>`` text: an all-digit trial id such as ``91259_00000`` would be read
+    # as a number by YAML
+    cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, storage_path=trials_dir, name=trial_id))
     res = run_experiment(cfg, callbacks=[TuneReportCallback()])
     metric = f"best/{cfg.train.metric}"
     best = [h[metric] for h in res.history]
