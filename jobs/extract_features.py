@@ -28,7 +28,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--text-model", default=None, help="local HF / sentence-transformers directory (default: MiniLM)")
     p.add_argument("--text-template", default="plain", help="plain | upsr_pretrain | upsr_finetune | unimp")
     p.add_argument("--image-model", default=DEFAULT_IMAGE_MODEL,
-                   help="resnet18 | resnet50[:CKPT] | open_clip:ARCH[:CKPT] | open_clip:local-dir:DIR")
+                   help="efficientnet_lite0 (packaged ImageNet weights) | timm:ARCH:CKPT | resnet50[:CKPT] | "
+                        "open_clip:ARCH[:CKPT] | open_clip:local-dir:DIR")
     p.add_argument("--cross-model", default=DEFAULT_CROSS_MODEL, help="open_clip ARCH[:CKPT] or local-dir:DIR")
     p.add_argument("--image-size", type=int, default=None, help="encoder input side (default: native, 224)")
     p.add_argument("--batch-size", type=int, default=64)

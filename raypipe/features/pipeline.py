@@ -57,7 +57,7 @@ from raypipe.features.encoders import (
     weights_id,
 )
 from raypipe.features.store import MANIFEST_FILE, VIEW_INFO_FILE
-from raypipe.features.text import resolve_text_model, weights_hash
+from raypipe.features.text import resolve_text_model, text_pooling, weights_hash
 from raypipe.io import replace_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,8 @@ class FeatureConfig:
     #: item text template of raypipe.data.text (``plain``: title, else category)
     text_template: str = "plain"
     text_max_length: int = 128
-    #: ``resnet18`` / ``resnet50[:ckpt]`` (torchvision) or ``open_clip:ARCH[:ckpt]``
+    #: ``efficientnet_lite0`` (packaged ImageNet weights), ``timm:ARCH:ckpt``, ``resnet50[:ckpt]``
+    #: (torchvision) or ``open_clip:ARCH[:ckpt]``
     image_model: str = DEFAULT_IMAGE_MODEL
     #: open_clip model for the joint text-image space: ``ARCH[:ckpt]`` or ``local-dir:/dir``
     cross_model: str = DEFAULT_CROSS_MODEL
@@ -179,7 +180,8 @@ def _plan_view(view: str, cfg: FeatureConfig, stamp: dict[str, Any], available: 
     spec: ModelSpec | None = None
     if view == "text":
         path = resolve_text_model(cfg.text_model)
-        encoder, model, checkpoint, weights = "hf-mean-pooling", path, None, weights_hash(path)
+        encoder = f"sentence-transformers:{text_pooling(path)}-pooling"
+        model, checkpoint, weights = path, None, weights_hash(path)
         columns = text_cols + (image_cols if cfg.text_template == "unimp" else ())
         preprocess = None
         describe = {"template": cfg.text_template, "max_length": cfg.text_max_length}

@@ -1,7 +1,7 @@
 """IDP's Cross-domain ID Matcher (CDIM, IDP §2.4): a sentence encoder tuned to match items across domains.
 
-* eq. 4: ``t_i = Enc(text_i)`` (pooled and L2-normalised; mean pooling for the packaged MiniLM,
-  ``[CLS]`` for SimCSE-style checkpoints);
+* eq. 4: ``t_i = Enc(text_i)`` (pooled and L2-normalised; by default the pooling the encoder's
+  sentence-transformers folder declares: mean for the packaged MiniLM, ``[CLS]`` for CLS-pooled models);
 * eq. 5 (text CL, SimCSE): the same text encoded twice with different dropout is a positive pair,
   the other items of the batch are negatives;
 * eq. 6 (behaviour CL): an item's top-k neighbours by *pre-trained ID embedding* are its positives,
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 from raypipe.config import ModelConfig
 from raypipe.data.catalogue import ItemCatalogue
-from raypipe.features.text import resolve_text_model
+from raypipe.features.text import resolve_text_model, text_pooling
 from raypipe.models.spec import BatchSchema, Column, ModelSpec
 
 #: CDIM's training rows: an anchor item and one of its behaviour positives (rows of the text cache)
@@ -44,7 +44,8 @@ CDIM_SCHEMA = BatchSchema((Column("anchor", "int64", (1,), "cached item row"),
 class CDIMConfig(ModelConfig):
     name: str = "cdim"
     encoder: str | None = None  # local HF path; None = the packaged MiniLM
-    pooling: str = "mean"  # "mean" or "cls"
+    #: "mean" or "cls"; "auto" = what the encoder's sentence-transformers folder declares
+    pooling: str = "auto"
     temperature: float = 0.05
     max_length: int = 32
     trainable_layers: int = 1
@@ -81,8 +82,10 @@ class CDIM(nn.Module):
         n_layers = len(self.encoder.encoder.layer)
         if not 1 <= cfg.trainable_layers <= n_layers:
             raise ValueError(f"trainable_layers must be in [1, {n_layers}], got {cfg.trainable_layers}")
-        if cfg.pooling not in ("mean", "cls"):
-            raise ValueError(f"pooling must be 'mean' or 'cls', got {cfg.pooling!r}")
+        self.pooling = text_pooling(path) if cfg.pooling == "auto" else cfg.pooling
+        if self.pooling not in ("mean", "cls"):
+            raise ValueError(f"pooling must be 'mean' or 'cls' (or 'auto'), got {self.pooling!r}"
+                             + (f" (declared by {path})" if cfg.pooling == "auto" else ""))
         self.split = n_layers - cfg.trainable_layers
         for p in self.encoder.embeddings.parameters():
             p.requires_grad = False
@@ -111,7 +114,7 @@ class CDIM(nn.Module):
                               return_tensors="pt")
 
     def _pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if self.cfg.pooling == "cls":
+        if self.pooling == "cls":
             v = hidden[:, 0]
         else:
             m = mask[..., None].to(hidden.dtype)

@@ -14,6 +14,8 @@ from raypipe.features.encoders import (
     ImageEncoder,
     ImagePreprocess,
     ModelSpec,
+    EFFICIENTNET_LITE0_ARCH,
+    build_timm,
     build_torchvision,
     file_hash,
     open_clip_tokenizer,
@@ -33,6 +35,9 @@ def _png(size=(32, 32), colour=(10, 200, 30)) -> bytes:
 
 def test_parse_specs():
     assert parse_image_model("resnet50") == ModelSpec("torchvision", "resnet50", None)
+    assert parse_image_model("timm:convnext_atto:/c/x.pth") == ModelSpec("timm", "convnext_atto", "/c/x.pth")
+    lite = parse_image_model("efficientnet_lite0")
+    assert lite.family == "timm" and lite.arch == EFFICIENTNET_LITE0_ARCH and lite.checkpoint.endswith(".pth")
     assert parse_image_model("resnet50:/ck/r50.pth") == ModelSpec("torchvision", "resnet50", "/ck/r50.pth")
     assert parse_image_model("open_clip:ViT-B-32") == ModelSpec("open_clip", "ViT-B-32", None)
     assert parse_image_model("open_clip:RN50:/a/b.pt").checkpoint == "/a/b.pt"
@@ -127,3 +132,39 @@ def test_image_preprocess(tmp_path):
     for bad in (dict(data=CORRUPT_PNG), dict(data=b"not an image"), dict(path=tmp_path / "absent.png"), {}):
         with pytest.raises(ImageDecodeError):
             pre(**bad)
+
+
+def _photo(name: str) -> bytes:
+    from skimage import data  # real photographs that ship with scikit-image
+
+    buf = io.BytesIO()
+    Image.fromarray(getattr(data, name)()).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_default_image_encoder_is_the_real_imagenet_efficientnet_lite0():
+    enc = ImageEncoder(device="cpu")  # the default: packaged EfficientNet-Lite0 at its native 224 px
+    assert enc.name == f"timm:{EFFICIENTNET_LITE0_ARCH}" and enc.dim == 1280 and enc.preprocess.size == 224
+    # the hash recorded in the manifest; the file's published name carries its first 8 hex digits
+    assert enc.weights == file_hash(enc.spec.checkpoint) and enc.weights.startswith("57934424")
+    classifier = build_timm(enc.spec, keep_head=True)
+    photos = np.stack([enc.preprocess(_photo("chelsea")), enc.preprocess(_photo("coffee"))])
+    with torch.inference_mode():
+        probs = classifier(enc._pixels(photos)).softmax(-1)
+    assert 281 <= int(probs[0].argmax()) <= 285 and float(probs[0, 281:286].sum()) > 0.8  # a cat (ImageNet 281-285)
+    assert int(probs[1].argmax()) == 967 and float(probs[1, 967]) > 0.9  # espresso
+    feats = enc.encode(photos)
+    assert feats.shape == (2, 1280) and np.allclose(np.linalg.norm(feats, axis=1), 1.0, atol=1e-5)
+    assert float(feats[0] @ feats[1]) < 0.9  # different photos, different features
+
+
+def test_a_checkpoint_of_another_architecture_is_refused_naming_the_tensor(tmp_path):
+    state = build_timm(parse_image_model(f"timm:{EFFICIENTNET_LITE0_ARCH}"), keep_head=True).state_dict()
+    first = next(iter(state))
+    bad = {f"x.{k}": (v[:1] if k == first else v) for k, v in state.items()}
+    torch.save(bad, tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match=r"x\.conv_stem\.weight .* does not fit conv_stem\.weight"):
+        ImageEncoder(f"timm:{EFFICIENTNET_LITE0_ARCH}:{tmp_path}/bad.pth", device="cpu")
+    torch.save(dict(list(state.items())[:-2]), tmp_path / "short.pth")
+    with pytest.raises(ValueError, match="not this architecture"):
+        ImageEncoder(f"timm:{EFFICIENTNET_LITE0_ARCH}:{tmp_path}/short.pth", device="cpu")
