@@ -76,6 +76,9 @@ def main(stage: str, description: str, argv: Sequence[str] | None = None) -> int
     from raypipe.train.run import format_results, run_experiment
 
     init_ray(address=args.address)
+    from raypipe.features.ondemand import ensure_features
+
+    cfg = ensure_features(cfg)
     res = run_experiment(cfg)
     print(f"\n{stage} {cfg.model.name} on {cfg.data.dataset} -> {res.run_dir}")
     if res.best_epoch is not None:

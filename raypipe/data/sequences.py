@@ -162,7 +162,7 @@ class SplitSet:
                         self.target[idx], self.target_time[idx], hd)
 
 
-def _seq_columns(seqs: pd.DataFrame) -> list[str]:
+def seq_columns(seqs: pd.DataFrame) -> list[str]:
     """The per-event array columns of a sequences frame (all truncated together by the splits)."""
     return [c for c in ("items", "timestamps", "domains") if c in seqs.columns]
 
@@ -191,7 +191,7 @@ def leave_one_out(seqs: pd.DataFrame, min_len: int = 3) -> tuple[pd.DataFrame, S
     lengths = seqs["items"].map(len).to_numpy()
     ok = lengths >= min_len
     train = seqs.copy()
-    for col in _seq_columns(seqs):
+    for col in seq_columns(seqs):
         train[col] = pd.Series([s[:-2] if keep else s for s, keep in zip(seqs[col], ok)],
                                index=seqs.index, dtype=object)
     ev = seqs[ok]

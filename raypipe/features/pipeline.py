@@ -505,6 +505,8 @@ def _run_view(plan: _ViewPlan, cfg: FeatureConfig, res: _Resources, items: Path,
 def _spec_string(plan: _ViewPlan) -> str:
     if plan.encoder.startswith("torchvision:"):
         return plan.model + (f":{plan.checkpoint}" if plan.checkpoint else "")
+    if plan.encoder.startswith("timm:"):
+        return "timm:" + plan.model + (f":{plan.checkpoint}" if plan.checkpoint else "")
     return "open_clip:" + plan.model + (f":{plan.checkpoint}" if plan.checkpoint else "")
 
 

@@ -10,12 +10,15 @@ Every model file ends with one ``SPEC = ModelSpec(...)``; :mod:`raypipe.models.r
 * ``schema(cfg) -> BatchSchema``: the columns and dtypes of its training rows (item ids, floats, token
   ids + attention masks, pixels, per-row candidate lists);
 * ``rows(cfg, train, catalogue) -> {column: array}``: its training rows from the training sequences
-  (``None`` for models with nothing to fit);
+  (``None`` for models with nothing to fit); ``train.attrs["train_domains"]`` names the domains whose
+  targets train (a mixed cross-domain flow also holds events of context domains);
 * ``recipe``: its optimisation recipe (optimiser, warm-up + decay schedule, gradient clipping,
   accumulation, precision), which ``train.optim.*`` can override per run;
 * ``capabilities``: ``retrieval`` (``user_repr``/``item_repr``: served through the ANN index),
   ``scorer`` (``score(history, candidates)``: reranking), ``generative`` (produces text).  Only
   models with ``scorer`` are evaluated on the recommendation protocols;
+* ``resolve(cfg, experiment) -> cfg``: ``auto`` options resolved from the experiment config (optional);
+* ``feature_views(cfg) -> [view, ...]``: the feature views it reads (optional);
 * ``validator(cfg, catalogue) -> validator``: the per-epoch validation of models that are not judged by
   next-item ranking (``None``: leave-one-out full ranking of the validation users, NDCG@10 by default).
 
@@ -147,6 +150,12 @@ class ModelSpec:
     recipe: OptimRecipe = field(default_factory=OptimRecipe)
     capabilities: frozenset[str] = frozenset({"scorer"})
     validator: Callable[[Any, "ItemCatalogue"], Validator] | None = None
+    #: ``resolve(cfg, experiment) -> cfg``: the model config a run uses, its ``auto`` options resolved from
+    #: the experiment (e.g. UniM2Rec's objective from the stage, its flow from ``data.flow``)
+    resolve: Callable[[Any, Any], Any] | None = None
+    #: ``feature_views(cfg) -> [view, ...]``: the catalogue views the model reads (extracted on demand
+    #: by the jobs when the run names no feature store)
+    feature_views: Callable[[Any], list[str]] | None = None
     summary: str = ""
     #: the paper and equations the model file implements
     reference: str = ""

@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 
 from raypipe.config import ExperimentConfig
 from raypipe.data.catalogue import FeatureView, ItemCatalogue, load_views
 from raypipe.data.prepare import Prepared, prepare_for
 from raypipe.data.registry import resolve_dataset
-from raypipe.data.sequences import ItemIndex
+from raypipe.data.sequences import ItemIndex, seq_columns
 from raypipe.eval.protocols import EvalSet, evaluate
 from raypipe.io import write_json_atomic
 from raypipe.models.registry import build_model, get_spec
@@ -76,10 +77,31 @@ def item_catalogue(cfg: ExperimentConfig, prep: Prepared, dataset: Path | None =
 
 
 def load_features(cfg: ExperimentConfig, index: ItemIndex) -> dict[str, FeatureView]:
-    """The configured feature views (``data.feature_views`` of ``data.features``) aligned to the index."""
+    """The configured feature views (``data.feature_views`` of ``data.features``) aligned to the index.
+    A ``cross`` view the store lacks is derived from its text and image views by
+    :mod:`raypipe.features.aligned` (no vision-language weights ship offline)."""
     if cfg.data.features is None:
         return {}
-    return load_views(cfg.data.features, cfg.data.feature_views, index)
+    wanted = list(cfg.data.feature_views)
+    derive = "cross" in wanted and "cross" not in store_views(cfg.data.features)
+    names = [v for v in wanted if not (derive and v == "cross")]
+    if derive:
+        names += [v for v in ("text", "image") if v not in names]
+    views = load_views(cfg.data.features, names, index)
+    if derive:
+        from raypipe.features.aligned import AlignConfig, align_cross_modal
+
+        views["cross"], _ = align_cross_modal(views["text"], views["image"], AlignConfig(seed=cfg.train.seed))
+    return {v: views[v] for v in wanted}
+
+
+def store_views(features: str) -> list[str]:
+    """The views a feature store holds (none for a ``.npy`` array or a directory without a store)."""
+    from raypipe.features.store import MANIFEST_FILE, FeatureStore
+
+    if str(features).endswith(".npy") or not (Path(features) / MANIFEST_FILE).is_file():
+        return []
+    return FeatureStore.open(features).views
 
 
 def training_rows(cfg: ExperimentConfig, prep: Prepared, domains: list[str],
@@ -87,11 +109,28 @@ def training_rows(cfg: ExperimentConfig, prep: Prepared, domains: list[str],
     """The model's training rows (its spec's ``rows``) over the training sequences of ``domains``,
     checked against its batch schema."""
     spec = get_spec(cfg.model.name)
-    # a mixed flow spans every domain: all of them train (their targets are evaluated per domain)
-    mixed = "domains" in prep.train.columns
-    rows = spec.rows(cfg.model, prep.train if mixed else prep.train[prep.train["domain"].isin(domains)], catalogue)
+    if "domains" in prep.train.columns:
+        train = mixed_training_flows(prep, domains)
+    else:
+        train = prep.train[prep.train["domain"].isin(domains)].copy()
+    train.attrs["train_domains"] = list(domains)
+    rows = spec.rows(cfg.model, train, catalogue)
     spec.schema(cfg.model).check(rows)
     return rows
+
+
+def mixed_training_flows(prep: Prepared, domains: list[str]) -> pd.DataFrame:
+    """Mixed cross-domain training flows restricted to the events a stage may read: those of its training
+    domains and of the source domains (context).  Pre-training on the sources thus never sees a target
+    domain's events; fine-tuning on a target reads the user's source events as context.  Which targets
+    train is the model's business (``train.attrs["train_domains"]``)."""
+    allowed = set(domains) | {d for d in prep.domains if prep.info.role_of(d) == "source"}
+    cols = seq_columns(prep.train)
+    out = prep.train.copy()
+    keep = [np.isin(np.asarray(ds, dtype=object), list(allowed)) for ds in out["domains"]]
+    for c in cols:
+        out[c] = pd.Series([np.asarray(v)[k] for v, k in zip(out[c], keep)], index=out.index, dtype=object)
+    return out[out["items"].map(len) > 0].reset_index(drop=True)
 
 
 def valid_sets(prep: Prepared, domains: list[str], max_len: int, budget: int | None, seed: int) -> dict[str, EvalSet]:
@@ -223,6 +262,9 @@ def run_experiment(cfg: ExperimentConfig, callbacks: Sequence[Any] = ()) -> RunR
 
     name = cfg.run.name or default_run_name(cfg)
     cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, name=name))
+    spec = get_spec(cfg.model.name)
+    if spec.resolve is not None:  # the model's "auto" options (saved resolved in config.yaml)
+        cfg = dataclasses.replace(cfg, model=spec.resolve(cfg.model, cfg))
     run_dir = Path(cfg.run.storage_path) / name
     run_dir.mkdir(parents=True, exist_ok=True)
     path = resolve_dataset(cfg.data.dataset)
@@ -232,7 +274,6 @@ def run_experiment(cfg: ExperimentConfig, callbacks: Sequence[Any] = ()) -> RunR
     cfg.save(run_dir / CONFIG_FILE)
     prep.index.save(run_dir / INDEX_FILE)
     init_state = _init_state(cfg, prep.index)
-    spec = get_spec(cfg.model.name)
     model = build_model(cfg.model, catalogue)
     history: list[dict[str, float]] = []
     workers: list[dict[str, Any]] = []  # where each Train worker ran (rank, node id, ...)

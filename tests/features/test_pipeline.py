@@ -192,3 +192,16 @@ def test_job_cli_recomputes_only_the_changed_view(feature_store, features_datase
     ids = _item_ids(features_dataset)
     assert not np.allclose(ref.aligned("cross", ids)[0], got.aligned("cross", ids)[0])
     assert job.main(["--dataset", str(features_dataset), "--out", str(out), "--views", "text,bogus"]) == 2
+
+
+@pytest.mark.parametrize("image_model", ["efficientnet_lite0", "resnet18", "timm:convnext_atto:CKPT",
+                                         "open_clip:ViT-B-32"])
+def test_the_encoder_actors_get_the_spec_the_plan_was_made_from(image_model, tmp_path):
+    from raypipe.features.encoders import parse_image_model
+    from raypipe.features.pipeline import FeatureConfig, _plan_view, _spec_string
+
+    (tmp_path / "c.pth").write_bytes(b"")  # a named checkpoint must exist to be planned
+    image_model = image_model.replace("CKPT", str(tmp_path / "c.pth"))
+    cfg = FeatureConfig(dataset=str(tmp_path), out=str(tmp_path / "out"), views=["image"], image_model=image_model)
+    plan = _plan_view("image", cfg, {"size": 1, "mtime_ns": 1}, {"item_id", "image"})
+    assert parse_image_model(_spec_string(plan)) == parse_image_model(image_model)
