@@ -76,6 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     from raypipe.runtime import init_ray
 
     init_ray(address=args.address)
+    from raypipe.features.ondemand import ensure_features
+
+    # the feature views the model reads, extracted once here (not by every trial) when no store is named
+    probe = ensure_features(space.config(space.points()[0], overrides))
+    if probe.data.features is not None:
+        overrides += [f"data.features={Path(probe.data.features).resolve()}",
+                      f"data.feature_views=[{','.join(probe.data.feature_views)}]"]
     # Absolute paths, and the sweep runs from its storage directory: under `ray job submit --working-dir`
     # the driver starts inside Ray's unpacked working-dir package, which another node sharing the same
     # disk re-creates when it first sets up the job (one-machine clusters; see scripts/clusterlib.py).
