@@ -75,7 +75,7 @@ def align_cross_modal(text: FeatureView, image: FeatureView, cfg: AlignConfig = 
             opt.zero_grad()
             loss.backward()
             opt.step()
-            loss_value = float(loss)
+            loss_value = float(loss.detach())
     after = accuracy()
     with torch.no_grad():
         zt = F.normalize(head_t(t_all), dim=-1) * torch.as_tensor(text.present)[:, None]
