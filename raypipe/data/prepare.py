@@ -6,8 +6,9 @@ index, chronological sequences (one per user and domain, or one *mixed flow* per
 domain) and the split (leave-one-out, or PreRec's 4:3:3 user split), and counts training popularity.
 :meth:`Prepared.eval_set` turns a split of a domain into a :class:`raypipe.eval.EvalSet` whose
 catalogue is that domain's items and whose seen items are each user's *whole* history (the model still
-reads only its last ``max_len`` items).  For mixed flows the users of a domain are those whose target
-event is in it; their histories hold every earlier event in any domain.
+reads only its last ``max_len`` items).  For mixed flows the targets are those of the per-domain
+split (leave-one-out per user and domain), and a target's history holds every earlier event of the user
+in any domain.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import pandas as pd
 from raypipe.data.dataset import CanonicalDataset
 from raypipe.data.schema import DatasetInfo
 from raypipe.data.sequences import (
-    ItemIndex, SplitSet, build_sequences, item_counts, kcore, leave_one_out, user_holdout,
+    ItemIndex, SplitSet, build_sequences, item_counts, kcore, leave_one_out, mixed_leave_one_out, user_holdout,
 )
 from raypipe.eval.protocols import EvalSet
 
@@ -85,7 +86,7 @@ def prepare(path: str | Path, k: int = 5, domains: list[str] | None = None, *, s
     index = ItemIndex.build(df["item_id"], df["domain"])
     seqs = build_sequences(df, index, by_domain=flow == "domain")
     if split == "leave_one_out":
-        train, valid, test = leave_one_out(seqs)
+        train, valid, test = mixed_leave_one_out(seqs) if flow == "mixed" else leave_one_out(seqs)
     else:
         train, valid, test = user_holdout(seqs, seed=seed)
     return Prepared(ds.info, index, seqs, train, valid, test, item_counts(train["items"], index.num_embeddings))

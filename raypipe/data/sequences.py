@@ -181,6 +181,39 @@ def _holdout(ev: pd.DataFrame, offset: int) -> SplitSet:
     )
 
 
+def mixed_leave_one_out(flows: pd.DataFrame, min_len: int = 3) -> tuple[pd.DataFrame, SplitSet, SplitSet]:
+    """Leave-one-out per (user, domain) over mixed cross-domain flows (UniM2Rec): in each domain where a
+    user has at least ``min_len`` events, the last is a test target and the one before it a validation
+    target -- the same target events as :func:`leave_one_out` over per-domain sequences -- and a target's
+    history is every earlier event of the user, in any domain.  The training flows are the flows without
+    any held-out event (every per-event column filtered alike)."""
+    valid_rows: list[tuple] = []
+    test_rows: list[tuple] = []
+    train_cols: dict[str, list[np.ndarray]] = {c: [] for c in seq_columns(flows)}
+    for user, items, times, doms in zip(flows["user_id"], flows["items"], flows["timestamps"], flows["domains"]):
+        doms = np.asarray(doms, dtype=object)
+        held = np.zeros(len(items), dtype=bool)
+        for d in dict.fromkeys(doms.tolist()):
+            pos = np.flatnonzero(doms == d)
+            if len(pos) < min_len:
+                continue
+            for rows, p in ((valid_rows, pos[-2]), (test_rows, pos[-1])):
+                rows.append((user, d, items[:p], items[p], times[p], doms[:p]))
+            held[pos[-2:]] = True
+        for c, arr in zip(("items", "timestamps", "domains"), (items, times, doms)):
+            train_cols[c].append(np.asarray(arr)[~held])
+    train = flows.copy()
+    for c, vals in train_cols.items():
+        train[c] = pd.Series(vals, index=flows.index, dtype=object)
+
+    def split(rows: list[tuple]) -> SplitSet:
+        return SplitSet(np.array([r[0] for r in rows], dtype=object), np.array([r[1] for r in rows], dtype=object),
+                        [r[2] for r in rows], np.array([r[3] for r in rows], dtype=np.int64),
+                        np.array([r[4] for r in rows], dtype=np.int64), [r[5] for r in rows])
+
+    return train.reset_index(drop=True), split(valid_rows), split(test_rows)
+
+
 def leave_one_out(seqs: pd.DataFrame, min_len: int = 3) -> tuple[pd.DataFrame, SplitSet, SplitSet]:
     """Leave-one-out: the last item is the test target, the one before it the validation target.
 

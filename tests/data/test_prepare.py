@@ -27,6 +27,12 @@ def test_mixed_flows_are_evaluated_per_target_domain(tiny_dataset) -> None:
         assert np.isin(es.target, es.catalogue).all()  # each user's target is in that domain
     # a mixed history mixes domains
     assert any(len(set(h)) > 1 for h in prep.test.history_domains)
+    # the same target events as the per-domain split, so both flows are compared on one test set
+    per_domain = prepare(tiny_dataset)
+    for split in ("valid", "test"):
+        a, b = getattr(prep, split), getattr(per_domain, split)
+        assert sorted(zip(a.user_id, a.domain, a.target)) == sorted(zip(b.user_id, b.domain, b.target))
+        assert all(len(h) >= 2 for h in a.history)
 
 
 def test_user_filter_and_k_core_roles(tiny_dataset) -> None:

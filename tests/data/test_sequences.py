@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from raypipe.data.sequences import (
-    ItemIndex, build_sequences, item_counts, kcore, leave_one_out, mixed_flows, next_item_examples, pad_left,
+    ItemIndex, build_sequences, item_counts, kcore, leave_one_out, mixed_flows, mixed_leave_one_out, next_item_examples, pad_left,
     user_split,
 )
 
@@ -87,6 +87,25 @@ def test_windows_cover_every_target_once() -> None:
     assert [x.tolist() for x in sequence_windows([np.arange(1, 5)], 4)] == [[1, 2, 3, 4]]
     with pytest.raises(ValueError):
         sequence_windows([s], 1)
+
+
+def test_mixed_leave_one_out_holds_out_per_domain_with_cross_domain_histories() -> None:
+    rows = [("u1", "d/a", "d", 1), ("u1", "e/x", "e", 2), ("u1", "d/b", "d", 3), ("u1", "e/y", "e", 4),
+            ("u1", "d/c", "d", 5), ("u1", "e/z", "e", 6), ("u1", "f/p", "f", 7), ("u1", "d/e", "d", 8)]
+    df = frame(rows)
+    idx = ItemIndex.build(df.item_id, df.domain)  # d/a=1 d/b=2 d/c=3 d/e=4 e/x=5 e/y=6 e/z=7 f/p=8
+    train, valid, test = mixed_leave_one_out(mixed_flows(df, idx))
+    # d: valid d/c (t=5), test d/e (t=8); e: valid e/y (t=4), test e/z (t=6); f has one event: training only
+    assert sorted(zip(test.domain, test.target)) == [("d", 4), ("e", 7)]
+    assert sorted(zip(valid.domain, valid.target)) == [("d", 3), ("e", 6)]
+    d_test = list(test.domain).index("d")
+    assert list(test.history[d_test]) == [1, 5, 2, 6, 3, 7, 8]  # every earlier event, any domain
+    assert list(test.history_domains[d_test]) == ["d", "e", "d", "e", "d", "e", "f"]
+    e_valid = list(valid.domain).index("e")
+    assert list(valid.history[e_valid]) == [1, 5, 2] and valid.target_time[e_valid] == 4
+    # training keeps no held-out event; every per-event column filtered alike
+    assert list(train.iloc[0]["items"]) == [1, 5, 2, 8]
+    assert list(train.iloc[0]["domains"]) == ["d", "e", "d", "f"] and list(train.iloc[0]["timestamps"]) == [1, 2, 3, 7]
 
 
 def test_mixed_flow_leave_one_out_truncates_every_column() -> None:
