@@ -26,7 +26,10 @@ def trainable_filter_for(mode: str, item_input: str) -> str | None:
 
 
 def apply_trainable_filter(model: nn.Module, name: str) -> None:
+    """Freeze what the mode freezes; never unfreeze what the model froze itself (e.g. UniM2Rec's
+    ``freeze_encoder``, CDIM's lower layers)."""
     if name not in FILTERS:
         raise ValueError(f"unknown trainable filter {name!r}; choose from {FILTERS}")
     for pname, p in model.named_parameters():
-        p.requires_grad = not (name == "no_item_ids" and pname.startswith("items.id."))
+        if name == "no_item_ids" and pname.startswith("items.id."):
+            p.requires_grad = False

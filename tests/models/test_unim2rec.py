@@ -225,3 +225,15 @@ def test_configs_stage_and_validation() -> None:
         build_model(_cfg(linear_views=["cross"]), _catalogue())
     with pytest.raises(ValueError, match="no feature view 'cross'"):
         build_model(_cfg(views=["text", "cross"]), _catalogue())
+
+
+def test_fine_tune_modes_freeze_what_they_should_and_keep_what_the_model_froze() -> None:
+    from raypipe.train.finetune import apply_trainable_filter
+
+    model = build_model(_cfg(freeze_encoder=True), _catalogue())
+    apply_trainable_filter(model, "all")  # transductive
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert "items.id.weight" in trainable and any(n.startswith("items.proj.") for n in trainable)
+    assert not any(n.startswith("single.") for n in trainable)  # the frozen encoder stays frozen
+    apply_trainable_filter(model, "no_item_ids")  # inductive
+    assert not model.items.id.weight.requires_grad
