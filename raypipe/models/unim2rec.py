@@ -33,6 +33,7 @@ Fine-tuning modes come from ``run.mode``: ``zero-shot`` (no target training; IDs
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -166,7 +167,10 @@ class MultiViewItems(nn.Module):
         self.proj = nn.ModuleDict()
         for v in self.views:
             view = catalogue.view(v)
-            self.register_buffer(f"feat_{v}", torch.as_tensor(view.vectors, dtype=torch.float32), persistent=False)
+            with warnings.catch_warnings():  # object-store arrays are read-only: shared, never written here
+                warnings.simplefilter("ignore", UserWarning)
+                feat = torch.as_tensor(view.vectors, dtype=torch.float32)
+            self.register_buffer(f"feat_{v}", feat, persistent=False)
             self.register_buffer(f"present_{v}", torch.as_tensor(view.present, dtype=torch.bool), persistent=False)
             self.proj[v] = WhiteningMoE(view.dim, cfg.hidden, cfg.n_experts, cfg.adaptor_dropout,
                                         linear=v in cfg.linear_views, noisy=cfg.gate_noise)
