@@ -36,7 +36,7 @@ def ensure_features(cfg: ExperimentConfig) -> ExperimentConfig:
     store = Path(cfg.data.features) if cfg.data.features else default_store(dataset)
     have = set(store_views(str(store)))
     needed = set(views) | (set(EXTRACTED_VIEWS) if "cross" in views and "cross" not in have else set())
-    missing = [v for v in ("text", "image", "cross") if v in needed - have and v != "cross"]
+    missing = [v for v in EXTRACTED_VIEWS if v in needed - have]  # (cross is derived, never extracted here)
     if missing:
         if str(store).endswith(".npy"):
             raise ValueError(f"data.features={store} is one array; {cfg.model.name} reads the views {views}: "

@@ -240,6 +240,9 @@ def info_nce(query: torch.Tensor, keys: torch.Tensor, labels: torch.Tensor, temp
 
 
 class UniM2Rec(SequentialRecommender):
+    #: a batch may leave a head without a valid position: DDP must tolerate parameters without gradients
+    ddp_kwargs = {"find_unused_parameters": True}
+
     def __init__(self, cfg: UniM2RecConfig, catalogue: ItemCatalogue) -> None:
         super().__init__()
         check_config(cfg)
@@ -257,6 +260,8 @@ class UniM2Rec(SequentialRecommender):
         self.register_buffer("item_domain", torch.as_tensor(catalogue.item_domain, dtype=torch.long), persistent=False)
         self.register_buffer("domain_ranges", torch.as_tensor(catalogue.domain_ranges, dtype=torch.long),
                              persistent=False)
+        if cfg.objective == "contrastive" or cfg.item_input == "content":
+            self.items.id.requires_grad_(False)  # pre-training reads contents only; w/o ID has no ID table
         if cfg.freeze_encoder:
             for enc in (self.mixed, self.single):
                 if enc is not None:

@@ -263,7 +263,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
         apply_trainable_filter(model, payload.trainable_filter)
     device = ray.train.torch.get_device()
-    model = ray.train.torch.prepare_model(model)
+    # a model whose objective leaves some parameters without a gradient in a step (e.g. UniM2Rec: a head
+    # with no valid position in a batch) asks DDP to look for them (``ddp_kwargs``)
+    model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=getattr(model, "ddp_kwargs", None))
     params = [p for p in model.parameters() if p.requires_grad]
     recipe = payload.recipe
     optim = make_optimizer(params, recipe, tc.lr, tc.weight_decay)

@@ -73,3 +73,15 @@ def test_pretrain_then_finetune_in_every_mode(ray_local, tiny_dataset: Path, fea
     assert torch.count_nonzero(ids) == 0  # inductive: contents only, the ID table stays zero
     assert torch.count_nonzero(torch.load(trans.run_dir / "model.pt")["items.id.weight"]) > 0
     print({"scratch": mean(scratch), "zero-shot": mean(zero), "transductive": mean(trans), "inductive": mean(ind)})
+
+
+@pytest.mark.slow
+def test_contrastive_pretraining_with_two_ddp_workers(ray_local, tiny_dataset: Path, features: Path, tmp_path: Path) -> None:
+    """Two Ray Train workers: the in-batch negatives are gathered across them (all_gather with gradients)
+    and DDP tolerates a head without a valid position in a step."""
+    res = run_experiment(_cfg(tiny_dataset, features, tmp_path, "run.name=ddp", "run.stage=pretrain",
+                              "train.epochs=2", "train.num_workers=2", "train.cpus_per_worker=0.5",
+                              "train.torch_threads=1"))
+    m = json.loads((res.run_dir / "metrics.json").read_text())
+    assert len(m["workers"]) == 2 and len(m["history"]) == 2
+    assert all(np.isfinite(h["train_loss"]) for h in m["history"])
