@@ -315,14 +315,18 @@ class UniM2Rec(SequentialRecommender):
             domain = self.item_domain[history[:, -1]].clamp_min(0)
         return self._user(history, domain)
 
-    def item_repr(self, items: torch.Tensor) -> torch.Tensor:
+    def _item_heads(self, items: torch.Tensor) -> list[torch.Tensor]:
+        """Per head, the L2-normalised item vectors: ``ê`` (mixed head), ``ê + e_id`` (single-domain head)."""
         content = self.items.content(items)
         parts = []
         if self.mixed is not None:
             parts.append(F.normalize(content, dim=-1))
         if self.single is not None:
             parts.append(F.normalize(self.items.with_id(items, content), dim=-1))
-        return torch.cat(parts, -1)
+        return parts
+
+    def item_repr(self, items: torch.Tensor) -> torch.Tensor:
+        return torch.cat(self._item_heads(items), -1)
 
     def score(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         # the target domain is the candidates' (a domain catalogue, or each row's sampled candidates)
@@ -419,13 +423,7 @@ class UniM2Rec(SequentialRecommender):
         for d in torch.unique(tgt_dom[valid]).tolist():
             at = valid & (tgt_dom == d)
             lo, hi = (int(x) for x in self.domain_ranges[d])
-            cand = torch.arange(lo, hi, device=inp.device)
-            content = self.items.content(cand)
-            tables = []
-            if self.mixed is not None:
-                tables.append(F.normalize(content, dim=-1))
-            if self.single is not None:
-                tables.append(F.normalize(self.items.with_id(cand, content), dim=-1))
+            tables = self._item_heads(torch.arange(lo, hi, device=inp.device))
             logits = sum(F.normalize(ctx[at], dim=-1) @ table.T for (ctx, _), table in zip(ctxs, tables))
             logits = logits / (n_heads * cfg.temperature)
             loss = loss + F.cross_entropy(logits, tgt[at] - lo, reduction="sum")
