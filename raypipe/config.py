@@ -140,6 +140,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     #: validation metric for early stopping and checkpoint ranking
     metric: str = "ndcg@10"
+    #: the validation value of a metric over several domains: ``users`` pools their users, ``domains``
+    #: averages the per-domain values (PreRec: the mean r-NDCG@K% over domains)
+    valid_average: Literal["users", "domains"] = "users"
     patience: int = 5
     seed: int = 0
     num_workers: int = 1

@@ -9,7 +9,9 @@
   tokenizer (cached per tokenizer, template and length);
 * item images on demand (PNG/JPEG bytes read from the dataset when asked for);
 * per-domain popularity counts per time slot and PreRec's recent-window popularity factors
-  ``F_j = [c_j/s_1, ..., c_j/s_W]`` with ``s_w = (Σ_{i∈J_k} c_i^w / |J_k|)^{1/w}`` (PreRec appendix E).
+  ``F_j = [c_j/s_1, ..., c_j/s_W]`` with ``s_w = (Σ_{i∈J_k} c_i^w / |J_k|)^{1/w}`` (PreRec appendix E),
+  from ``events`` (every interaction of the prepared data: item indices and Unix times);
+  :meth:`ItemCatalogue.prior_popularity` gives them for any moment from the slots *before* it only.
 
 A catalogue is built on the driver and reaches Ray Train workers inside the training payload, which is
 put in the object store once (numpy arrays are shared zero-copy by workers on a node), not per epoch.
@@ -72,6 +74,8 @@ class ItemCatalogue:
     #: the canonical dataset directory (texts and images are read from it on demand)
     dataset: Path | None = None
     popularity: PopularityTable | None = None
+    #: every interaction of the prepared data, ``(item indices, Unix times)``: popularity statistics
+    events: tuple[np.ndarray, np.ndarray] | None = None
     _text_cache: dict[str, list[str]] = field(default_factory=dict, repr=False)
     _token_cache: dict[tuple[str, str, int], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
     _items_frame: Any = field(default=None, repr=False)
@@ -217,6 +221,41 @@ class ItemCatalogue:
         self.popularity = PopularityTable(start, int(slot_seconds), counts)
         return self
 
+    def prior_popularity(self, slot_seconds: int, window: int, orders: Sequence[int] = (1, 2, 3, 4)
+                         ) -> tuple[int, np.ndarray, np.ndarray]:
+        """Popularity before every moment, from ``events`` (no look-ahead): ``(start, counts, norms)`` where
+        query slot ``q`` covers times in ``[start + q·slot_seconds, start + (q+1)·slot_seconds)`` (see
+        :func:`query_slot`) and sees only the ``window`` *complete* slots before it: ``counts[q, j]`` is item
+        j's interactions in slots ``q-window .. q-1`` (float32 ``[T+1, N+1]``; ``q = T`` is after all the
+        data) and ``norms[q, k, w] = s_w`` of domain k (float32 ``[T+1, K, W]``), so the factors of item j at
+        slot q are ``counts[q, j] / norms[q, domain(j)]`` (0 where the domain had no interaction).  An event
+        never counts towards its own slot's factors.  Cached per option set."""
+        if window < 1 or slot_seconds <= 0:
+            raise ValueError(f"popularity needs window >= 1 and slot_seconds > 0, got {window}, {slot_seconds}")
+        if self.events is None:
+            raise ValueError("the catalogue has no interaction events for popularity statistics")
+
+        def compute() -> tuple[int, np.ndarray, np.ndarray]:
+            items, ts = (np.asarray(a, dtype=np.int64) for a in self.events)  # type: ignore[union-attr]
+            if not len(items):
+                raise ValueError("popularity needs at least one interaction event")
+            start = int(ts.min())
+            slot = (ts - start) // slot_seconds
+            n_slots = int(slot.max()) + 1
+            per_slot = np.zeros((n_slots, self.num_embeddings), dtype=np.int64)
+            np.add.at(per_slot, (slot, items), 1)
+            csum = np.vstack([np.zeros((1, self.num_embeddings), np.int64), np.cumsum(per_slot, 0)])  # [T+1]
+            q = np.arange(n_slots + 1)
+            counts = (csum - csum[np.clip(q - window, 0, None)]).astype(np.float32)
+            norms = np.zeros((n_slots + 1, len(self.domain_names), len(orders)), dtype=np.float32)
+            for k, (lo, hi) in enumerate(self.domain_ranges):
+                part = counts[:, lo:hi].astype(np.float64)
+                for w_i, w in enumerate(orders):
+                    norms[:, k, w_i] = np.mean(part ** w, axis=1) ** (1.0 / w)
+            return start, counts, norms
+
+        return self.derived(f"prior_popularity/{slot_seconds}/{window}/{tuple(orders)}", compute)
+
     def popularity_factors(self, slot: int | np.ndarray, orders: Sequence[int] = (1, 2, 3, 4),
                            window: int = 1) -> np.ndarray:
         """PreRec's popularity factors ``[..., N+1, W]`` at ``slot``: ``c_j`` is item j's interactions in the
@@ -237,6 +276,14 @@ class ItemCatalogue:
                 with np.errstate(invalid="ignore", divide="ignore"):
                     out[..., lo_i:hi_i, j] = np.where(s > 0, part / np.where(s > 0, s, 1.0), 0.0)
         return out
+
+
+def query_slot(timestamps: np.ndarray, start: int, slot_seconds: int, n_slots: int) -> np.ndarray:
+    """The query slot of :meth:`ItemCatalogue.prior_popularity` for Unix times: the slot ``(t - start) //
+    slot_seconds`` they fall in, clipped to ``[0, n_slots]`` (times after the data read the latest window,
+    times before it see nothing)."""
+    t = np.asarray(timestamps, dtype=np.int64)
+    return np.clip((t - start) // slot_seconds, 0, n_slots)
 
 
 def load_views(store_path: str | Path, names: Sequence[str], index: ItemIndex) -> dict[str, FeatureView]:

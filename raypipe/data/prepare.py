@@ -51,7 +51,7 @@ class Prepared:
         s = {"valid": self.valid, "test": self.test}[split]
         sub = s.subset(s.domain == domain)
         return EvalSet(history=sub.padded(max_len), target=sub.target, catalogue=self.index.domain_items(domain),
-                       seen=sub.seen_csr(), user_ids=sub.user_id)
+                       seen=sub.seen_csr(), user_ids=sub.user_id, time=sub.target_time)
 
 
 def prepare(path: str | Path, k: int = 5, domains: list[str] | None = None, *, split: str = "leave_one_out",

@@ -175,6 +175,25 @@ def metric_names(
     return names
 
 
+def metric_cutoffs(names: Sequence[str]) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """The ``ks`` (10 always) and ``k_percents`` that metrics such as ``ndcg@10`` and ``r_ndcg@0.5%`` need;
+    ``ValueError`` for a cut-off that is not a number."""
+    cut = [m.split("@", 1)[1] for m in names if "@" in m and not m.startswith("mrr@")]
+    try:
+        ks = tuple(sorted({10} | {int(c) for c in cut if not c.endswith("%")}))
+        k_percents = tuple(sorted({float(c[:-1]) for c in cut if c.endswith("%")}))
+    except ValueError:
+        raise ValueError(f"metric cut-offs must be numbers (K or K%): {list(names)}") from None
+    return ks, k_percents
+
+
+def check_metric_name(name: str) -> None:
+    """Raise ``ValueError`` unless ``name`` is a validation metric :func:`compute_metrics` reports
+    (``hr@K``, ``recall@K``, ``ndcg@K``, ``mrr``, ``recall@K%``, ``r_ndcg@K%``)."""
+    if name not in metric_names(*metric_cutoffs([name])):
+        raise ValueError(f"unknown metric {name!r}: use hr@K, recall@K, ndcg@K, mrr, recall@K% or r_ndcg@K%")
+
+
 def compute_metrics(
     ranks: np.ndarray | Sequence[float],
     n_items: int | np.ndarray,

@@ -6,6 +6,9 @@ A model is seen only through a score function with the shared model surface::
 
 Item indices are 1..N (0 = padding), histories are left-padded so the most recent item is the last
 column, a 1-d ``candidates`` is shared by every row and a 2-d one is per row; a higher score is better.
+A score function that takes a ``time`` keyword also receives the target events' Unix times
+(``EvalSet.time``, LongTensor[B]) when the set has them: time-aware models read the state of the
+world at the moment of the recommendation (e.g. PreRec's popularity factors).
 A model's bound ``.score`` qualifies; if it belongs to an ``nn.Module`` that module is switched to
 ``eval()`` for the duration and restored afterwards. Scoring runs under ``torch.inference_mode()``.
 
@@ -42,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -83,6 +87,9 @@ class EvalSet:
         seen: optional CSR ``(indptr [U + 1], indices)`` of items to exclude per user; default: the
             non-padding items of ``history``. Items outside the catalogue are ignored.
         user_ids: optional [U] identifiers carried along for the caller (not used for scoring).
+        time: optional int64 [U] Unix time of each target event.  Score functions that take a ``time``
+            keyword (time-aware models such as PreRec, whose popularity factors depend on when the
+            recommendation is made) receive the rows' times; others never see it.
     """
 
     history: np.ndarray
@@ -90,6 +97,7 @@ class EvalSet:
     catalogue: np.ndarray
     seen: tuple[np.ndarray, np.ndarray] | None = None
     user_ids: np.ndarray | None = None
+    time: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.history = np.asarray(self.history, dtype=np.int64)
@@ -120,6 +128,10 @@ class EvalSet:
             self.user_ids = np.asarray(self.user_ids)
             if self.user_ids.shape[:1] != (n_users,):
                 raise ValueError(f"user_ids must have U={n_users} entries, got {self.user_ids.shape}")
+        if self.time is not None:
+            self.time = np.asarray(self.time, dtype=np.int64)
+            if self.time.shape != (n_users,):
+                raise ValueError(f"time must be [U]={n_users}, got shape {self.time.shape}")
 
     @property
     def n_users(self) -> int:
@@ -152,6 +164,7 @@ class EvalSet:
             catalogue=self.catalogue,
             seen=seen,
             user_ids=None if self.user_ids is None else self.user_ids[idx],
+            time=None if self.time is None else self.time[idx],
         )
 
 
@@ -270,11 +283,24 @@ def _ranks_from_scores(
     return (1 + greater + offset).to(torch.float64)
 
 
+def takes_time(score_fn: ScoreFn) -> bool:
+    """Whether ``score_fn`` accepts a ``time`` keyword (the target events' Unix times)."""
+    try:
+        return "time" in inspect.signature(score_fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def _call_scores(
-    score_fn: ScoreFn, history: torch.Tensor, candidates: torch.Tensor, n_rows: int, n_cols: int
+    score_fn: ScoreFn, history: torch.Tensor, candidates: torch.Tensor, n_rows: int, n_cols: int,
+    time: np.ndarray | None = None,
 ) -> torch.Tensor:
-    """Call ``score_fn`` and check its output: shape [B, C], floating point, no NaN."""
-    scores = score_fn(history, candidates)
+    """Call ``score_fn`` (with the rows' ``time`` when given and it takes one) and check its output:
+    shape [B, C], floating point, no NaN."""
+    if time is not None and takes_time(score_fn):
+        scores = score_fn(history, candidates, time=torch.from_numpy(time).to(history.device))
+    else:
+        scores = score_fn(history, candidates)
     if not isinstance(scores, torch.Tensor):
         raise TypeError(f"score_fn must return a torch.Tensor, got {type(scores).__name__}")
     if tuple(scores.shape) != (n_rows, n_cols):
@@ -450,7 +476,8 @@ def _full_or_rerank_ranks(
             rows, cols = keys // n_cat, keys % n_cat
         n_masked = np.bincount(rows, minlength=n_rows)
         stage_fn = first_stage if first_stage is not None else score_fn
-        scores = _call_scores(stage_fn, history, catalogue_t, n_rows, n_cat)
+        times = None if eval_set.time is None else eval_set.time[start:stop]
+        scores = _call_scores(stage_fn, history, catalogue_t, n_rows, n_cat, times)
         scores = _mask(scores, rows, cols)
         dev = scores.device
         u = torch.from_numpy(tie_u[start:stop]).to(dev)
@@ -464,7 +491,7 @@ def _full_or_rerank_ranks(
             match = (short_pos == tpos_t.view(-1, 1)) & valid
             in_top = match.any(dim=1)
             candidates = catalogue_t[short_pos.to(catalogue_t.device)]
-            second = _call_scores(score_fn, history, candidates, n_rows, short_pos.shape[1]).to(dev)
+            second = _call_scores(score_fn, history, candidates, n_rows, short_pos.shape[1], times).to(dev)
             second = torch.where(valid, second, torch.full_like(second, float("-inf")))
             col = match.to(torch.int8).argmax(dim=1)
             r = _ranks_from_scores(second, col, u, (~valid).sum(dim=1))
@@ -496,7 +523,8 @@ def _sampled_ranks(
             n_rows = stop - start
             history = torch.from_numpy(eval_set.history[start:stop]).to(device)
             candidates = torch.from_numpy(cand_items[start - block_start : stop - block_start]).to(device)
-            scores = _call_scores(score_fn, history, candidates, n_rows, n_cand)
+            times = None if eval_set.time is None else eval_set.time[start:stop]
+            scores = _call_scores(score_fn, history, candidates, n_rows, n_cand, times)
             dev = scores.device
             zeros = torch.zeros(n_rows, dtype=torch.int64, device=dev)
             u = torch.from_numpy(tie_u[start:stop]).to(dev)

@@ -9,9 +9,9 @@ from typing import Literal
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from raypipe.data.catalogue import ItemCatalogue
+from raypipe.models.layers import left_padded_gru
 from raypipe.models.sequential import NextItemModel, SequenceModelConfig, sequence_rows, sequence_schema
 from raypipe.models.spec import ModelSpec
 
@@ -34,19 +34,8 @@ class GRU4Rec(NextItemModel):
 
     def sequence_output(self, history: torch.Tensor) -> torch.Tensor:
         history = history[:, -self.cfg.max_len:]
-        B, L = history.shape
-        lengths = (history > 0).sum(1)
-        # left-padded -> right-padded: row b starts at column L - len_b
-        cols = (torch.arange(L, device=history.device)[None] + (L - lengths)[:, None]) % L
-        right = history.gather(1, cols)
-        x = self.dropout(self.items(right))
-        packed = pack_padded_sequence(x, lengths.clamp_min(1).cpu(), batch_first=True, enforce_sorted=False)
-        y, _ = self.gru(packed)
-        y, _ = pad_packed_sequence(y, batch_first=True, total_length=L)
-        # back to left-padded positions
-        inv = (torch.arange(L, device=history.device)[None] - (L - lengths)[:, None]) % L
-        y = y.gather(1, inv[..., None].expand(-1, -1, y.shape[-1]))
-        return self.out(y) * (history > 0)[..., None]
+        valid = history > 0
+        return self.out(left_padded_gru(self.gru, self.dropout(self.items(history)), valid)) * valid[..., None]
 
 
 SPEC = ModelSpec(

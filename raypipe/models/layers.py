@@ -138,6 +138,24 @@ class ItemEmbedding(nn.Module):
         return self(torch.arange(self.num_embeddings, device=self.pad_marker.device))
 
 
+def left_padded_gru(gru: nn.GRU, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Run a batch-first ``gru`` over left-padded inputs ``x`` ``[B, L, d]`` (``valid`` ``[B, L]`` marks the
+    real positions, which are the last ones of each row): rows are packed so padding never enters the
+    recurrent state, and outputs come back at their left-padded positions (zeros at padding)."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    B, L = valid.shape
+    lengths = valid.sum(1)
+    # left-padded -> right-padded: row b starts at column L - len_b
+    cols = (torch.arange(L, device=x.device)[None] + (L - lengths)[:, None]) % L
+    right = x.gather(1, cols[..., None].expand(-1, -1, x.shape[-1]))
+    packed = pack_padded_sequence(right, lengths.clamp_min(1).cpu(), batch_first=True, enforce_sorted=False)
+    y, _ = gru(packed)
+    y, _ = pad_packed_sequence(y, batch_first=True, total_length=L)
+    inv = (torch.arange(L, device=x.device)[None] - (L - lengths)[:, None]) % L  # back to left-padded
+    return y.gather(1, inv[..., None].expand(-1, -1, y.shape[-1])) * valid[..., None]
+
+
 def scaled(x: torch.Tensor) -> torch.Tensor:
     """SASRec scales item embeddings by sqrt(d) before adding positions."""
     return x * math.sqrt(x.shape[-1])

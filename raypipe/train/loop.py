@@ -33,6 +33,7 @@ import torch
 
 from raypipe.config import ExperimentConfig, ModelConfig, _build
 from raypipe.data.catalogue import ItemCatalogue
+from raypipe.eval.metrics import metric_cutoffs
 from raypipe.eval.protocols import EvalSet, evaluate
 from raypipe.models.registry import build_model
 from raypipe.models.spec import BatchSchema, OptimRecipe
@@ -81,15 +82,18 @@ class ModelFactory:
 
 @dataclass
 class RankingValidator:
-    """Leave-one-out full-ranking validation pooled over domains (see :func:`validate`)."""
+    """Leave-one-out full-ranking validation over domains (see :func:`validate`): ``average="users"``
+    pools every domain's users, ``"domains"`` averages the per-domain values (PreRec early-stops on the
+    mean r-NDCG@K% over domains, so a large domain does not dominate)."""
 
     valid: dict[str, EvalSet]
     metric: str
+    average: str = "users"
 
     def __call__(self, model: torch.nn.Module, rank: int, world: int, device: torch.device) -> dict[str, float]:
         names = [self.metric] + [m for m in ("hr@10", "ndcg@10") if m != self.metric]
-        ks = tuple(sorted({10} | {int(m.split("@")[1]) for m in names if "@" in m and "%" not in m}))
-        return validate(model, self.valid, names, rank, world, device, ks)
+        return validate(model, self.valid, names, rank, world, device, *metric_cutoffs(names),
+                        average=self.average)
 
 
 @dataclass
@@ -153,15 +157,20 @@ def _all_reduce_sum(values: np.ndarray, world: int, device: torch.device) -> np.
 
 
 def validate(model: torch.nn.Module, valid: dict[str, EvalSet], metric_names: list[str], rank: int, world: int,
-             device: torch.device, ks: tuple[int, ...] = (10,)) -> dict[str, float]:
-    """Pooled validation metrics over every domain's users; each worker scores users ``rank::world``."""
+             device: torch.device, ks: tuple[int, ...] = (10,), k_percents: tuple[float, ...] = (),
+             average: str = "users") -> dict[str, float]:
+    """Validation metrics over every domain's users, pooled (``average="users"``) or averaged over domains
+    (``"domains"``), plus ``valid/<domain>/<first metric>``; each worker scores users ``rank::world``."""
+    if average not in ("users", "domains"):
+        raise ValueError(f"validation average must be 'users' or 'domains', got {average!r}")
     sums = np.zeros(len(metric_names) + 1)
     per_domain: dict[str, np.ndarray] = {}
     for dom, es in valid.items():
         rows = np.arange(rank, es.n_users, world)
         local = np.zeros(len(metric_names) + 1)
         if len(rows):
-            r = evaluate(model.score, es.subset(rows), ks=ks, device=str(device), progress=False)
+            r = evaluate(model.score, es.subset(rows), ks=ks, k_percents=k_percents, device=str(device),
+                         progress=False)
             local = np.array([r[m] * r["n_users"] for m in metric_names] + [r["n_users"]])
         per_domain[dom] = local
         sums += local
@@ -169,9 +178,14 @@ def validate(model: torch.nn.Module, valid: dict[str, EvalSet], metric_names: li
     stacked = np.concatenate([sums] + [per_domain[k] for k in keys])
     stacked = _all_reduce_sum(stacked, world, device)
     width = len(metric_names) + 1
-    out = {f"valid/{m}": float(stacked[i] / max(stacked[width - 1], 1)) for i, m in enumerate(metric_names)}
-    for j, k in enumerate(keys):
-        block = stacked[width * (j + 1): width * (j + 2)]
+    blocks = [stacked[width * (j + 1): width * (j + 2)] for j in range(len(keys))]
+    if average == "users":
+        out = {f"valid/{m}": float(stacked[i] / max(stacked[width - 1], 1)) for i, m in enumerate(metric_names)}
+    else:
+        means = [b[:-1] / max(b[-1], 1) for b in blocks if b[-1] > 0]
+        out = {f"valid/{m}": float(np.mean([v[i] for v in means])) if means else 0.0
+               for i, m in enumerate(metric_names)}
+    for k, block in zip(keys, blocks):
         out[f"valid/{k}/{metric_names[0]}"] = float(block[0] / max(block[-1], 1))
     return out
 
@@ -221,7 +235,21 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
-def make_optimizer(params: list[torch.nn.Parameter], recipe: OptimRecipe, lr: float,
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """The trainable parameters in optimiser groups by weight decay: a model may declare
+    ``weight_decays = {parameter-name prefix: decay}`` (e.g. PreRec's Gaussian priors, eq. 4, one λ per
+    latent variable); the longest matching prefix wins, other parameters get ``weight_decay``."""
+    declared: dict[str, float] = dict(getattr(model, "weight_decays", None) or {})
+    groups: dict[float, list[torch.nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        match = max((k for k in declared if name.startswith(k)), key=len, default=None)
+        groups.setdefault(declared[match] if match is not None else weight_decay, []).append(p)
+    return [{"params": ps, "weight_decay": wd} for wd, ps in sorted(groups.items())]
+
+
+def make_optimizer(params: list[torch.nn.Parameter] | list[dict[str, Any]], recipe: OptimRecipe, lr: float,
                    weight_decay: float) -> torch.optim.Optimizer:
     cls = torch.optim.AdamW if recipe.optimizer == "adamw" else torch.optim.Adam
     return cls(params, lr=lr, weight_decay=weight_decay)
@@ -268,7 +296,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=getattr(model, "ddp_kwargs", None))
     params = [p for p in model.parameters() if p.requires_grad]
     recipe = payload.recipe
-    optim = make_optimizer(params, recipe, tc.lr, tc.weight_decay)
+    optim = make_optimizer(param_groups(_unwrap(model), tc.weight_decay), recipe, tc.lr, tc.weight_decay)
     sched = make_scheduler(optim, recipe, tc.epochs * steps_per_epoch(payload.n_rows, world, tc.batch_size,
                                                                      recipe.grad_accum))
     # bf16 autocast only where it is fast and safe (GPU workers); CPU workers stay fp32

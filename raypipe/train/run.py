@@ -25,6 +25,7 @@ from raypipe.data.catalogue import FeatureView, ItemCatalogue, load_views
 from raypipe.data.prepare import Prepared, prepare_for
 from raypipe.data.registry import resolve_dataset
 from raypipe.data.sequences import ItemIndex, seq_columns
+from raypipe.eval.metrics import check_metric_name
 from raypipe.eval.protocols import EvalSet, evaluate
 from raypipe.io import write_json_atomic
 from raypipe.models.registry import build_model, get_spec
@@ -72,8 +73,12 @@ def stage_domains(cfg: ExperimentConfig, prep: Prepared) -> tuple[list[str], lis
 
 def item_catalogue(cfg: ExperimentConfig, prep: Prepared, dataset: Path | None = None) -> ItemCatalogue:
     """The catalogue models see: the prepared item index, training popularity, the configured feature
-    views and (for texts and images) the dataset directory."""
-    return ItemCatalogue(prep.index, prep.counts, load_features(cfg, prep.index), dataset)
+    views, every interaction event (for popularity statistics) and (for texts and images) the dataset
+    directory."""
+    seqs = prep.sequences
+    events = (np.concatenate(list(seqs["items"])).astype(np.int64),
+              np.concatenate(list(seqs["timestamps"])).astype(np.int64)) if len(seqs) else None
+    return ItemCatalogue(prep.index, prep.counts, load_features(cfg, prep.index), dataset, events=events)
 
 
 def load_features(cfg: ExperimentConfig, index: ItemIndex) -> dict[str, FeatureView]:
@@ -263,6 +268,8 @@ def run_experiment(cfg: ExperimentConfig, callbacks: Sequence[Any] = ()) -> RunR
     name = cfg.run.name or default_run_name(cfg)
     cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, name=name))
     spec = get_spec(cfg.model.name)
+    if spec.trainable and spec.validator is None:  # validated by next-item ranking: a metric it reports
+        check_metric_name(cfg.train.metric)
     if spec.resolve is not None:  # the model's "auto" options (saved resolved in config.yaml)
         cfg = dataclasses.replace(cfg, model=spec.resolve(cfg.model, cfg))
     run_dir = Path(cfg.run.storage_path) / name
@@ -290,7 +297,7 @@ def run_experiment(cfg: ExperimentConfig, callbacks: Sequence[Any] = ()) -> RunR
             validator, what = spec.validator(cfg.model, catalogue), f"{cfg.model.name}'s own validation"
         else:
             valid = valid_sets(prep, train_domains, cfg.data.max_len, cfg.train.valid_users, cfg.train.seed)
-            validator = RankingValidator(valid, cfg.train.metric)
+            validator = RankingValidator(valid, cfg.train.metric, cfg.train.valid_average)
             what = f"{sum(v.n_users for v in valid.values())} validation users"
         if spec.validator is not None:  # e.g. CDIM: the untuned encoder's values, to compare with
             untrained_valid = validator(model, 0, 1, torch.device("cpu"))
