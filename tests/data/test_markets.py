@@ -1,0 +1,52 @@
+"""The embedded markets benchmark: deterministic, products shared across markets under market ids,
+no user in two markets, different catalogue sizes and popularity regimes, drift, the unseen subset."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from raypipe.data.markets import MARKETS, generate, product_key, unseen_items
+from raypipe.data.registry import resolve_dataset
+
+
+def test_markets_share_products_not_users() -> None:
+    items, inter, info = generate("tiny")
+    items2, inter2, _ = generate("tiny")
+    assert items.equals(items2) and inter.equals(inter2)  # deterministic
+    it, ev = items.to_pandas(), inter.to_pandas()
+    assert [d.name for d in info.domains] == [m.name for m in MARKETS]
+    assert (ev.groupby("user_id")["domain"].nunique() == 1).all()  # one market per user
+    # the same product (same text) is sold under a market-specific id in several markets
+    it["product"] = it["item_id"].map(product_key)
+    multi = it.groupby("product")["domain"].nunique()
+    assert (multi > 1).mean() > 0.5
+    one = it[it["product"] == multi.idxmax()]
+    assert one["title"].nunique() == 1 and one["item_id"].nunique() == len(one)
+    assert all(i.startswith(d + "/") for i, d in zip(ev["item_id"], ev["domain"]))
+    # catalogue sizes and traffic differ between markets
+    sizes = it.groupby("domain").size()
+    assert sizes.max() > 1.5 * sizes.min()
+    assert ev.groupby("domain").size().max() > 3 * ev.groupby("domain").size().min()
+
+
+def test_popularity_drifts_over_time() -> None:
+    _, inter, _ = generate("small")
+    ev = inter.to_pandas()
+    ev = ev[ev["domain"] == "ca"]
+    t = ev["timestamp"]
+    early = ev[t < t.quantile(0.3)]["item_id"].value_counts().head(20).index
+    late = ev[t > t.quantile(0.7)]["item_id"].value_counts().head(20).index
+    assert len(set(early) & set(late)) < 10  # the top items of the start are mostly not those of the end
+
+
+def test_unseen_items_are_products_no_source_sells() -> None:
+    ids = np.array(["in/P1", "ca/P2", "au/P1", "au/P3", "mx/P2", "mx/P4"], dtype=object)
+    doms = np.array([i.split("/")[0] for i in ids], dtype=object)
+    assert unseen_items(ids, doms, ["in", "ca"]).tolist() == [3, 5]
+
+
+def test_registry_generates_markets(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("RAYPIPE_DATA", str(tmp_path))
+    path = resolve_dataset("markets:tiny")
+    assert path == tmp_path / "markets-tiny" and (path / "interactions.parquet").exists()
+    assert len(pd.read_parquet(path / "items.parquet")) == len(generate("tiny")[0])
