@@ -90,7 +90,7 @@ def run_variant(name: str, args: argparse.Namespace, seed: int, features: str) -
 def table(results: dict[str, dict[str, Any]], seeds: list[int]) -> str:
     variants = list(results)
     first = results[variants[0]][str(seeds[0])]["domains"]
-    lines = [f"| Market | Subset | Metric | " + " | ".join(variants) + " |",
+    lines = ["| Market | Subset | Metric | " + " | ".join(variants) + " |",
              "|---|---|---|" + "---:|" * len(variants)]
     for d in first:
         for subset in ("all", "unseen"):
