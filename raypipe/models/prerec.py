@@ -212,7 +212,10 @@ class PreRec(SequentialRecommender):
         return torch.cat([u, torch.ones_like(u[:, :1])], dim=1)
 
     def item_repr(self, items: torch.Tensor) -> torch.Tensor:
-        z = self.pop_score(items, self.query_slots(None, 1).reshape((1,) * items.dim()))
+        if self.f_pop is None:
+            z = torch.zeros(items.shape, device=items.device)
+        else:
+            z = self.pop_score(items, self.query_slots(None, 1).reshape((1,) * items.dim()))
         return torch.cat([self.item_vectors(items), z[..., None]], dim=-1)
 
     def score(self, history: torch.Tensor, candidates: torch.Tensor, time: torch.Tensor | None = None) -> torch.Tensor:

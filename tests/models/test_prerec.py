@@ -98,6 +98,9 @@ def test_untrained_domains_are_read_as_d_equal_zero() -> None:
     assert "domain_trained" in state and "pop_counts" not in state
     without = build_model(_cfg(domain_confounder=False, popularity=False, item_residual=False), _catalogue())
     assert without.domain is None and without.f_pop is None and without.residual is None
+    hist = torch.tensor([[0, 0, 1, 2]])
+    assert torch.allclose(without.user_repr(hist) @ without.item_repr(torch.tensor([3, 4])).T,
+                          without.score(hist, torch.tensor([3, 4])), atol=1e-6)
 
 
 def test_rows_one_per_event_of_a_training_domain_with_its_slot() -> None:
