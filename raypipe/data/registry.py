@@ -26,32 +26,27 @@ def data_root() -> Path:
     return Path(os.environ.get("RAYPIPE_DATA", "data"))
 
 
+def _generated(kind: str, size: str) -> Path:
+    """``$RAYPIPE_DATA/<kind>-<size>`` of an embedded generator (``builtin`` or ``markets``), (re)generated
+    when missing or written by another generator version."""
+    import importlib
+
+    gen = importlib.import_module(f"raypipe.data.{kind}")
+    if size not in gen.SIZES:
+        raise DataValidationError(f"unknown {kind} size {size!r}; choose from {sorted(gen.SIZES)}")
+    path = data_root() / f"{kind}-{size}"
+    current = (path / "dataset.json").exists() and (
+        DatasetInfo.load(path / "dataset.json").version == gen.GENERATOR_VERSION)
+    if not current:
+        log.info("generating the embedded %s benchmark %s into %s", kind, size, path)
+        gen.write(path, size)
+    return path
+
+
 def resolve_dataset(spec: str) -> Path:
     kind, _, arg = spec.partition(":")
-    if kind == "builtin" and arg:
-        from raypipe.data import builtin
-
-        if arg not in builtin.SIZES:
-            raise DataValidationError(f"unknown builtin size {arg!r}; choose from {sorted(builtin.SIZES)}")
-        path = data_root() / f"builtin-{arg}"
-        current = (path / "dataset.json").exists() and (
-            DatasetInfo.load(path / "dataset.json").version == builtin.GENERATOR_VERSION)
-        if not current:
-            log.info("generating the embedded benchmark %s into %s", arg, path)
-            builtin.write(path, arg)
-        return path
-    if kind == "markets" and arg:
-        from raypipe.data import markets
-
-        if arg not in markets.SIZES:
-            raise DataValidationError(f"unknown markets size {arg!r}; choose from {sorted(markets.SIZES)}")
-        path = data_root() / f"markets-{arg}"
-        current = (path / "dataset.json").exists() and (
-            DatasetInfo.load(path / "dataset.json").version == markets.GENERATOR_VERSION)
-        if not current:
-            log.info("generating the embedded markets benchmark %s into %s", arg, path)
-            markets.write(path, arg)
-        return path
+    if kind in ("builtin", "markets") and arg:
+        return _generated(kind, arg)
     if kind == "movielens" and arg:
         from raypipe.data.formats.movielens import read_movielens
 

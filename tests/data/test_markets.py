@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from raypipe.data.markets import MARKETS, generate, product_key, unseen_items
 from raypipe.data.registry import resolve_dataset
+from raypipe.data.schema import DataValidationError
 
 
 def test_markets_share_products_not_users() -> None:
@@ -50,3 +52,5 @@ def test_registry_generates_markets(tmp_path, monkeypatch) -> None:
     path = resolve_dataset("markets:tiny")
     assert path == tmp_path / "markets-tiny" and (path / "interactions.parquet").exists()
     assert len(pd.read_parquet(path / "items.parquet")) == len(generate("tiny")[0])
+    with pytest.raises(DataValidationError, match="unknown markets size 'huge'"):
+        resolve_dataset("markets:huge")
