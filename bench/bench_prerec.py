@@ -131,31 +131,51 @@ def main(argv: list[str] | None = None) -> None:
     if not (features / "manifest.json").exists():
         extract_features(FeatureConfig(dataset=str(data), out=str(features), views=["text"]))
     results: dict[str, dict[str, Any]] = {}
-    for v in variants:
-        for s in seeds:
+    for s in seeds:  # seed-major: a stopped run still holds every variant of its first seeds
+        for v in variants:
             log.info("variant %s seed %d", v, s)
             results.setdefault(v, {})[str(s)] = run_variant(v, args, s, str(features))
+            done = [x for x in seeds if all(str(x) in results.get(w, {}) for w in variants)]
+            write_results(args, argv, results, done, complete=False)
+    write_results(args, argv, results, seeds, complete=True)
+
+
+def paired_tests(results: dict[str, dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
+    """Paired bootstrap of per-user r-NDCG@K%: PreRec against every other variant, per seed/market/subset."""
     tests: dict[str, Any] = {}
-    if "prerec" in results:
-        for v in results:
-            if v == "prerec":
-                continue
-            for s in seeds:
-                for d, sub in results["prerec"][str(s)]["domains"].items():
-                    for subset in ("all", "unseen"):
-                        a = np.asarray(sub[subset]["per_user_r_ndcg"])
-                        b = np.asarray(results[v][str(s)]["domains"][d][subset]["per_user_r_ndcg"])
-                        if len(a) and len(a) == len(b):
-                            tests[f"prerec-vs-{v}/s{s}/{d}/{subset}"] = paired_bootstrap(a, b, seed=s).as_dict()
-    write_json_atomic(Path(args.out + ".json"), {"args": vars(args), "k_percent": KP, "results": results,
+    if "prerec" not in results:
+        return tests
+    for v in results:
+        if v == "prerec":
+            continue
+        for s in seeds:
+            for d, sub in results["prerec"][str(s)]["domains"].items():
+                for subset in ("all", "unseen"):
+                    a = np.asarray(sub[subset]["per_user_r_ndcg"])
+                    b = np.asarray(results[v][str(s)]["domains"][d][subset]["per_user_r_ndcg"])
+                    if len(a) and len(a) == len(b):
+                        tests[f"prerec-vs-{v}/s{s}/{d}/{subset}"] = paired_bootstrap(a, b, seed=s).as_dict()
+    return tests
+
+
+def write_results(args: argparse.Namespace, argv: list[str] | None, results: dict[str, dict[str, Any]],
+                  seeds: list[int], complete: bool) -> None:
+    """``<out>.json`` (every run so far) and ``<out>.md`` (the table over the seeds every variant finished)."""
+    tests = paired_tests(results, seeds)
+    write_json_atomic(Path(args.out + ".json"), {"args": vars(args), "k_percent": KP, "complete": complete,
+                                                 "seeds_done": seeds, "results": results,
                                                  "paired_r_ndcg": tests})
-    md = (f"# PreRec zero-shot on {args.dataset} (seeds {args.seeds}, mean over seeds)\n\n"
-          f"Command: `python bench/bench_prerec.py {' '.join(argv or sys.argv[1:])}`\n\n" + table(results, seeds)
+    if not seeds:
+        return
+    md = (f"# PreRec zero-shot on {args.dataset} (seeds {','.join(map(str, seeds))}, mean over seeds"
+          f"{'' if complete else '; run in progress'})\n\n"
+          f"Command: `python bench/bench_prerec.py {' '.join(argv or sys.argv[1:])}`\n\n"
+          + table({v: results[v] for v in results}, seeds)
           + "\n\nPaired bootstrap of per-user r-NDCG@1% (PreRec - other): "
           + "; ".join(f"{k}: {t['diff']:+.4f} (p={t['p_value']:.3f})" for k, t in tests.items()) + "\n")
     write_text_atomic(Path(args.out + ".md"), md)
-    print(md)
-
+    if complete:
+        print(md)
 
 if __name__ == "__main__":
     main()

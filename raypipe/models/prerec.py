@@ -176,10 +176,24 @@ class PreRec(SequentialRecommender):
         return torch.where(s > 0, c[..., None] / s.clamp_min(1e-12), torch.zeros_like(s))
 
     def pop_score(self, items: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
-        """Z_j (eq. 2's ``Z_j W_z``): ``f_pop(F_j)``, 0 for padding; zeros without the confounder."""
+        """Z_j (eq. 2's ``Z_j W_z``): ``f_pop(F_j)``, 0 for padding; zeros without the confounder.
+
+        F_j is a function of (slot, domain, count) alone and most candidates share a few counts (most are
+        0), so f_pop runs once per distinct key and is gathered back: the same values, about 10x less
+        work than running it on every (row, candidate) pair."""
         if self.f_pop is None:
             return torch.zeros(torch.broadcast_shapes(items.shape, slots.shape), device=items.device)
-        return self.f_pop(self.factors(items, slots)).squeeze(-1) * (items > 0)
+        slots, items = torch.broadcast_tensors(slots, items)
+        c = self.pop_counts[slots, items].long()
+        top = int(c.max()) + 1 if c.numel() else 1
+        n_dom = self.pop_norms.shape[1]
+        key = (slots * n_dom + self.item_domain[items]) * top + c
+        uniq, inv = torch.unique(key.reshape(-1), return_inverse=True)
+        sd = torch.div(uniq, top, rounding_mode="floor")
+        s = self.pop_norms[torch.div(sd, n_dom, rounding_mode="floor"), sd % n_dom]  # [U, W]
+        f = torch.where(s > 0, (uniq % top).to(s.dtype)[:, None] / s.clamp_min(1e-12), torch.zeros_like(s))
+        z = self.f_pop(f).squeeze(-1)[inv].reshape(items.shape)
+        return z * (items > 0)
 
     # -- representations -------------------------------------------------------------------------------
     def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
@@ -239,7 +253,8 @@ class PreRec(SequentialRecommender):
         neg = self.neg_lo[target][:, None] + (torch.rand(B, self.cfg.n_neg, device=target.device)
                                               * self.neg_span[target][:, None]).long()
         cands = torch.cat([target[:, None], neg], dim=1)
-        logits = torch.einsum("bd,bcd->bc", self.user_vectors(history), self.item_vectors(cands))
+        uniq, inv = torch.unique(cands, return_inverse=True)  # f_e once per distinct candidate
+        logits = torch.einsum("bd,bcd->bc", self.user_vectors(history), self.item_vectors(uniq)[inv])
         logits = logits + self.pop_score(cands, slot[:, None])
         hit = torch.cat([torch.zeros_like(target[:, None], dtype=torch.bool), neg == target[:, None]], dim=1)
         logits = logits.masked_fill(hit, float("-inf"))  # a negative that is the positive is no negative

@@ -61,6 +61,11 @@ def test_popularity_score_reads_the_time_of_the_recommendation() -> None:
     np.testing.assert_allclose(f[0].numpy(), [2 / 0.75, 2 / np.sqrt(1.25)], rtol=1e-5)  # item 1 on day 0
     np.testing.assert_allclose(f[1].numpy(), [3 / 0.75, 3 / np.sqrt(9 / 4)], rtol=1e-5)  # item 3 on day 1
     np.testing.assert_allclose(f[2].numpy(), [3.0, np.sqrt(3)], rtol=1e-5)  # item 5 (domain b) on day 0
+    # Z computed once per distinct (slot, domain, count) equals f_pop over every pair's factors
+    items = torch.tensor([[0, 1, 2, 3, 5, 6, 1], [7, 1, 1, 3, 5, 4, 2]])
+    slots = torch.tensor([[1], [2]])
+    direct = model.f_pop(model.factors(items, slots)).squeeze(-1) * (items > 0)
+    assert torch.allclose(model.pop_score(items, slots), direct, atol=1e-6)
     # make Z the sum of the factors: item 1 ranks first on day 1 (it was hot on day 0), item 3 on day 2
     with torch.no_grad():
         model.f_pop[0].weight.copy_(torch.eye(4, 2))
