@@ -10,7 +10,9 @@ Deployments (composed with ``DeploymentHandle``s; the logic lives in :mod:`raypi
   and turns every bad one into a 4xx JSON ``{"error", "detail"}``;
 * ``SequenceEncoder`` — the trained run's ``user_repr`` over histories, batched with ``@serve.batch``;
 * ``ANNRetriever`` — hnswlib over the run's item vectors, one graph per domain, popularity fallback,
-  item look-ups, onboarded items applied from the shared log before every read;
+  item look-ups, onboarded items applied from the shared log before every read; with a live-popularity
+  model (PreRec) also the ``POST /events`` counts (:mod:`raypipe.serve.popularity`), applied from their
+  shared log likewise;
 * ``CDIMMatcher`` — text → CDIM vector → top-m pre-trained items → eq. 9 ID embedding → onboarding log;
 * ``Reranker`` (optional, ``reranker_run=<run dir>``) — a second model re-scores the candidates.
 """
@@ -31,7 +33,7 @@ from raypipe.serve import errors
 from raypipe.serve.errors import ApiError, error_result, raise_if_error
 from raypipe.serve.loopback import pin_internal_grpc_to_loopback
 from raypipe.serve.schemas import (
-    DEFAULT_MAX_BODY_BYTES, ErrorResponse, ItemOut, MatchRequest, MatchResponse, OnboardRequest, OnboardResponse,
+    DEFAULT_MAX_BODY_BYTES, ErrorResponse, EventsRequest, EventsResponse, ItemOut, MatchRequest, MatchResponse, OnboardRequest, OnboardResponse,
     RecommenderArgs, RecommendRequest, RecommendResponse,
 )
 
@@ -70,28 +72,43 @@ class SequenceEncoder:
 
 @serve.deployment
 class ANNRetriever:
-    def __init__(self, spec: dict[str, Any], ef_search: int, M: int, ef_construction: int) -> None:
+    def __init__(self, spec: dict[str, Any], ef_search: int, M: int, ef_construction: int,
+                 popularity_clock: float | None = None) -> None:
         pin_internal_grpc_to_loopback()
+        import time
         from pathlib import Path
 
-        from raypipe.serve.artifacts import item_attributes, item_vectors, load_model, popularity, weights_key
+        from raypipe.serve.artifacts import (
+            dataset_events, item_attributes, item_vectors, load_model, popularity, weights_key,
+        )
         from raypipe.serve.catalogue import Catalogue
         from raypipe.serve.onboarding import LOG_FILE, OnboardingLog
+        from raypipe.serve.popularity import EVENTS_FILE, ServedPopularity
 
         model, index, _ = load_model(spec["run_dir"])
         state = Path(spec["state_dir"])
+        # live popularity rewrites the graphs after start-up: a cache would hold stale terms
         key = weights_key(Path(spec["run_dir"]) / "model.pt", extra=["ip", M, ef_construction])
         self.catalogue = Catalogue(
             list(index.item_ids), list(index.domains), item_vectors(model, len(index)),
             popularity(spec["dataset"], index)[1:], item_attributes(spec["dataset"], index),
             OnboardingLog(state / LOG_FILE), ef_search=ef_search, M=M, ef_construction=ef_construction,
-            cache_dir=state / "ann" / key)
+            cache_dir=None if spec["live_popularity"] else state / "ann" / key)
+        self.popularity = None
+        if spec["live_popularity"]:
+            events = (dataset_events(spec["dataset"], index) if spec["dataset"]
+                      else (np.zeros(0, np.int64), np.zeros(0, np.int64)))
+            clock = (lambda: float(popularity_clock)) if popularity_clock is not None else time.time
+            self.popularity = ServedPopularity(model, list(index.item_ids), list(index.domains), self.catalogue,
+                                               events, str(state / EVENTS_FILE), clock)
 
     async def retrieve(self, queries: list[dict[str, Any]]) -> list[Any]:
         """Many look-ups in one call (an ingress batch): ``{"vector", "domain", "k", "exclude"}`` each; a
         ``None`` vector gets the domain's popular items.  Per-query errors come back as error values."""
         from raypipe.serve.catalogue import UnknownDomainError
 
+        if self.popularity is not None:
+            self.popularity.refresh()
         out: list[Any] = []
         for q in queries:
             try:
@@ -103,12 +120,27 @@ class ANNRetriever:
                 out.append(error_result(422, "unknown_domain", str(e)))
         return out
 
+    async def add_events(self, events: list[dict[str, Any]]) -> Any:
+        from raypipe.serve.popularity import EventValidationError
+
+        if self.popularity is None:
+            return error_result(400, "no_live_popularity", "the served model has no popularity term to update")
+        try:
+            return self.popularity.add(events)
+        except EventValidationError as e:
+            return error_result(422, "invalid_events", e.problems)
+
     async def get_item(self, item_id: str) -> Any:
+        if self.popularity is not None:
+            self.popularity.refresh()
         item = self.catalogue.get(item_id)
         return item if item is not None else error_result(404, "unknown_item", f"no item {item_id!r}")
 
     async def stats(self) -> dict[str, Any]:
-        return self.catalogue.stats()
+        if self.popularity is None:
+            return self.catalogue.stats()
+        self.popularity.refresh()
+        return {**self.catalogue.stats(), "live_popularity": self.popularity.stats()}
 
 
 @serve.deployment
@@ -175,10 +207,15 @@ class CDIMMatcher:
 class Reranker:
     def __init__(self, run_dir: str) -> None:
         pin_internal_grpc_to_loopback()
-        from raypipe.serve.artifacts import load_model
+        from pathlib import Path
+
+        from raypipe.config import load_config
+        from raypipe.serve.artifacts import find_dataset, load_model
         from raypipe.serve.rerank import ModelReranker
 
-        model, index, cfg = load_model(run_dir)
+        # models with time-slot popularity (PreRec) score by the popularity at the end of their data
+        data = find_dataset(load_config(Path(run_dir) / "config.yaml").data.dataset, [Path(run_dir)])
+        model, index, cfg = load_model(run_dir, events_dataset=data)
         self.reranker = ModelReranker(model, index, cfg.data.max_len)
 
     async def rerank(self, history: list[str], candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -273,6 +310,18 @@ class Recommender:
         """Nearest pre-trained (and onboarded) items of a text by CDIM similarity."""
         return MatchResponse(items=await self._call(self.matcher.match, req.text, req.k, req.include_onboarded))
 
+    @api.post("/events", response_model=EventsResponse, responses=BAD)
+    async def events(self, req: EventsRequest) -> EventsResponse:
+        """Record interactions: with a live-popularity model (PreRec) they move its popularity term (Z) and
+        the popular fallback from the next time slot on, on every retriever replica."""
+        if not self.description.get("live_popularity"):
+            raise ApiError(400, "no_live_popularity", f"the served model ({self.description.get('model')}) has "
+                           "no popularity term to update")
+        for e in req.events:
+            self._check_domain(e.domain)
+        out = await self._call(self.retriever.add_events, [e.model_dump() for e in req.events], idempotent=False)
+        return EventsResponse(**out)
+
     @api.get("/items/{item_id:path}", response_model=ItemOut, responses={404: {"model": ErrorResponse}})
     async def get_item(self, item_id: str) -> ItemOut:
         return ItemOut(**await self._call(self.retriever.get_item, item_id))
@@ -312,7 +361,8 @@ def build_app(args: RecommenderArgs) -> Application:
 
     encoder = SequenceEncoder.options(**opts("SequenceEncoder")).bind(s, args.encoder_max_batch,
                                                                       args.encoder_batch_wait_s)
-    retriever = ANNRetriever.options(**opts("ANNRetriever")).bind(s, args.ef_search, args.hnsw_m, args.ef_construction)
+    retriever = ANNRetriever.options(**opts("ANNRetriever")).bind(s, args.ef_search, args.hnsw_m, args.ef_construction,
+                                                                  args.popularity_clock)
     matcher = CDIMMatcher.options(**opts("CDIMMatcher")).bind(s, args.top_m, args.ef_search, args.matcher_max_items,
                                                               args.matcher_max_batch)
     reranker = Reranker.options(**opts("Reranker")).bind(args.reranker_run) if args.reranker_run else None

@@ -247,12 +247,7 @@ class ItemCatalogue:
             csum = np.vstack([np.zeros((1, self.num_embeddings), np.int64), np.cumsum(per_slot, 0)])  # [T+1]
             q = np.arange(n_slots + 1)
             counts = (csum - csum[np.clip(q - window, 0, None)]).astype(np.float32)
-            norms = np.zeros((n_slots + 1, len(self.domain_names), len(orders)), dtype=np.float32)
-            for k, (lo, hi) in enumerate(self.domain_ranges):
-                part = counts[:, lo:hi].astype(np.float64)
-                for w_i, w in enumerate(orders):
-                    norms[:, k, w_i] = np.mean(part ** w, axis=1) ** (1.0 / w)
-            return start, counts, norms
+            return start, counts, domain_norms(counts, self.domain_ranges, orders)
 
         return self.derived(f"prior_popularity/{slot_seconds}/{window}/{tuple(orders)}", compute)
 
@@ -276,6 +271,19 @@ class ItemCatalogue:
                 with np.errstate(invalid="ignore", divide="ignore"):
                     out[..., lo_i:hi_i, j] = np.where(s > 0, part / np.where(s > 0, s, 1.0), 0.0)
         return out
+
+
+def domain_norms(counts: np.ndarray, domain_ranges: np.ndarray, orders: Sequence[int]) -> np.ndarray:
+    """PreRec's per-domain popularity norms (appendix E) of window counts ``[T, N+1]``:
+    ``s_w = (Σ_{i∈J_k} c_i^w / |J_k|)^{1/w}`` for each domain ``k`` (its item-index range) and order ``w``,
+    float32 ``[T, K, W]`` (0 for a domain without interactions in the window)."""
+    counts = np.asarray(counts)
+    norms = np.zeros((counts.shape[0], len(domain_ranges), len(orders)), dtype=np.float32)
+    for k, (lo, hi) in enumerate(domain_ranges):
+        part = counts[:, lo:hi].astype(np.float64)
+        for w_i, w in enumerate(orders):
+            norms[:, k, w_i] = np.mean(part ** w, axis=1) ** (1.0 / w)
+    return norms
 
 
 def query_slot(timestamps: np.ndarray, start: int, slot_seconds: int, n_slots: int) -> np.ndarray:

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from raypipe.config import ModelConfig
-from raypipe.data.catalogue import ItemCatalogue, query_slot
+from raypipe.data.catalogue import ItemCatalogue, domain_norms, query_slot
 from raypipe.data.sequences import pad_left
 from raypipe.models.base import SequentialRecommender, score_candidates
 from raypipe.models.layers import TransformerEncoder, left_padded_gru
@@ -149,10 +149,19 @@ class PreRec(SequentialRecommender):
 
     # -- popularity ------------------------------------------------------------------------------------
     def set_popularity(self, catalogue: ItemCatalogue) -> None:
-        """(Re)read the popularity statistics from a catalogue's events (e.g. a target domain's own)."""
-        start, counts, norms = catalogue.prior_popularity(self.cfg.slot_seconds, self.cfg.pop_window,
-                                                          tuple(self.cfg.pop_orders))
+        """(Re)read the popularity statistics from a catalogue's events (e.g. a target domain's own).
+
+        A catalogue without events (a serving replica that only encodes histories) gets one empty slot:
+        every item's factors are 0 until :meth:`live_pop_scores` is given counts."""
+        if catalogue.events is None:
+            start = 0
+            counts = np.zeros((1, catalogue.num_embeddings), np.float32)
+            norms = np.zeros((1, len(catalogue.domain_names), len(self.cfg.pop_orders)), np.float32)
+        else:
+            start, counts, norms = catalogue.prior_popularity(self.cfg.slot_seconds, self.cfg.pop_window,
+                                                              tuple(self.cfg.pop_orders))
         self.pop_start = int(start)
+        self.domain_ranges = np.asarray(catalogue.domain_ranges)
         device = self.neg_lo.device
         self.register_buffer("pop_counts", torch.as_tensor(counts, device=device), persistent=False)
         self.register_buffer("pop_norms", torch.as_tensor(norms, device=device), persistent=False)
@@ -176,24 +185,43 @@ class PreRec(SequentialRecommender):
         return torch.where(s > 0, c[..., None] / s.clamp_min(1e-12), torch.zeros_like(s))
 
     def pop_score(self, items: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
-        """Z_j (eq. 2's ``Z_j W_z``): ``f_pop(F_j)``, 0 for padding; zeros without the confounder.
-
-        F_j is a function of (slot, domain, count) alone and most candidates share a few counts (most are
-        0), so f_pop runs once per distinct key and is gathered back: the same values, about 10x less
-        work than running it on every (row, candidate) pair."""
+        """Z_j (eq. 2's ``Z_j W_z``): ``f_pop(F_j)``, 0 for padding; zeros without the confounder."""
         if self.f_pop is None:
             return torch.zeros(torch.broadcast_shapes(items.shape, slots.shape), device=items.device)
         slots, items = torch.broadcast_tensors(slots, items)
-        c = self.pop_counts[slots, items].long()
+        n_dom, n_w = self.pop_norms.shape[1], self.pop_norms.shape[2]
+        return self._z(self.pop_counts[slots, items], slots * n_dom + self.item_domain[items],
+                       self.pop_norms.reshape(-1, n_w)) * (items > 0)
+
+    def _z(self, counts: torch.Tensor, group: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
+        """``f_pop(c / norms[group])`` elementwise (0 factors where a norm is 0).
+
+        F_j is a function of (norm row, count) alone and most items share a few counts (most are 0), so
+        f_pop runs once per distinct pair and is gathered back: the same values, about 10x less work than
+        running it on every (row, candidate) pair."""
+        c = counts.long()
         top = int(c.max()) + 1 if c.numel() else 1
-        n_dom = self.pop_norms.shape[1]
-        key = (slots * n_dom + self.item_domain[items]) * top + c
-        uniq, inv = torch.unique(key.reshape(-1), return_inverse=True)
-        sd = torch.div(uniq, top, rounding_mode="floor")
-        s = self.pop_norms[torch.div(sd, n_dom, rounding_mode="floor"), sd % n_dom]  # [U, W]
+        uniq, inv = torch.unique((group * top + c).reshape(-1), return_inverse=True)
+        s = norms[torch.div(uniq, top, rounding_mode="floor")]  # [U, W]
         f = torch.where(s > 0, (uniq % top).to(s.dtype)[:, None] / s.clamp_min(1e-12), torch.zeros_like(s))
-        z = self.f_pop(f).squeeze(-1)[inv].reshape(items.shape)
-        return z * (items > 0)
+        return self.f_pop(f).squeeze(-1)[inv].reshape(counts.shape)  # type: ignore[misc]
+
+    @torch.inference_mode()
+    def live_pop_scores(self, counts: np.ndarray) -> np.ndarray:
+        """Z of every item index (float32 ``[N+1]``, row 0 = 0) from window counts ``c_j`` observed at
+        serving time (e.g. :class:`raypipe.serve.popularity.LivePopularity`): the same factors and f_pop as
+        training, with each domain's norms s_w recomputed from these counts."""
+        if self.f_pop is None:
+            raise ValueError("this PreRec has no popularity confounder (popularity=false)")
+        counts = np.asarray(counts, dtype=np.float32)
+        if counts.shape != (self.item_domain.shape[0],):
+            raise ValueError(f"counts must have one entry per item index ({self.item_domain.shape[0]}), "
+                             f"got shape {counts.shape}")
+        norms = domain_norms(counts[None], self.domain_ranges, self.cfg.pop_orders)[0]
+        dev = self.pop_counts.device
+        z = self._z(torch.as_tensor(counts, device=dev), self.item_domain, torch.as_tensor(norms, device=dev))
+        z[0] = 0.0
+        return z.float().cpu().numpy()
 
     # -- representations -------------------------------------------------------------------------------
     def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
@@ -296,7 +324,7 @@ def prerec_rows(cfg: PreRecConfig, train: pd.DataFrame, catalogue: ItemCatalogue
 SPEC = ModelSpec(
     name="prerec", config=PreRecConfig, build=PreRec, schema=prerec_schema, rows=prerec_rows,
     recipe=OptimRecipe(optimizer="adam"),
-    capabilities=frozenset({"retrieval", "scorer"}),
+    capabilities=frozenset({"retrieval", "scorer", "live_popularity"}),
     feature_views=lambda cfg: [cfg.text_view],
     summary="causal pre-training with domain and popularity confounders; zero-shot by do(D=0)",
     reference="Lin et al. 2023, PreRec eq. 1-6, appendix E (popularity factors), appendix F (negatives)",

@@ -15,8 +15,10 @@ Every model file ends with one ``SPEC = ModelSpec(...)``; :mod:`raypipe.models.r
 * ``recipe``: its optimisation recipe (optimiser, warm-up + decay schedule, gradient clipping,
   accumulation, precision), which ``train.optim.*`` can override per run;
 * ``capabilities``: ``retrieval`` (``user_repr``/``item_repr``: served through the ANN index),
-  ``scorer`` (``score(history, candidates)``: reranking), ``generative`` (produces text).  Only
-  models with ``scorer`` are evaluated on the recommendation protocols;
+  ``scorer`` (``score(history, candidates)``: reranking), ``generative`` (produces text),
+  ``live_popularity`` (``live_pop_scores(counts)``: the retrieval vectors' last coordinate is a
+  popularity term that serving recomputes from the interactions it receives).  Only models with
+  ``scorer`` are evaluated on the recommendation protocols;
 * ``resolve(cfg, experiment) -> cfg``: ``auto`` options resolved from the experiment config (optional);
 * ``feature_views(cfg) -> [view, ...]``: the feature views it reads (optional);
 * ``validator(cfg, catalogue) -> validator``: the per-epoch validation of models that are not judged by
@@ -43,7 +45,7 @@ if TYPE_CHECKING:
 
     from raypipe.data.catalogue import ItemCatalogue
 
-CAPABILITIES = ("retrieval", "scorer", "generative")
+CAPABILITIES = ("retrieval", "scorer", "generative", "live_popularity")
 DTypeName = Literal["int64", "int32", "float32", "bool", "uint8"]
 
 

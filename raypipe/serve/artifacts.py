@@ -35,7 +35,7 @@ from raypipe.config import ExperimentConfig, load_config
 from raypipe.data.schema import DATASET_FILE, INTERACTIONS_FILE, ITEMS_FILE, DatasetInfo
 from raypipe.data.sequences import ItemIndex
 from raypipe.models.base import SequentialRecommender
-from raypipe.models.registry import build_model
+from raypipe.models.registry import build_model, get_spec
 from raypipe.data.catalogue import ItemCatalogue
 from raypipe.rundir import CONFIG_FILE, INDEX_FILE, WEIGHTS_FILE, load_weights
 from raypipe.train.run import load_features
@@ -92,6 +92,8 @@ class ServingSpec:
     model_name: str
     num_items: int
     description: dict[str, Any] = field(default_factory=dict)
+    #: the model's retrieval vectors carry a popularity term recomputed from live events (PreRec's Z)
+    live_popularity: bool = False
 
     @classmethod
     def resolve(cls, artifacts: str | Path, *, variant: str | None = None, cdim_dir: str | Path | None = None,
@@ -131,12 +133,14 @@ class ServingSpec:
         pretrained = _pretrained_domains(run, data, domains)
         cdim_cfg = _cdim_config(pipeline)
         state = Path(state_dir).resolve() if state_dir else (pipeline or run) / "serve_state"
+        live = "live_popularity" in get_spec(cfg.model.name).capabilities and bool(getattr(cfg.model, "popularity", True))
         desc = {"run_dir": str(run), "model": cfg.model.name, "stage": cfg.run.stage, "mode": cfg.run.mode,
+                "live_popularity": live,
                 "cdim": str(cdim_dir) if cdim_dir else UNTUNED_CDIM,
                 "cdim_index": str(cdim_index) if cdim_index else "built from pre-trained item texts at start-up"}
         return cls(str(run), str(data) if data else None, str(Path(cdim_dir).resolve()) if cdim_dir else None,
                    str(Path(cdim_index).resolve()) if cdim_index else None, cdim_cfg, str(state), domains,
-                   pretrained, cfg.model.name, len(index), desc)
+                   pretrained, cfg.model.name, len(index), desc, live)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -163,11 +167,12 @@ def _cdim_config(pipeline: Path | None) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------- loading
-def load_model(run_dir: str | Path, counts: np.ndarray | None = None,
-               torch_threads: int | None = 1) -> tuple[SequentialRecommender, ItemIndex, ExperimentConfig]:
+def load_model(run_dir: str | Path, counts: np.ndarray | None = None, torch_threads: int | None = 1,
+               events_dataset: str | Path | None = None) -> tuple[SequentialRecommender, ItemIndex, ExperimentConfig]:
     """A run's model (best weights, eval mode) and item index, built without re-preparing the dataset.
 
-    ``counts`` (length N+1) is only used by popularity models."""
+    ``counts`` (length N+1) is only used by popularity models; ``events_dataset`` (a canonical dataset
+    directory) gives models with time-slot popularity statistics (PreRec) the dataset's interactions."""
     if torch_threads:
         torch.set_num_threads(torch_threads)
     run_dir = Path(run_dir)
@@ -177,9 +182,18 @@ def load_model(run_dir: str | Path, counts: np.ndarray | None = None,
         anchored = find_relative(cfg.data.features, run_dir)
         if anchored is not None:
             cfg.data.features = str(anchored)
-    model = build_model(cfg.model, ItemCatalogue(index, counts, load_features(cfg, index)))
+    events = dataset_events(events_dataset, index) if events_dataset is not None else None
+    model = build_model(cfg.model, ItemCatalogue(index, counts, load_features(cfg, index), events=events))
     model.load_state_dict(load_weights(run_dir))
     return model.eval(), index, cfg
+
+
+def dataset_events(dataset: str | Path, index: ItemIndex) -> tuple[np.ndarray, np.ndarray]:
+    """Every interaction of a dataset whose item the index knows: ``(item indices, Unix times)``, int64."""
+    t = pq.read_table(Path(dataset) / INTERACTIONS_FILE, columns=["item_id", "timestamp"])
+    idx = index.lookup(t.column("item_id").to_pylist())
+    keep = idx > 0
+    return idx[keep].astype(np.int64), t.column("timestamp").to_numpy()[keep].astype(np.int64)
 
 
 def find_relative(rel: str, anchor: Path) -> Path | None:

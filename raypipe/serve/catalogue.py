@@ -6,6 +6,10 @@
 * ``exclude`` (e.g. the user's history) is honoured by over-fetching ``k + |exclude|`` and dropping.
 * Popularity fallback: a domain's items by interaction count (ties: item index order), for histories
   the model knows nothing about.  Onboarded items have no interactions and never appear there.
+* Live popularity (:meth:`Catalogue.apply_popularity`, models with a popularity coordinate such as
+  PreRec's ``[V, Z]``): the items whose popularity term changed get their vectors replaced in the graphs
+  (hnswlib updates a point in place), onboarded items get the term of an item without interactions,
+  and the fallback ranks by recent interactions (then by all of them).
 * Onboarded items arrive through :class:`raypipe.serve.onboarding.OnboardingLog`; :meth:`Catalogue.sync`
   applies new records (one ``stat`` when there are none) and is called before every read.
 * The graphs of the trained items are cached on disk, keyed by the model weights and HNSW settings,
@@ -58,6 +62,10 @@ class Catalogue:
         self.attributes = attributes
         self.log = onboarding_log
         self.dim = int(vectors.shape[1])
+        self.vectors = np.array(vectors, np.float32)  # the live popularity term rewrites the last column
+        #: with live popularity: recent interactions per item, and the term of an item without any
+        self.recent: np.ndarray | None = None
+        self.zero_term: float | None = None
         self.domains = sorted(set(self.domain_arr))
         self.onboarded: dict[str, dict[str, Any]] = {}
         self.indexes: dict[str, HNSWIndex] = {}
@@ -95,11 +103,41 @@ class Catalogue:
             if d not in self.indexes:  # a domain known to the app but absent from the model's catalogue
                 self.indexes[d] = HNSWIndex(space="ip", dim=self.dim, ef_search=64)
                 self.domains = sorted(set(self.domains) | {d})
-            self.indexes[d].add_items(np.asarray([r["id_embedding"] for r in recs], np.float32),
-                                      [r["item_id"] for r in recs])
+            self.indexes[d].add_items(self._onboarded_vectors(recs), [r["item_id"] for r in recs])
             for r in recs:
                 self.onboarded[r["item_id"]] = r
         return self.log.count
+
+    def _onboarded_vectors(self, recs: list[dict[str, Any]]) -> np.ndarray:
+        v = np.asarray([r["id_embedding"] for r in recs], np.float32).reshape(len(recs), self.dim)
+        if self.zero_term is not None:
+            v[:, -1] = self.zero_term  # no interactions yet: the popularity term of a count of 0
+        return v
+
+    def apply_popularity(self, term: np.ndarray, recent: np.ndarray, zero_term: float) -> int:
+        """Set the popularity coordinate (the vectors' last) of every trained item to ``term`` and rank the
+        fallback by ``recent`` interactions; returns how many item vectors changed."""
+        term, recent = np.asarray(term, np.float32), np.asarray(recent, np.int64)
+        if term.shape != (len(self.item_ids),) or recent.shape != term.shape:
+            raise ValueError(f"need {len(self.item_ids)} popularity terms and counts, got {term.shape}, {recent.shape}")
+        self.sync()
+        changed = np.flatnonzero(self.vectors[:, -1] != term)
+        self.vectors[changed, -1] = term[changed]
+        for d in self.domains:
+            rows = changed[self.domain_arr[changed] == d]
+            if len(rows):
+                self.indexes[d].add_items(self.vectors[rows], list(self.item_ids[rows]))
+        if self.zero_term != float(zero_term):
+            self.zero_term = float(zero_term)
+            for d in {r["domain"] for r in self.onboarded.values()}:
+                recs = [r for r in self.onboarded.values() if r["domain"] == d]
+                self.indexes[d].add_items(self._onboarded_vectors(recs), [r["item_id"] for r in recs])
+        self.recent = recent
+        for d in self.domains:
+            rows = np.flatnonzero(self.domain_arr == d)
+            self.popular[d] = rows[np.lexsort((-self.counts[rows], -recent[rows]))]
+        self.popular_all = np.lexsort((-self.counts, -recent))
+        return len(changed)
 
     # ------------------------------------------------------------------------------------ reads
     def check_domain(self, domain: str | None) -> None:
@@ -125,7 +163,8 @@ class Catalogue:
         return hits[:k]
 
     def popular_items(self, domain: str | None, k: int, exclude: Collection[str] = ()) -> list[tuple[str, str, float]]:
-        """The fallback: top-``k`` ``(item_id, domain, count)`` by popularity, ``exclude`` left out."""
+        """The fallback: top-``k`` ``(item_id, domain, count)`` by popularity, ``exclude`` left out (with
+        live popularity: by recent interactions, the count returned)."""
         self.check_domain(domain)
         rows = self.popular.get(domain, np.zeros(0, np.int64)) if domain is not None else self.popular_all
         excl = set(exclude)
@@ -134,7 +173,8 @@ class Catalogue:
             iid = self.item_ids[r]
             if iid in excl:
                 continue
-            out.append((str(iid), str(self.domain_arr[r]), float(self.counts[r])))
+            count = self.counts[r] if self.recent is None else self.recent[r]
+            out.append((str(iid), str(self.domain_arr[r]), float(count)))
             if len(out) == k:
                 break
         return out
@@ -145,6 +185,8 @@ class Catalogue:
         if pos is not None:
             out: dict[str, Any] = {"item_id": item_id, "domain": str(self.domain_arr[pos]), "onboarded": False,
                                    "popularity": int(self.counts[pos])}
+            if self.recent is not None:
+                out["recent_interactions"] = int(self.recent[pos])
             if self.attributes is not None and item_id in self.attributes.index:
                 out.update({k: _clean(v) for k, v in self.attributes.loc[item_id].items()})
             return out
@@ -152,6 +194,7 @@ class Catalogue:
         if rec is None:
             return None
         return {"item_id": item_id, "domain": rec["domain"], "onboarded": True, "popularity": 0,
+                **({"recent_interactions": 0} if self.recent is not None else {}),
                 **{k: _clean(v) for k, v in rec.get("attributes", {}).items()}}
 
     def stats(self) -> dict[str, Any]:

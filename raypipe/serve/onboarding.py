@@ -15,16 +15,13 @@ Onboarding a new item (``POST /items``):
    applies new records before answering its next request, so the item is recommendable and
    matchable at once on every replica, and survives replica restarts.
 
-The log is one JSON-lines file under the app's state directory.  Appends hold an exclusive
-``flock`` (duplicate ids are refused under the lock) and write each batch with a single ``write`` on an
-``O_APPEND`` descriptor; readers only consume complete lines, so they never see half a record.
+The log is one JSON-lines file under the app's state directory (:class:`raypipe.serve.jsonlog.JsonLinesLog`:
+appends under an exclusive ``flock``, one ``write`` per batch; readers only consume complete lines);
+duplicate ids are refused under the lock.
 """
 from __future__ import annotations
 
-import fcntl
-import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +32,7 @@ import numpy as np
 from raypipe.data.text import render
 from raypipe.index import HNSWIndex
 from raypipe.models.idp import generate_id_embeddings
+from raypipe.serve.jsonlog import JsonLinesLog
 
 log = logging.getLogger(__name__)
 
@@ -47,38 +45,18 @@ class DuplicateItemError(ValueError):
         self.ids = list(ids)
 
 
-class OnboardingLog:
+class OnboardingLog(JsonLinesLog):
     """Append-only JSON-lines log of onboarded items, shared by all replicas through the file system."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.touch(exist_ok=True)
-        self._offset = 0
+        super().__init__(path)
         self._pending: list[dict[str, Any]] = []
         self.ids: set[str] = set()
         self.count = 0
 
     def _read_new(self) -> list[dict[str, Any]]:
-        size = self.path.stat().st_size
-        if size <= self._offset:
-            return []
-        with open(self.path, "rb") as f:
-            f.seek(self._offset)
-            raw = f.read(size - self._offset)
-        end = raw.rfind(b"\n")
-        if end < 0:
-            return []
-        self._offset += end + 1
         out = []
-        for line in raw[:end].split(b"\n"):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                log.warning("%s: skipping an unreadable line (%d bytes)", self.path, len(line))
-                continue
+        for rec in self.read_new():
             if rec.get("item_id") in self.ids:
                 continue
             self.ids.add(rec["item_id"])
@@ -95,25 +73,13 @@ class OnboardingLog:
     def append(self, records: Sequence[dict[str, Any]], taken: Callable[[str], bool] = lambda _: False) -> None:
         """Append ``records`` atomically unless an id is already logged or ``taken`` (e.g. pre-trained).
         Raises :class:`DuplicateItemError` (nothing is written then).  Call :meth:`poll` to apply them."""
-        payload = b"".join(json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in records)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        def check() -> None:
             self._pending += self._read_new()  # catch up under the lock: ids others just logged
             dup = [r["item_id"] for r in records if r["item_id"] in self.ids or taken(r["item_id"])]
             if dup:
                 raise DuplicateItemError(dup)
-            size = os.fstat(fd).st_size
-            if size:  # a torn last line (crash mid-write) must not swallow our first record
-                with open(self.path, "rb") as f:
-                    f.seek(size - 1)
-                    if f.read(1) != b"\n":
-                        payload = b"\n" + payload
-            os.write(fd, payload)
-            os.fsync(fd)
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+
+        self.append_locked(records, check)
 
 
 def item_text(attributes: Mapping[str, Any]) -> str:

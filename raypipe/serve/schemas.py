@@ -15,6 +15,7 @@ MAX_HISTORY = 200
 MAX_NEW_ITEMS = 64
 MAX_TEXT = 2000
 MAX_MATCH_K = 50
+MAX_EVENTS = 1000
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 
 ItemId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
@@ -132,11 +133,32 @@ class MatchResponse(BaseModel):
     items: list[MatchedItem]
 
 
+class EventIn(_Strict):
+    """One interaction: a user took ``item_id`` at ``timestamp`` (Unix seconds)."""
+
+    user_id: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    item_id: ItemId
+    domain: Domain | None = Field(None, description="checked against the item's domain when given")
+    timestamp: int = Field(ge=0)
+
+
+class EventsRequest(_Strict):
+    events: list[EventIn] = Field(min_length=1, max_length=MAX_EVENTS)
+
+
+class EventsResponse(BaseModel):
+    accepted: int = Field(description="events that enter a popularity window (now or from the next slot)")
+    stale: int = Field(description="events too old to enter any window from now on (ignored)")
+    version: int = Field(description="events counted so far by the replica that answered (seed + live)")
+
+
 class ItemOut(BaseModel):
     item_id: str
     domain: str
     onboarded: bool
     popularity: int
+    recent_interactions: int | None = Field(None, description="interactions in the popularity window before "
+                                            "now (models with live popularity only)")
     title: str | None = None
     category: str | None = None
     brand: str | None = None
@@ -181,6 +203,8 @@ class RecommenderArgs(BaseModel):
                                                        "re-scores the retrieved candidates (the reranker slot)")
     rerank_depth: int = Field(3, ge=1, le=10, description="the reranker sees k * rerank_depth candidates")
     num_cpus: float = Field(0.1, gt=0.0, description="CPUs reserved per replica (fractional on small hosts)")
+    popularity_clock: float | None = Field(None, ge=0.0, description="a fixed Unix time live popularity "
+                                           "reads as now (replays, tests); None: the wall clock")
     num_replicas: dict[str, int] | None = Field(
         None, description="fixed replica counts by deployment name (tests, benchmarks); the YAML's "
                           "autoscaling_config is the production setting")

@@ -150,3 +150,28 @@ def test_learns_a_sequential_rule_and_popularity_helps_where_it_should() -> None
     assert float(model(batch).detach()) < 0.2 * np.log(4)
     s = model.eval().score(hist.long(), torch.tensor([1, 2, 3, 4]), time=torch.full((3,), T0 + DAY + 100))
     assert s.argmax(1).tolist() == [1, 2, 3]
+
+
+def test_live_popularity_scores_match_training_and_a_catalogue_without_events_reads_zero_counts() -> None:
+    torch.manual_seed(0)
+    cat = _catalogue()
+    model = build_model(_cfg(pop_window=2), cat).eval()
+    # given the window counts of query slot q, serving's Z equals training's Z at q for every item
+    for q in range(model.n_slots + 1):
+        z = model.live_pop_scores(model.pop_counts[q].numpy())
+        with torch.no_grad():
+            want = model.pop_score(torch.arange(8), torch.tensor(q)).numpy()
+        np.testing.assert_allclose(z, want, rtol=1e-6, atol=1e-6)
+        assert z[0] == 0.0
+    # items of a domain share f_pop(0) when they have no counts; counts change the term
+    z = model.live_pop_scores(np.array([0, 0, 0, 0, 0, 0, 0, 0], np.float32))
+    assert len(set(z[1:].tolist())) == 1
+    assert model.live_pop_scores(np.array([0, 4, 0, 0, 0, 0, 0, 0], np.float32))[1] != z[1]
+    with pytest.raises(ValueError, match="one entry per item index"):
+        model.live_pop_scores(np.zeros(3, np.float32))
+    # a serving replica that only encodes histories builds PreRec without events: one empty slot
+    bare = ItemCatalogue(cat.index, views=cat.views)
+    m2 = build_model(_cfg(pop_window=2), bare)
+    assert m2.n_slots == 0 and float(m2.pop_counts.abs().sum()) == 0.0
+    m2.load_state_dict(model.state_dict())
+    np.testing.assert_allclose(m2.eval().item_repr(torch.arange(1, 8))[:, -1].detach().numpy(), z[1:], rtol=1e-6)

@@ -40,7 +40,8 @@ def test_health_and_openapi(app_url: str) -> None:
     assert h["status"] == "ok" and h["catalogue"]["trained_items"] > 200
     assert h["serving"]["cdim"].endswith("cdim")
     spec = requests.get(f"{app_url}/openapi.json", timeout=10).json()
-    assert {"/recommend", "/items", "/match", "/healthz"} <= set(spec["paths"])
+    assert {"/recommend", "/items", "/match", "/events", "/healthz"} <= set(spec["paths"])
+    assert h["serving"]["live_popularity"] is False and "live_popularity" not in h["catalogue"]
 
 
 def test_recommend_returns_k_distinct_valid_ids_matching_exact_scores(app_url, history, model_view) -> None:
@@ -174,6 +175,12 @@ def test_other_bad_requests(app_url) -> None:
     assert r.status_code == 405 and r.json()["error"] == "method_not_allowed"
     r = requests.get(f"{app_url}/nope", timeout=10)
     assert r.status_code == 404 and r.json()["error"] == "not_found"
+    # SASRec has no popularity term: events are refused, not silently dropped
+    ev = {"events": [{"user_id": "u", "item_id": "toys/1", "timestamp": 1}]}
+    r = requests.post(f"{app_url}/events", json=ev, timeout=10)
+    assert r.status_code == 400 and r.json()["error"] == "no_live_popularity"
+    r = requests.post(f"{app_url}/events", json={"events": [{"user_id": "u", "item_id": "toys/1"}]}, timeout=10)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "timestamp"
 
 
 def test_http_listens_on_loopback_only(app_url, serve_port) -> None:

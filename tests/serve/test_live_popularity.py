@@ -1,0 +1,91 @@
+"""PreRec served over HTTP: ``POST /events`` moves its popularity term (Z) and so the ranking, from the
+next time slot on; bad events are 4xx naming the field, and change nothing."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import requests
+import torch
+
+from raypipe.config import load_config
+from raypipe.rundir import load_weights, save_weights
+
+DAY = 86_400
+
+
+@pytest.fixture(scope="module")
+def prerec_run(ray_local, tiny_dataset: Path, tmp_path_factory) -> Path:
+    """An untrained PreRec over the packaged MiniLM text view (``run.stage=evaluate``: no training), its
+    f_pop made increasing and strong so that the test knows which way popularity must move an item."""
+    from raypipe.features.pipeline import FeatureConfig, extract_features
+    from raypipe.train.run import run_experiment
+
+    tmp = tmp_path_factory.mktemp("live_pop")
+    extract_features(FeatureConfig(dataset=str(tiny_dataset), out=str(tmp / "features"), views=["text"]))
+    res = run_experiment(load_config(None, [
+        "model.name=prerec", f"data.dataset={tiny_dataset}", f"data.features={tmp / 'features'}",
+        "data.split=user_433", "data.max_len=20", "model.hidden=16", "model.pop_hidden=8", "run.stage=evaluate",
+        "eval.k_percents=[10]", f"run.storage_path={tmp / 'runs'}", "run.name=prerec"]))
+    state = load_weights(res.run_dir)
+    for k in ("f_pop.0.weight", "f_pop.2.weight"):
+        state[k] = state[k].abs() * (10.0 if k.startswith("f_pop.2") else 1.0)
+    for k in ("f_pop.0.bias", "f_pop.2.bias"):
+        state[k] = torch.zeros_like(state[k])
+    save_weights(res.run_dir, state)
+    return res.run_dir
+
+
+@pytest.mark.slow
+def test_events_move_the_served_prerec_ranking(serve_port, prerec_run: Path, tiny_dataset: Path, tmp_path) -> None:
+    from ray import serve
+
+    from tests.serve.conftest import deploy
+
+    inter = pd.read_parquet(tiny_dataset / "interactions.parquet")
+    now = int(inter["timestamp"].max()) + DAY  # a replay clock: one day after the data
+    url = deploy("pop", serve_port, {"artifacts": str(prerec_run), "state_dir": str(tmp_path),
+                                     "popularity_clock": float(now)})
+    try:
+        h = requests.get(f"{url}/healthz", timeout=10).json()
+        assert h["serving"]["live_popularity"] is True
+        assert h["catalogue"]["live_popularity"]["events_in_window"] > 0  # seeded from the dataset
+        domain = sorted(inter["domain"].unique())[0]
+        user = inter[inter["domain"] == domain]["user_id"].value_counts().index[0]
+        history = list(inter[inter["user_id"] == user].sort_values("timestamp")["item_id"])[-5:]
+        req = {"history": history, "domain": domain, "k": 40, "exclude_history": True}
+        before = [i["item_id"] for i in requests.post(f"{url}/recommend", json=req, timeout=30).json()["items"]]
+        target = before[-1]
+        events = [{"user_id": f"u{j}", "item_id": target, "domain": domain, "timestamp": now - DAY // 2 + j}
+                  for j in range(300)]
+        r = requests.post(f"{url}/events", json={"events": events}, timeout=30)
+        assert r.status_code == 200, r.text
+        assert r.json()["accepted"] == 300 and r.json()["stale"] == 0
+        after = [i["item_id"] for i in requests.post(f"{url}/recommend", json=req, timeout=30).json()["items"]]
+        assert after.index(target) < before.index(target) and after[0] == target, (before[:5], after[:5])
+        item = requests.get(f"{url}/items/{target}", timeout=10).json()
+        assert item["recent_interactions"] >= 300
+        # an event of today counts only from tomorrow's slot; a month-old one can no longer count
+        first = requests.get(f"{url}/items/{before[0]}", timeout=10).json()["recent_interactions"]
+        r = requests.post(f"{url}/events", json={"events": [
+            {"user_id": "u", "item_id": before[0], "timestamp": now},
+            {"user_id": "u", "item_id": before[0], "timestamp": now - 30 * DAY}]}, timeout=30)
+        assert r.json()["accepted"] == 1 and r.json()["stale"] == 1
+        assert requests.get(f"{url}/items/{before[0]}", timeout=10).json()["recent_interactions"] == first
+        # bad batches: every problem named, nothing applied
+        version = requests.get(f"{url}/healthz", timeout=10).json()["catalogue"]["live_popularity"]["version"]
+        r = requests.post(f"{url}/events", json={"events": [
+            {"user_id": "u", "item_id": target, "timestamp": now - 10},
+            {"user_id": "u", "item_id": "no/such", "timestamp": now - 10},
+            {"user_id": "u", "item_id": target, "timestamp": now + 3600}]}, timeout=30)
+        assert r.status_code == 422 and r.json()["error"] == "invalid_events"
+        assert [p["loc"][2:] for p in r.json()["detail"]] == [[1, "item_id"], [2, "timestamp"]]
+        r = requests.post(f"{url}/events", json={"events": [{"user_id": "u", "item_id": target, "domain": "nope",
+                                                              "timestamp": 1}]}, timeout=30)
+        assert r.status_code == 422 and r.json()["error"] == "unknown_domain"
+        r = requests.post(f"{url}/events", json={"events": []}, timeout=30)
+        assert r.status_code == 422
+        assert requests.get(f"{url}/healthz", timeout=10).json()["catalogue"]["live_popularity"]["version"] == version
+    finally:
+        serve.delete("pop")
