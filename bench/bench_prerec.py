@@ -9,7 +9,8 @@ r-NDCG@K% (a=2, b=15000) at K% = 1 (ours: 10-50 items on the markets' catalogues
 for 0.04% on XMarket) and NDCG@10. Unseen: test users whose target's product no source market sells
 (users never overlap markets here). Learnable models are pre-trained on the source markets with early
 stopping on the mean validation r-NDCG@1% over the source markets, then applied to the targets without
-target training. Baselines: Random, POP (training interactions), SBERT last item, PreRec_n, w/o D, w/o Z.
+target training. Baselines: Random, POP (training interactions), POP_15d (the paper's POP: interactions in
+the 15 days before each recommendation), SBERT last item, PreRec_n, w/o D, w/o Z.
 
 Raw results: ``<out>.json`` (every run, per seed, paired tests PreRec vs each other) and ``<out>.md``.
 """
@@ -37,13 +38,14 @@ KP = 1.0
 METRICS = [f"recall@{KP:g}%", f"r_ndcg@{KP:g}%", "ndcg@10"]
 #: variant -> model overrides (None: not trained)
 VARIANTS: dict[str, list[str] | None] = {
-    "random": None, "pop": None, "sbert": None,
+    "random": None, "pop": None, "pop_15d": None, "sbert": None,
     "prerec_n": ["model.domain_confounder=false", "model.popularity=false"],
     "wo_d": ["model.domain_confounder=false"],
     "wo_z": ["model.popularity=false"],
     "prerec": [],
 }
-BASELINE_MODEL = {"random": "random", "pop": "pop", "sbert": "content_last_item"}
+BASELINE_MODEL = {"random": ["model.name=random"], "pop": ["model.name=pop"],
+                  "pop_15d": ["model.name=pop", "model.window_days=15"], "sbert": ["model.name=content_last_item"]}
 
 
 def _overrides(args: argparse.Namespace, seed: int, features: str) -> list[str]:
@@ -63,7 +65,7 @@ def run_variant(name: str, args: argparse.Namespace, seed: int, features: str) -
     t0 = time.time()
     extra = VARIANTS[name]
     if extra is None:
-        cfg = load_config(None, over + [f"model.name={BASELINE_MODEL[name]}", "run.stage=evaluate",
+        cfg = load_config(None, over + BASELINE_MODEL[name] + ["run.stage=evaluate",
                                         f"run.name=s{seed}-{name}"])
     else:
         model = ["model.name=prerec", f"model.hidden={args.hidden}", f"model.n_neg={args.n_neg}", *extra]
