@@ -79,6 +79,11 @@ class DataConfig:
     #: 4:3:3 into train/validation/test, each held-out user's last item is the target)
     split: Literal["leave_one_out", "user_433"] = "leave_one_out"
     split_seed: int = 0
+    #: ``user_433`` only: the share of each domain's training users kept (incremental fine-tuning, PreRec
+    #: Fig. 3); the others' sequences are dropped from the data altogether (training, popularity
+    #: statistics), validation and test users are unchanged; seeded by ``split_seed`` and nested (a
+    #: smaller share's users are among a larger one's)
+    train_fraction: float = 1.0
     #: ``domain``: one sequence per user and domain; ``mixed``: one cross-domain flow per user (each
     #: target's history is all of the user's earlier events in any domain), evaluated per target domain
     flow: Literal["domain", "mixed"] = "domain"

@@ -13,6 +13,7 @@ in any domain.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,16 +57,22 @@ class Prepared:
 
 def prepare(path: str | Path, k: int = 5, domains: list[str] | None = None, *, split: str = "leave_one_out",
             flow: str = "domain", min_user_interactions: int = 0, k_core_roles: tuple[str, ...] = ("source", "target"),
-            seed: int = 0) -> Prepared:
+            seed: int = 0, train_fraction: float = 1.0) -> Prepared:
     """Load interactions (only the columns needed), filter them and split.
 
     ``split``: ``leave_one_out`` or ``user_433`` (PreRec); ``flow``: ``domain`` (a sequence per user and
     domain) or ``mixed`` (one cross-domain flow per user, UniM2Rec); ``min_user_interactions``: users
     with fewer interactions (in a domain, or in all for mixed flows) are dropped before the k-core;
-    ``k_core_roles``: the domain roles the k-core applies to (the others are kept whole).
+    ``k_core_roles``: the domain roles the k-core applies to (the others are kept whole);
+    ``train_fraction`` (``user_433`` only): the share of each domain's training users kept, the others
+    removed from the data (nested across shares for one ``seed``).
     """
     if split not in ("leave_one_out", "user_433") or flow not in ("domain", "mixed"):
         raise ValueError(f"split must be leave_one_out|user_433 and flow domain|mixed, got {split!r}, {flow!r}")
+    if not 0.0 < train_fraction <= 1.0:
+        raise ValueError(f"data.train_fraction must lie in (0, 1], got {train_fraction}")
+    if train_fraction < 1.0 and split != "user_433":
+        raise ValueError("data.train_fraction < 1 needs data.split=user_433 (training users are whole users)")
     ds = CanonicalDataset.open(path)
     df = ds.interactions(columns=["user_id", "item_id", "domain", "timestamp"]).to_pandas()
     if domains is not None:
@@ -89,7 +96,25 @@ def prepare(path: str | Path, k: int = 5, domains: list[str] | None = None, *, s
         train, valid, test = mixed_leave_one_out(seqs) if flow == "mixed" else leave_one_out(seqs)
     else:
         train, valid, test = user_holdout(seqs, seed=seed)
+        if train_fraction < 1.0:
+            train, seqs = keep_training_share(train, seqs, train_fraction, seed)
     return Prepared(ds.info, index, seqs, train, valid, test, item_counts(train["items"], index.num_embeddings))
+
+
+def keep_training_share(train: pd.DataFrame, seqs: pd.DataFrame, fraction: float, seed: int
+                        ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Keep ``ceil(fraction · n)`` of each domain's ``n`` training sequences (a seeded order per domain,
+    so smaller shares are prefixes of larger ones); the dropped ones leave ``seqs`` too."""
+    key = "domain" if "domain" in train.columns else None
+    groups = train.groupby(key, sort=True).indices.values() if key else [np.arange(len(train))]
+    keep = np.zeros(len(train), bool)
+    for g_i, rows in enumerate(groups):
+        order = np.random.default_rng([seed, 433, g_i]).permutation(len(rows))
+        keep[np.asarray(rows)[order[:math.ceil(fraction * len(rows))]]] = True
+    dropped = train.loc[~keep, ["user_id"] + ([key] if key else [])]
+    gone = seqs.merge(dropped.assign(_gone=True), how="left", on=list(dropped.columns))["_gone"].fillna(False)
+    log.info("train_fraction %.3g keeps %d of %d training sequences", fraction, int(keep.sum()), len(train))
+    return train[keep].reset_index(drop=True), seqs[~gone.to_numpy(dtype=bool)].reset_index(drop=True)
 
 
 def prepare_for(data) -> Prepared:
@@ -98,4 +123,4 @@ def prepare_for(data) -> Prepared:
 
     return prepare(resolve_dataset(data.dataset), k=data.k_core, split=data.split, flow=data.flow,
                    min_user_interactions=data.min_user_interactions, k_core_roles=tuple(data.k_core_roles),
-                   seed=data.split_seed)
+                   seed=data.split_seed, train_fraction=data.train_fraction)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from raypipe.data.prepare import prepare
 
@@ -46,3 +47,29 @@ def test_user_filter_and_k_core_roles(tiny_dataset) -> None:
     n_tgt_src = sum(len(s) for s, d in zip(src_only.sequences["items"], src_only.sequences["domain"]) if d in tgt)
     assert n_tgt_src > n_tgt_full  # target domains kept whole
     assert prepare(tiny_dataset, split="user_433").train["user_id"].nunique() < full.train["user_id"].nunique()
+
+
+def test_train_fraction_keeps_a_nested_seeded_share_of_each_domains_training_users(tiny_dataset) -> None:
+    full = prepare(tiny_dataset, split="user_433", seed=3)
+    tenth = prepare(tiny_dataset, split="user_433", seed=3, train_fraction=0.1)
+    third = prepare(tiny_dataset, split="user_433", seed=3, train_fraction=0.3)
+
+    def users(p, part: str) -> dict[str, set]:
+        if part == "train":
+            return {d: set(g["user_id"]) for d, g in p.train.groupby("domain")}
+        s = getattr(p, part)
+        return {d: set(s.user_id[s.domain == d]) for d in set(s.domain)}
+
+    for d, u in users(full, "train").items():
+        assert len(users(tenth, "train")[d]) == -(-len(u) // 10)  # ceil(0.1 n)
+        assert users(tenth, "train")[d] <= users(third, "train")[d] <= u  # nested
+    # held-out users are untouched; the dropped users' events are gone from the data (popularity too)
+    assert users(tenth, "test") == users(full, "test") and users(tenth, "valid") == users(full, "valid")
+    dropped = {(u, d) for d, us in users(full, "train").items() for u in us - users(tenth, "train")[d]}
+    assert not dropped & set(zip(tenth.sequences["user_id"], tenth.sequences["domain"]))
+    assert len(tenth.sequences) == len(full.sequences) - len(dropped)
+    assert tenth.counts.sum() < full.counts.sum()
+    with pytest.raises(ValueError, match="user_433"):
+        prepare(tiny_dataset, train_fraction=0.5)
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        prepare(tiny_dataset, split="user_433", train_fraction=0.0)
