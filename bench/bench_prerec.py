@@ -57,27 +57,34 @@ def _overrides(args: argparse.Namespace, seed: int, features: str) -> list[str]:
 
 
 def run_variant(name: str, args: argparse.Namespace, seed: int, features: str) -> dict[str, Any]:
-    from raypipe.data.markets import unseen_items
-    from raypipe.eval.protocols import evaluate
-    from raypipe.train.run import load_run, run_experiment
+    from raypipe.train.run import run_experiment
 
     over = _overrides(args, seed, features)
     t0 = time.time()
     extra = VARIANTS[name]
     if extra is None:
-        cfg = load_config(None, over + BASELINE_MODEL[name] + ["run.stage=evaluate",
-                                        f"run.name=s{seed}-{name}"])
+        cfg = load_config(None, over + BASELINE_MODEL[name] + ["run.stage=evaluate", f"run.name=s{seed}-{name}"])
     else:
         model = ["model.name=prerec", f"model.hidden={args.hidden}", f"model.n_neg={args.n_neg}", *extra]
         pre = run_experiment(load_config(None, over + model + [f"run.name=s{seed}-{name}-pre"]))
         cfg = load_config(None, over + model + ["run.stage=finetune", "run.mode=zero-shot",
                                                 f"run.init_from={pre.run_dir}", f"run.name=s{seed}-{name}"])
     res = run_experiment(cfg)
-    model, prep, cfg = load_run(res.run_dir)
+    return {"seconds": time.time() - t0, **evaluate_run(res.run_dir, seed)}
+
+
+def evaluate_run(run_dir: Path, seed: int) -> dict[str, Any]:
+    """A finished run's test metrics per target market, on all test users and on the unseen subset, with
+    the per-user r-NDCG@K% the paired tests need."""
+    from raypipe.data.markets import unseen_items
+    from raypipe.eval.protocols import evaluate
+    from raypipe.train.run import load_run
+
+    model, prep, cfg = load_run(run_dir)
     sources = [d for d in prep.domains if prep.info.role_of(d) == "source"]
     unseen = unseen_items(prep.index.item_ids, prep.index.domains, sources) + 1  # item indices
-    out: dict[str, Any] = {"seconds": time.time() - t0, "domains": {}}
-    for d in res.test:
+    out: dict[str, Any] = {"domains": {}}
+    for d in [d for d in prep.domains if prep.info.role_of(d) == "target"]:
         es = prep.eval_set("test", d, cfg.data.max_len)
         for subset, items in (("all", None), ("unseen", unseen)):
             m, ranks = evaluate(model.score, es, ks=(10,), k_percents=(KP,), seed=seed, unseen_items=items,
@@ -142,21 +149,25 @@ def main(argv: list[str] | None = None) -> None:
     write_results(args, argv, results, seeds, complete=True)
 
 
-def paired_tests(results: dict[str, dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
-    """Paired bootstrap of per-user r-NDCG@K%: PreRec against every other variant, per seed/market/subset."""
+def paired_tests(results: dict[str, dict[str, Any]], seeds: list[int], ref: str = "prerec",
+                 others: list[str] | None = None) -> dict[str, Any]:
+    """Paired bootstrap of per-user r-NDCG@K%: ``ref`` against every other variant (or ``others``), per
+    seed/market/subset."""
     tests: dict[str, Any] = {}
-    if "prerec" not in results:
+    if ref not in results:
         return tests
-    for v in results:
-        if v == "prerec":
+    for v in others if others is not None else results:
+        if v == ref or v not in results:
             continue
         for s in seeds:
-            for d, sub in results["prerec"][str(s)]["domains"].items():
+            if str(s) not in results[ref] or str(s) not in results[v]:
+                continue
+            for d, sub in results[ref][str(s)]["domains"].items():
                 for subset in ("all", "unseen"):
                     a = np.asarray(sub[subset]["per_user_r_ndcg"])
                     b = np.asarray(results[v][str(s)]["domains"][d][subset]["per_user_r_ndcg"])
                     if len(a) and len(a) == len(b):
-                        tests[f"prerec-vs-{v}/s{s}/{d}/{subset}"] = paired_bootstrap(a, b, seed=s).as_dict()
+                        tests[f"{ref}-vs-{v}/s{s}/{d}/{subset}"] = paired_bootstrap(a, b, seed=s).as_dict()
     return tests
 
 

@@ -1,0 +1,214 @@
+"""PreRec fine-tuned on the target markets, full and incremental (PreRec Table 2 and Fig. 3 analogues).
+
+    python bench/bench_prerec_finetune.py --dataset markets:small --seeds 0 --fractions 0.1,0.3,1.0 \\
+        --pretrain-runs runs/bench_prerec --zero-shot bench/results/prerec.json
+
+Same protocol as ``bench/bench_prerec.py`` (4:3:3 user split, each target test user's last item ranked
+among its market's catalogue, r-NDCG@1%, Recall@1%, NDCG@10, all users and the unseen subset), but every
+learnable model now trains on the target markets' training users, ``data.train_fraction`` of them
+(nested, seeded shares; the dropped users' events leave the data, popularity statistics included):
+
+* ``gru4rec`` / ``sasrec``: in-domain models over the frozen SBERT item vectors (the paper's GRU4Rec* /
+  SASRec*: ``model.item_input=content``), trained from scratch;
+* ``prerec_scratch``: PreRec trained on the targets only (what pre-training is measured against);
+* ``prerec_ft``: PreRec pre-trained on the source markets (``<pretrain-runs>/s<seed>-prerec-pre``, the
+  zero-shot bench's run, else pre-trained here) and fully fine-tuned (eq. 6: every parameter, the
+  targets' own D_k included).
+
+Fraction 0 is the zero-shot point: read from the zero-shot bench's JSON when ``--zero-shot`` is given.
+Raw: ``<out>.json`` (written after every run), ``<out>.md``, ``<out>.png`` (r-NDCG@1% against the share
+of target training users, mean over markets and seeds).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_prerec import KP, METRICS, _overrides, evaluate_run, paired_tests  # noqa: E402
+
+from raypipe.config import load_config  # noqa: E402
+from raypipe.io import write_json_atomic, write_text_atomic  # noqa: E402
+
+log = logging.getLogger("bench_prerec_finetune")
+VARIANTS = ("gru4rec", "sasrec", "prerec_scratch", "prerec_ft")
+ZERO_SHOT = ("pop_15d", "sbert", "prerec")  # rows of the zero-shot bench drawn at fraction 0
+
+
+def _model(name: str, args: argparse.Namespace) -> list[str]:
+    if name in ("gru4rec", "sasrec"):
+        return [f"model.name={name}", "model.item_input=content", f"model.hidden={args.hidden}"]
+    return ["model.name=prerec", f"model.hidden={args.hidden}", f"model.n_neg={args.n_neg}"]
+
+
+def pretrained(args: argparse.Namespace, seed: int, features: str) -> Path:
+    """The zero-shot bench's source-market PreRec of this seed, or a new one with its settings."""
+    from raypipe.rundir import WEIGHTS_FILE
+    from raypipe.train.run import run_experiment
+
+    path = Path(args.pretrain_runs) / f"s{seed}-prerec-pre"
+    if (path / WEIGHTS_FILE).is_file():
+        return path
+    log.info("no pre-trained PreRec at %s: pre-training on the source markets", path)
+    over = _overrides(args, seed, features) + _model("prerec", args)
+    return run_experiment(load_config(None, over + [f"run.name=s{seed}-prerec-pre"])).run_dir
+
+
+def run_variant(name: str, fraction: float, args: argparse.Namespace, seed: int, features: str) -> dict[str, Any]:
+    from raypipe.train.run import run_experiment
+
+    t0 = time.time()
+    over = _overrides(args, seed, features) + _model(name, args) + [
+        "run.stage=finetune", "run.mode=transductive", f"data.train_fraction={fraction:g}",
+        f"run.name=s{seed}-{name}-f{fraction:g}"]
+    if name == "prerec_ft":
+        over.append(f"run.init_from={pretrained(args, seed, features)}")
+    res = run_experiment(load_config(None, over))
+    hist = json.loads((res.run_dir / "metrics.json").read_text()).get("history", [])
+    return {"seconds": time.time() - t0, "epochs": len(hist), **evaluate_run(res.run_dir, seed)}
+
+
+def market_mean(entry: dict[str, Any], subset: str, metric: str) -> float:
+    """The mean of a metric over the target markets that have test users in ``subset`` (NaN: none has)."""
+    vals = [d[subset][metric] for d in entry["domains"].values() if d[subset]["n_users"]]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def mean_r_ndcg(entry: dict[str, Any], subset: str = "all") -> float:
+    return market_mean(entry, subset, f"r_ndcg@{KP:g}%")
+
+
+def table(results: dict[str, dict[str, Any]], fractions: list[float], seeds: list[int]) -> str:
+    cols = [v for v in VARIANTS if any(f"{v}@{f:g}" in results for f in fractions)]
+    lines = ["| Share of target training users | Subset | Metric | " + " | ".join(cols) + " |",
+             "|---|---|---|" + "---:|" * len(cols)]
+    for f in fractions:
+        for subset in ("all", "unseen"):
+            for m in METRICS:
+                vals = []
+                for v in cols:
+                    runs = [results[f"{v}@{f:g}"][str(s)] for s in seeds if str(s) in results.get(f"{v}@{f:g}", {})]
+                    per = [market_mean(r, subset, m) for r in runs]
+                    vals.append(f"{np.mean(per):.4f}" if per and not np.isnan(per).any() else "–")
+                lines.append(f"| {f:g} | {subset} | {m} (mean over markets with users) | " + " | ".join(vals) + " |")
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, dict[str, Any]], zero: dict[str, Any] | None, fractions: list[float],
+         seeds: list[int], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for v in VARIANTS:
+        xs, ys = [], []
+        for f in fractions:
+            runs = [results[f"{v}@{f:g}"][str(s)] for s in seeds if str(s) in results.get(f"{v}@{f:g}", {})]
+            if runs:
+                xs.append(f)
+                ys.append(np.mean([mean_r_ndcg(r) for r in runs]))
+        if v == "prerec_ft" and zero is not None and "prerec" in zero:
+            z = [zero["prerec"][str(s)] for s in seeds if str(s) in zero["prerec"]]
+            if z:
+                xs, ys = [0.0] + xs, [float(np.mean([mean_r_ndcg(r) for r in z]))] + ys
+        if xs:
+            ax.plot(xs, ys, marker="o", label=v)
+    for v in ZERO_SHOT[:2]:
+        if zero is not None and v in zero:
+            z = [zero[v][str(s)] for s in seeds if str(s) in zero[v]]
+            if z:
+                ax.axhline(float(np.mean([mean_r_ndcg(r) for r in z])), ls="--", lw=1, label=f"{v} (no training)",
+                           color="grey" if v == "sbert" else "tan")
+    ax.set_xlabel("share of target training users")
+    ax.set_ylabel(f"r-NDCG@{KP:g}% (mean over target markets)")
+    ax.set_title("PreRec incremental fine-tuning (markets)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def write(args: argparse.Namespace, argv: list[str] | None, results: dict[str, dict[str, Any]],
+          zero: dict[str, Any] | None, fractions: list[float], seeds: list[int], complete: bool) -> None:
+    tests: dict[str, Any] = {}
+    for f in fractions:
+        ref = f"prerec_ft@{f:g}"
+        tests.update(paired_tests(results, seeds, ref=ref, others=[f"{v}@{f:g}" for v in VARIANTS]))
+    write_json_atomic(Path(args.out + ".json"), {"args": vars(args), "k_percent": KP, "complete": complete,
+                                                 "results": results, "paired_r_ndcg": tests})
+    md = (f"# PreRec fine-tuning on {args.dataset} (seeds {args.seeds}{'' if complete else '; run in progress'})\n\n"
+          f"Command: `python bench/bench_prerec_finetune.py {' '.join(argv or sys.argv[1:])}`\n\n"
+          + table(results, fractions, seeds)
+          + "\n\nPaired bootstrap of per-user r-NDCG@1% (PreRec fine-tuned - other, same share): "
+          + "; ".join(f"{k}: {t['diff']:+.4f} (p={t['p_value']:.3f})" for k, t in tests.items()) + "\n")
+    write_text_atomic(Path(args.out + ".md"), md)
+    plot(results, zero, fractions, seeds, Path(args.out + ".png"))
+    if complete:
+        print(md)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--dataset", default="markets:small")
+    p.add_argument("--seeds", default="0")
+    p.add_argument("--fractions", default="0.1,0.3,1.0")
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--patience", type=int, default=5)
+    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--n-neg", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--max-len", type=int, default=20)
+    p.add_argument("--pretrain-runs", default="runs/bench_prerec")
+    p.add_argument("--zero-shot", default=None, help="the zero-shot bench's JSON (its rows at share 0)")
+    p.add_argument("--runs", default="runs/bench_prerec_finetune")
+    p.add_argument("--out", default="bench/results/prerec_finetune")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    fractions = [float(f) for f in args.fractions.split(",")]
+    variants = args.variants.split(",")
+    if set(variants) - set(VARIANTS):
+        p.error(f"--variants: unknown {sorted(set(variants) - set(VARIANTS))}; choose from {list(VARIANTS)}")
+    if any(not 0 < f <= 1 for f in fractions):
+        p.error(f"--fractions must lie in (0, 1], got {fractions}")
+    zero = None
+    if args.zero_shot:
+        if not Path(args.zero_shot).is_file():
+            p.error(f"--zero-shot: no file {args.zero_shot}")
+        zero = json.loads(Path(args.zero_shot).read_text())["results"]
+    from raypipe.data.registry import resolve_dataset
+    from raypipe.features.pipeline import FeatureConfig, extract_features
+    from raypipe.runtime import init_ray
+
+    init_ray()
+    data = resolve_dataset(args.dataset)
+    features = data / "features"
+    if not (features / "manifest.json").exists():
+        extract_features(FeatureConfig(dataset=str(data), out=str(features), views=["text"]))
+    results: dict[str, dict[str, Any]] = {}
+    for s in seeds:
+        for f in sorted(fractions):  # the smallest shares first: a stopped run still holds a whole curve start
+            for v in variants:
+                log.info("variant %s share %g seed %d", v, f, s)
+                results.setdefault(f"{v}@{f:g}", {})[str(s)] = run_variant(v, f, args, s, str(features))
+                write(args, argv, results, zero, sorted(fractions), seeds, complete=False)
+    write(args, argv, results, zero, sorted(fractions), seeds, complete=True)
+
+
+if __name__ == "__main__":
+    main()
