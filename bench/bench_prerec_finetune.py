@@ -74,8 +74,9 @@ def run_variant(name: str, fraction: float, args: argparse.Namespace, seed: int,
     if name == "prerec_ft":
         over.append(f"run.init_from={pretrained(args, seed, features)}")
     res = run_experiment(load_config(None, over))
-    hist = json.loads((res.run_dir / "metrics.json").read_text()).get("history", [])
-    return {"seconds": time.time() - t0, "epochs": len(hist), **evaluate_run(res.run_dir, seed)}
+    metrics = json.loads((res.run_dir / "metrics.json").read_text())
+    return {"seconds": time.time() - t0, "epochs": len(metrics.get("history", [])),
+            "train_rows": metrics.get("train_rows"), **evaluate_run(res.run_dir, seed)}
 
 
 def market_mean(entry: dict[str, Any], subset: str, metric: str) -> float:
