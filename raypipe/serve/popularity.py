@@ -53,6 +53,9 @@ class LivePopularity:
         #: events applied (seed and live), and live events ignored because they could no longer count
         self.version = 0
         self.stale = 0
+        #: events that entered the current window when they arrived (late ones, for past slots): an event
+        #: of the current slot changes nothing until the slot ends, so it does not invalidate the terms
+        self.window_version = 0
 
     # -- time --------------------------------------------------------------------------------------------
     def slot_of(self, timestamps: np.ndarray) -> np.ndarray:
@@ -62,8 +65,9 @@ class LivePopularity:
         return int(self.slot_of(np.asarray([int(self.clock())]))[0])
 
     def key(self) -> tuple[int, int]:
-        """Changes exactly when :meth:`window_counts` may change: new events, or a new slot."""
-        return self.version, self.now_slot()
+        """Changes exactly when :meth:`window_counts` may change: events for a slot inside the window, or
+        a new slot (which brings in the events of the one that ended)."""
+        return self.window_version, self.now_slot()
 
     # -- updates -----------------------------------------------------------------------------------------
     def add(self, items: np.ndarray, timestamps: np.ndarray) -> tuple[int, int]:
@@ -89,6 +93,7 @@ class LivePopularity:
         np.add.at(self.ring, (slots[fresh] % len(self.ring), items[fresh]), 1)
         counted = int(fresh.sum())
         self.version += counted
+        self.window_version += int((fresh & (slots < now)).sum())
         return counted, len(items) - counted
 
     # -- reads -------------------------------------------------------------------------------------------

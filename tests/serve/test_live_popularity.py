@@ -57,7 +57,8 @@ def test_events_move_the_served_prerec_ranking(serve_port, prerec_run: Path, tin
         req = {"history": history, "domain": domain, "k": 40, "exclude_history": True}
         before = [i["item_id"] for i in requests.post(f"{url}/recommend", json=req, timeout=30).json()["items"]]
         target = before[-1]
-        events = [{"user_id": f"u{j}", "item_id": target, "domain": domain, "timestamp": now - DAY // 2 + j}
+        # the slot before now's (slots are one day long): inside the window at once
+        events = [{"user_id": f"u{j}", "item_id": target, "domain": domain, "timestamp": now - DAY - j}
                   for j in range(300)]
         r = requests.post(f"{url}/events", json={"events": events}, timeout=30)
         assert r.status_code == 200, r.text
