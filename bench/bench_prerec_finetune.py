@@ -9,7 +9,8 @@ learnable model now trains on the target markets' training users, ``data.train_f
 (nested, seeded shares; the dropped users' events leave the data, popularity statistics included):
 
 * ``gru4rec`` / ``sasrec``: in-domain models over the frozen SBERT item vectors (the paper's GRU4Rec* /
-  SASRec*: ``model.item_input=content``), trained from scratch;
+  SASRec*: ``model.item_input=content``), trained from scratch with their own budget (``--baseline-*``:
+  they train on one row per sequence window, so an epoch at 10% of the users is a handful of steps);
 * ``prerec_scratch``: PreRec trained on the targets only (what pre-training is measured against);
 * ``prerec_ft``: PreRec pre-trained on the source markets (``<pretrain-runs>/s<seed>-prerec-pre``, the
   zero-shot bench's run, else pre-trained here) and fully fine-tuned (eq. 6: every parameter, the
@@ -68,7 +69,11 @@ def run_variant(name: str, fraction: float, args: argparse.Namespace, seed: int,
     from raypipe.train.run import run_experiment
 
     t0 = time.time()
-    over = _overrides(args, seed, features) + _model(name, args) + [
+    budget = []
+    if name in ("gru4rec", "sasrec"):  # one row per sequence window: few steps per epoch, so their own budget
+        budget = [f"train.epochs={args.baseline_epochs}", f"train.patience={args.baseline_patience}",
+                  f"train.lr={args.baseline_lr:g}"]
+    over = _overrides(args, seed, features) + budget + _model(name, args) + [
         "run.stage=finetune", "run.mode=transductive", f"data.train_fraction={fraction:g}",
         f"run.name=s{seed}-{name}-f{fraction:g}"]
     if name == "prerec_ft":
@@ -170,6 +175,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--patience", type=int, default=5)
+    p.add_argument("--baseline-epochs", type=int, default=60, help="GRU4Rec*/SASRec* epochs (one row per "
+                   "sequence window: an epoch is a few steps)")
+    p.add_argument("--baseline-patience", type=int, default=8)
+    p.add_argument("--baseline-lr", type=float, default=1e-3, help="GRU4Rec*/SASRec* learning rate (SASRec's)")
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--n-neg", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=256)
