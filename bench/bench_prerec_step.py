@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import platform
 import sys
 import time
@@ -104,7 +105,8 @@ def main(argv: list[str] | None = None) -> None:
            "shared_ms": [1000 * t for t in shared_t], "direct_ms": [1000 * t for t in direct_t],
            "shared_median_ms": 1000 * float(np.median(shared_t)), "direct_median_ms": 1000 * float(np.median(direct_t)),
            "speedup_median": float(np.median(direct_t) / np.median(shared_t)),
-           "machine": {"cpus": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__}}
+           "machine": {"threads": torch.get_num_threads(), "cpus": os.cpu_count(), "platform": platform.platform(),
+                       "torch": torch.__version__, "loadavg_at_end": os.getloadavg()}}
     write_json_atomic(Path(f"{args.out}.json"), out)
     log.info("shared %.0f ms/step, direct %.0f ms/step (%.1fx); losses %.6f / %.6f, max grad diff %.2e",
              out["shared_median_ms"], out["direct_median_ms"], out["speedup_median"], shared_v, direct_v,
