@@ -123,8 +123,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-len", type=int, default=20)
     p.add_argument("--runs", default="runs/bench_prerec")
     p.add_argument("--out", default="bench/results/prerec")
+    p.add_argument("--report", nargs="+", default=None, metavar="JSON",
+                   help="no runs: merge the variants of earlier <out>.json files (the seeds every one finished) "
+                        "and write --out from them")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.report:
+        report(args, argv, args.report)
+        return
     seeds = [int(s) for s in args.seeds.split(",")]
     variants = args.variants.split(",")
     unknown = set(variants) - set(VARIANTS)
@@ -171,6 +177,22 @@ def paired_tests(results: dict[str, dict[str, Any]], seeds: list[int], ref: str 
     return tests
 
 
+def test_summary(tests: dict[str, Any]) -> str:
+    """Per comparison and subset: the mean paired difference and how many (seed, market) tests it won or
+    lost at p < 0.05."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for key, t in tests.items():
+        comp, _seed, _market, subset = key.split("/")
+        groups.setdefault((comp, subset), []).append(t)
+    lines = ["| Comparison | Subset | Mean difference | Better, p < 0.05 | Worse, p < 0.05 | Tests |",
+             "|---|---|---:|---:|---:|---:|"]
+    for (comp, subset), ts in groups.items():
+        better = sum(t["p_value"] < 0.05 and t["diff"] > 0 for t in ts)
+        worse = sum(t["p_value"] < 0.05 and t["diff"] < 0 for t in ts)
+        lines.append(f"| {comp} | {subset} | {np.mean([t['diff'] for t in ts]):+.4f} | {better} | {worse} | {len(ts)} |")
+    return "\n".join(lines)
+
+
 def write_results(args: argparse.Namespace, argv: list[str] | None, results: dict[str, dict[str, Any]],
                   seeds: list[int], complete: bool) -> None:
     """``<out>.json`` (every run so far) and ``<out>.md`` (the table over the seeds every variant finished)."""
@@ -184,11 +206,29 @@ def write_results(args: argparse.Namespace, argv: list[str] | None, results: dic
           f"{'' if complete else '; run in progress'})\n\n"
           f"Command: `python bench/bench_prerec.py {' '.join(argv or sys.argv[1:])}`\n\n"
           + table({v: results[v] for v in results}, seeds)
-          + "\n\nPaired bootstrap of per-user r-NDCG@1% (PreRec - other): "
+          + "\n\nPaired bootstrap of per-user r-NDCG@1% (PreRec - other), per seed and market:\n\n"
+          + test_summary(tests) + "\n\nEvery test: "
           + "; ".join(f"{k}: {t['diff']:+.4f} (p={t['p_value']:.3f})" for k, t in tests.items()) + "\n")
     write_text_atomic(Path(args.out + ".md"), md)
     if complete:
         print(md)
+
+def report(args: argparse.Namespace, argv: list[str] | None, paths: list[str]) -> None:
+    import json
+
+    results: dict[str, dict[str, Any]] = {}
+    done: set[int] | None = None
+    for path in paths:
+        if not Path(path).is_file():
+            raise SystemExit(f"--report: no file {path}")
+        raw = json.loads(Path(path).read_text())
+        seeds = set(raw.get("seeds_done") or [int(s) for s in next(iter(raw["results"].values()))])
+        done = seeds if done is None else done & seeds
+        for v, runs in raw["results"].items():
+            results.setdefault(v, {}).update({s: r for s, r in runs.items() if int(s) in seeds})
+    order = [v for v in VARIANTS if v in results]
+    write_results(args, argv, {v: results[v] for v in order}, sorted(done or []), complete=True)
+
 
 if __name__ == "__main__":
     main()

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_prerec import KP, METRICS, _overrides, evaluate_run, paired_tests  # noqa: E402
+from bench_prerec import KP, METRICS, _overrides, evaluate_run, paired_tests, test_summary  # noqa: E402
 
 from raypipe.config import load_config  # noqa: E402
 from raypipe.io import write_json_atomic, write_text_atomic  # noqa: E402
@@ -159,7 +159,8 @@ def write(args: argparse.Namespace, argv: list[str] | None, results: dict[str, d
     md = (f"# PreRec fine-tuning on {args.dataset} (seeds {args.seeds}{'' if complete else '; run in progress'})\n\n"
           f"Command: `python bench/bench_prerec_finetune.py {' '.join(argv or sys.argv[1:])}`\n\n"
           + table(results, fractions, seeds)
-          + "\n\nPaired bootstrap of per-user r-NDCG@1% (PreRec fine-tuned - other, same share): "
+          + "\n\nPaired bootstrap of per-user r-NDCG@1% (PreRec fine-tuned - other, same share), per seed and "
+          "market:\n\n" + test_summary(tests) + "\n\nEvery test: "
           + "; ".join(f"{k}: {t['diff']:+.4f} (p={t['p_value']:.3f})" for k, t in tests.items()) + "\n")
     write_text_atomic(Path(args.out + ".md"), md)
     plot(results, zero, fractions, seeds, Path(args.out + ".png"))
