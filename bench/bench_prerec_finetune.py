@@ -188,6 +188,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--zero-shot", default=None, help="the zero-shot bench's JSON (its rows at share 0)")
     p.add_argument("--runs", default="runs/bench_prerec_finetune")
     p.add_argument("--out", default="bench/results/prerec_finetune")
+    p.add_argument("--report", default=None, metavar="JSON",
+                   help="no runs: rewrite --out (table, tests, plot) from an earlier <out>.json")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -202,6 +204,12 @@ def main(argv: list[str] | None = None) -> None:
         if not Path(args.zero_shot).is_file():
             p.error(f"--zero-shot: no file {args.zero_shot}")
         zero = json.loads(Path(args.zero_shot).read_text())["results"]
+    if args.report:
+        if not Path(args.report).is_file():
+            p.error(f"--report: no file {args.report}")
+        write(args, argv, json.loads(Path(args.report).read_text())["results"], zero, sorted(fractions), seeds,
+              complete=True)
+        return
     from raypipe.data.registry import resolve_dataset
     from raypipe.features.pipeline import FeatureConfig, extract_features
     from raypipe.runtime import init_ray
