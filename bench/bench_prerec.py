@@ -136,15 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     unknown = set(variants) - set(VARIANTS)
     if unknown:
         p.error(f"unknown variants {sorted(unknown)}; choose from {list(VARIANTS)}")
-    from raypipe.data.registry import resolve_dataset
-    from raypipe.features.pipeline import FeatureConfig, extract_features
-    from raypipe.runtime import init_ray
-
-    init_ray()
-    data = resolve_dataset(args.dataset)
-    features = data / "features"
-    if not (features / "manifest.json").exists():
-        extract_features(FeatureConfig(dataset=str(data), out=str(features), views=["text"]))
+    features = start_with_text_features(args.dataset)
     results: dict[str, dict[str, Any]] = {}
     for s in seeds:  # seed-major: a stopped run still holds every variant of its first seeds
         for v in variants:
@@ -175,6 +167,20 @@ def paired_tests(results: dict[str, dict[str, Any]], seeds: list[int], ref: str 
                     if len(a) and len(a) == len(b):
                         tests[f"{ref}-vs-{v}/s{s}/{d}/{subset}"] = paired_bootstrap(a, b, seed=s).as_dict()
     return tests
+
+
+def start_with_text_features(dataset: str) -> Path:
+    """Start Ray and return the dataset's MiniLM text feature store (extracted once, with Ray Data)."""
+    from raypipe.data.registry import resolve_dataset
+    from raypipe.features.pipeline import FeatureConfig, extract_features
+    from raypipe.runtime import init_ray
+
+    init_ray()
+    data = resolve_dataset(dataset)
+    features = data / "features"
+    if not (features / "manifest.json").exists():
+        extract_features(FeatureConfig(dataset=str(data), out=str(features), views=["text"]))
+    return features
 
 
 def test_summary(tests: dict[str, Any]) -> str:

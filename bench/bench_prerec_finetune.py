@@ -36,7 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_prerec import KP, METRICS, _overrides, evaluate_run, paired_tests, test_summary  # noqa: E402
+from bench_prerec import (  # noqa: E402
+    KP, METRICS, _overrides, evaluate_run, paired_tests, start_with_text_features, test_summary,
+)
 
 from raypipe.config import load_config  # noqa: E402
 from raypipe.io import write_json_atomic, write_text_atomic  # noqa: E402
@@ -210,15 +212,7 @@ def main(argv: list[str] | None = None) -> None:
         write(args, argv, json.loads(Path(args.report).read_text())["results"], zero, sorted(fractions), seeds,
               complete=True)
         return
-    from raypipe.data.registry import resolve_dataset
-    from raypipe.features.pipeline import FeatureConfig, extract_features
-    from raypipe.runtime import init_ray
-
-    init_ray()
-    data = resolve_dataset(args.dataset)
-    features = data / "features"
-    if not (features / "manifest.json").exists():
-        extract_features(FeatureConfig(dataset=str(data), out=str(features), views=["text"]))
+    features = start_with_text_features(args.dataset)
     results: dict[str, dict[str, Any]] = {}
     for s in seeds:
         for f in sorted(fractions):  # the smallest shares first: a stopped run still holds a whole curve start
