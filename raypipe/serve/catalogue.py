@@ -62,7 +62,10 @@ class Catalogue:
         self.attributes = attributes
         self.log = onboarding_log
         self.dim = int(vectors.shape[1])
-        self.vectors = np.array(vectors, np.float32)  # the live popularity term rewrites the last column
+        #: the trained items' vectors; copied on the first :meth:`apply_popularity` (which rewrites their last
+        #: column), so a catalogue without live popularity holds no second copy
+        self.vectors = np.asarray(vectors, np.float32)
+        self._own_vectors = False
         #: with live popularity: recent interactions per item, and the term of an item without any
         self.recent: np.ndarray | None = None
         self.zero_term: float | None = None
@@ -121,6 +124,8 @@ class Catalogue:
         if term.shape != (len(self.item_ids),) or recent.shape != term.shape:
             raise ValueError(f"need {len(self.item_ids)} popularity terms and counts, got {term.shape}, {recent.shape}")
         self.sync()
+        if not self._own_vectors:
+            self.vectors, self._own_vectors = self.vectors.copy(), True
         changed = np.flatnonzero(self.vectors[:, -1] != term)
         self.vectors[changed, -1] = term[changed]
         for d in self.domains:
