@@ -33,7 +33,8 @@ from raypipe.serve import errors
 from raypipe.serve.errors import ApiError, error_result, raise_if_error
 from raypipe.serve.loopback import pin_internal_grpc_to_loopback
 from raypipe.serve.schemas import (
-    DEFAULT_MAX_BODY_BYTES, ErrorResponse, EventsRequest, EventsResponse, ItemOut, MatchRequest, MatchResponse, OnboardRequest, OnboardResponse,
+    DEFAULT_MAX_BODY_BYTES, ErrorResponse, EventsRequest, EventsResponse, ItemOut, MatchRequest, MatchResponse,
+    OnboardRequest, OnboardResponse,
     RecommenderArgs, RecommendRequest, RecommendResponse,
 )
 
@@ -87,17 +88,22 @@ class ANNRetriever:
 
         model, index, _ = load_model(spec["run_dir"])
         state = Path(spec["state_dir"])
-        # live popularity rewrites the graphs after start-up: a cache would hold stale terms
-        key = weights_key(Path(spec["run_dir"]) / "model.pt", extra=["ip", M, ef_construction])
-        self.catalogue = Catalogue(
-            list(index.item_ids), list(index.domains), item_vectors(model, len(index)),
-            popularity(spec["dataset"], index)[1:], item_attributes(spec["dataset"], index),
-            OnboardingLog(state / LOG_FILE), ef_search=ef_search, M=M, ef_construction=ef_construction,
-            cache_dir=None if spec["live_popularity"] else state / "ann" / key)
-        self.popularity = None
-        if spec["live_popularity"]:
+        live = bool(spec["live_popularity"])
+        if live:  # the interactions with their times, read once: the seed of the live counts and the totals
             events = (dataset_events(spec["dataset"], index) if spec["dataset"]
                       else (np.zeros(0, np.int64), np.zeros(0, np.int64)))
+            counts = np.bincount(events[0], minlength=len(index) + 1)
+        else:
+            counts = popularity(spec["dataset"], index)
+        key = weights_key(Path(spec["run_dir"]) / "model.pt", extra=["ip", M, ef_construction])
+        self.catalogue = Catalogue(
+            list(index.item_ids), list(index.domains), item_vectors(model, len(index)), counts[1:],
+            item_attributes(spec["dataset"], index), OnboardingLog(state / LOG_FILE), ef_search=ef_search, M=M,
+            ef_construction=ef_construction,
+            # live popularity rewrites the graphs after start-up: a disk cache would hold stale terms
+            cache_dir=None if live else state / "ann" / key)
+        self.popularity = None
+        if live:
             clock = (lambda: float(popularity_clock)) if popularity_clock is not None else time.time
             self.popularity = ServedPopularity(model, list(index.item_ids), list(index.domains), self.catalogue,
                                                events, str(state / EVENTS_FILE), clock)
