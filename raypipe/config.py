@@ -154,6 +154,10 @@ class TrainConfig:
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
     max_failures: int = 0
+    #: the ranking protocol of the per-epoch validation: ``full`` ranking of the domain's catalogue or
+    #: ``sampled`` candidates (``eval.n_neg`` negatives); ``auto`` = the model's own (full for every
+    #: model but those that score candidates one by one, e.g. UPSR: sampled, as its paper)
+    valid_protocol: Literal["auto", "full", "sampled"] = "auto"
     #: validation users evaluated per epoch (a fixed seeded sample; ``None`` = all)
     valid_users: int | None = 5000
     #: torch intra-op threads per worker (RAY_NOTES: oversubscribing 2 cores is very slow)
@@ -166,7 +170,9 @@ class TrainConfig:
 
 @dataclass
 class EvalConfigSpec:
-    protocol: Literal["full", "sampled"] = "full"
+    #: ``full`` ranking, ``sampled`` candidates, or ``auto``: the model's own protocol (see
+    #: ``train.valid_protocol``)
+    protocol: Literal["auto", "full", "sampled"] = "auto"
     ks: list[int] = field(default_factory=lambda: [1, 5, 10, 20])
     k_percents: list[float] = field(default_factory=list)
     n_neg: int = 100
@@ -386,6 +392,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         user = deep_merge(user, loaded)
     for o in overrides:
         user = deep_merge(user, parse_override(o))
+    if base is None:  # the named model's experiment defaults (its spec's), under the user's values
+        name = user.get("model", {}).get("name", base_cfg.model.name) if isinstance(user.get("model"), Mapping) \
+            else base_cfg.model.name
+        for o in _experiment_defaults(name):
+            merged = deep_merge(merged, parse_override(o))
     merged = deep_merge(merged, user)
     model_user = user.get("model")
     if isinstance(model_user, Mapping) and model_user.get("name", base_cfg.model.name) != base_cfg.model.name:
@@ -396,6 +407,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if merged["model"].get("name") not in SPECS:
             merged["model"] = {**merged["model"], "_unregistered": True}
     return _build(ExperimentConfig, merged, "")
+
+
+def _experiment_defaults(model_name: Any) -> tuple[str, ...]:
+    """The dotted experiment defaults of a registered model's spec (``()`` for an unknown name, which
+    :func:`_build` rejects with its own message)."""
+    from raypipe.models.registry import SPECS
+
+    spec = SPECS.get(str(model_name))
+    return tuple(spec.experiment_defaults) if spec is not None else ()
 
 
 def with_overrides(obj: Any, overrides: list[str] | tuple[str, ...], where: str = "") -> Any:

@@ -2,8 +2,8 @@
 serve, benchmarks).
 
 A run directory (``<storage_path>/<name>/``) holds ``config.yaml`` (the resolved ExperimentConfig),
-``item_index.parquet``, ``model.pt`` (best weights), ``metrics.json``, ``curves.png`` and Ray Train's
-checkpoints.
+``item_index.parquet``, ``model.pt`` (best weights), ``metrics.json``, ``test_ranks.json`` (every test
+user's target rank per domain, for paired tests), ``curves.png`` and Ray Train's checkpoints.
 """
 from __future__ import annotations
 
@@ -15,6 +15,15 @@ INDEX_FILE = "item_index.parquet"
 WEIGHTS_FILE = "model.pt"
 METRICS_FILE = "metrics.json"
 CURVES_FILE = "curves.png"
+RANKS_FILE = "test_ranks.json"
+
+
+def load_ranks(run_dir: str | Path) -> dict[str, dict[str, float]]:
+    """``{domain: {user_id: rank}}`` of a finished run's test users (``inf``: a rerank miss)."""
+    import json
+
+    raw = json.loads((Path(run_dir) / RANKS_FILE).read_text())
+    return {d: {u: float(r) for u, r in zip(v["users"], v["ranks"])} for d, v in raw.items()}
 
 
 def save_weights(run_dir: str | Path, state: dict[str, Any]) -> Path:

@@ -428,6 +428,21 @@ def _negative_blocks(
         yield start, stop, _sample_block(rng, stop - start, n_cat, n_neg, touched, start, eval_set.user_ids)
 
 
+def auto_protocol(preferred: str, eval_set: EvalSet, n_neg: int) -> str:
+    """``preferred`` (``full`` or ``sampled``), except that ``sampled`` becomes ``full`` when some user of
+    ``eval_set`` has fewer than ``n_neg`` untouched catalogue items (its catalogue is then about as small
+    as the candidate list, and ranking all of it costs no more)."""
+    if preferred != "sampled":
+        return preferred
+    indptr, _ = eval_set.seen_csr()
+    most_seen = int(np.diff(indptr).max()) if eval_set.n_users else 0
+    if int(eval_set.catalogue.size) - most_seen - 1 < n_neg:
+        logger.info("catalogue of %d items: too few to sample %d negatives for every user, ranking it whole",
+                    eval_set.catalogue.size, n_neg)
+        return "full"
+    return "sampled"
+
+
 def sample_negatives(eval_set: EvalSet, n_neg: int = 100, seed: int = 0) -> np.ndarray:
     """The negatives the ``"sampled"`` protocol uses: int64 [U, n_neg] item indices.
 

@@ -22,7 +22,11 @@ Every model file ends with one ``SPEC = ModelSpec(...)``; :mod:`raypipe.models.r
 * ``resolve(cfg, experiment) -> cfg``: ``auto`` options resolved from the experiment config (optional);
 * ``feature_views(cfg) -> [view, ...]``: the feature views it reads (optional);
 * ``validator(cfg, catalogue) -> validator``: the per-epoch validation of models that are not judged by
-  next-item ranking (``None``: leave-one-out full ranking of the validation users, NDCG@10 by default).
+  next-item ranking (``None``: leave-one-out ranking of the validation users, NDCG@10 by default);
+* ``protocol``: the ranking protocol ``eval.protocol=auto`` and ``train.valid_protocol=auto`` mean for
+  this model (``full``; ``sampled`` for models that score every candidate separately, e.g. UPSR);
+* ``experiment_defaults``: dotted experiment settings the model starts from (under the user's own
+  values), e.g. a language model's batch size, learning rate and gradient accumulation.
 
 The training loop knows nothing of a model beyond its spec.
 """
@@ -158,6 +162,10 @@ class ModelSpec:
     #: ``feature_views(cfg) -> [view, ...]``: the catalogue views the model reads (extracted on demand
     #: by the jobs when the run names no feature store)
     feature_views: Callable[[Any], list[str]] | None = None
+    #: what ``auto`` ranking protocols mean for this model
+    protocol: Literal["full", "sampled"] = "full"
+    #: dotted experiment defaults (``train.batch_size=16``), applied under the user's config
+    experiment_defaults: tuple[str, ...] = ()
     summary: str = ""
     #: the paper and equations the model file implements
     reference: str = ""

@@ -89,11 +89,15 @@ class RankingValidator:
     valid: dict[str, EvalSet]
     metric: str
     average: str = "users"
+    #: per domain: ``full`` ranking of its catalogue or ``sampled`` candidates (``n_neg`` negatives, seeded)
+    protocols: dict[str, str] = field(default_factory=dict)
+    n_neg: int = 100
+    seed: int = 0
 
     def __call__(self, model: torch.nn.Module, rank: int, world: int, device: torch.device) -> dict[str, float]:
         names = [self.metric] + [m for m in ("hr@10", "ndcg@10") if m != self.metric]
         return validate(model, self.valid, names, rank, world, device, *metric_cutoffs(names),
-                        average=self.average)
+                        average=self.average, protocols=self.protocols, n_neg=self.n_neg, seed=self.seed)
 
 
 @dataclass
@@ -158,9 +162,12 @@ def _all_reduce_sum(values: np.ndarray, world: int, device: torch.device) -> np.
 
 def validate(model: torch.nn.Module, valid: dict[str, EvalSet], metric_names: list[str], rank: int, world: int,
              device: torch.device, ks: tuple[int, ...] = (10,), k_percents: tuple[float, ...] = (),
-             average: str = "users") -> dict[str, float]:
+             average: str = "users", protocols: dict[str, str] | None = None, n_neg: int = 100,
+             seed: int = 0) -> dict[str, float]:
     """Validation metrics over every domain's users, pooled (``average="users"``) or averaged over domains
-    (``"domains"``), plus ``valid/<domain>/<first metric>``; each worker scores users ``rank::world``."""
+    (``"domains"``), plus ``valid/<domain>/<first metric>``; each worker scores users ``rank::world``.
+    ``protocols[domain]`` is ``full`` (the default) or ``sampled``: each target among ``n_neg`` seeded
+    negatives (the same every epoch for a given number of workers)."""
     if average not in ("users", "domains"):
         raise ValueError(f"validation average must be 'users' or 'domains', got {average!r}")
     sums = np.zeros(len(metric_names) + 1)
@@ -169,8 +176,10 @@ def validate(model: torch.nn.Module, valid: dict[str, EvalSet], metric_names: li
         rows = np.arange(rank, es.n_users, world)
         local = np.zeros(len(metric_names) + 1)
         if len(rows):
+            sampled = (protocols or {}).get(dom, "full") == "sampled"
+            extra = {"protocol": "sampled", "n_neg": n_neg, "seed": seed} if sampled else {}
             r = evaluate(model.score, es.subset(rows), ks=ks, k_percents=k_percents, device=str(device),
-                         progress=False)
+                         progress=False, **extra)
             local = np.array([r[m] * r["n_users"] for m in metric_names] + [r["n_users"]])
         per_domain[dom] = local
         sums += local
@@ -229,6 +238,15 @@ def _save_checkpoint(path: Path, model: torch.nn.Module, best_state: dict[str, t
     torch.save(sched.state_dict(), path / SCHEDULER_FILE)
     (path / STATE_FILE).write_text(state.to_json())
     (path / WORKERS_FILE).write_text(json.dumps(workers))
+
+
+def snapshot(model: torch.nn.Module) -> dict[str, Any]:
+    """A CPU copy of ``model.state_dict()`` (tensors cloned; a module's extra state, e.g. a tokenizer
+    that is part of the weights, copied as is)."""
+    import copy
+
+    return {k: v.detach().cpu().clone() if torch.is_tensor(v) else copy.deepcopy(v)
+            for k, v in model.state_dict().items()}
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -302,7 +320,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     # bf16 autocast only where it is fast and safe (GPU workers); CPU workers stay fp32
     autocast = recipe.precision == "bf16" and device.type == "cuda"
     state = LoopState(stopper=EarlyStopping(tc.patience))
-    best_state = {k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()}
+    best_state = snapshot(_unwrap(model))
     ckpt = ray.train.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
@@ -359,7 +377,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         }
         metrics.update(payload.validator(_unwrap(model), rank, world, device))
         if state.stopper.update(metrics[f"valid/{tc.metric}"], epoch):
-            best_state = {k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()}
+            best_state = snapshot(_unwrap(model))
         metrics["best/" + tc.metric] = state.stopper.best
         state.history.append(metrics)
         state.epoch = epoch + 1

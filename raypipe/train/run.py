@@ -26,10 +26,11 @@ from raypipe.data.prepare import Prepared, prepare_for
 from raypipe.data.registry import resolve_dataset
 from raypipe.data.sequences import ItemIndex, seq_columns
 from raypipe.eval.metrics import check_metric_name
-from raypipe.eval.protocols import EvalSet, evaluate
+from raypipe.eval.protocols import EvalSet, auto_protocol, evaluate
 from raypipe.io import write_json_atomic
 from raypipe.models.registry import build_model, get_spec
-from raypipe.rundir import CONFIG_FILE, CURVES_FILE, INDEX_FILE, METRICS_FILE, WEIGHTS_FILE, load_weights, save_weights
+from raypipe.rundir import (CONFIG_FILE, CURVES_FILE, INDEX_FILE, METRICS_FILE, RANKS_FILE, WEIGHTS_FILE, load_weights,
+                            save_weights)
 from raypipe.train.finetune import trainable_filter_for
 from raypipe.train.loop import (
     BEST_FILE, ModelFactory, RankingValidator, TrainPayload, load_workers, train_loop_per_worker,
@@ -168,14 +169,30 @@ def _init_state(cfg: ExperimentConfig, index: ItemIndex) -> dict[str, torch.Tens
     return torch.load(weights, map_location="cpu")
 
 
+def eval_protocol(cfg: ExperimentConfig, es: EvalSet, what: str = "eval") -> str:
+    """The protocol of ``eval.protocol`` (``what="eval"``) or ``train.valid_protocol`` (``"valid"``) on one
+    domain's users: ``auto`` is the model spec's protocol, and a ``sampled`` spec protocol ranks the whole
+    catalogue instead where some user has fewer than ``eval.n_neg`` items left to sample (a catalogue that
+    small is cheaper to rank whole than to sample from).  An explicit ``sampled`` is never changed."""
+    value = cfg.eval.protocol if what == "eval" else cfg.train.valid_protocol
+    if value != "auto":
+        return value
+    return auto_protocol(get_spec(cfg.model.name).protocol, es, cfg.eval.n_neg)
+
+
 def evaluate_domains(model: torch.nn.Module, prep: Prepared, domains: list[str], cfg: ExperimentConfig,
-                     split: str = "test", ranks_out: dict[str, np.ndarray] | None = None) -> dict[str, dict[str, float]]:
-    """Metrics per domain; with ``ranks_out`` also each domain's per-user target ranks (for paired tests)."""
+                     split: str = "test", ranks_out: dict[str, np.ndarray] | None = None,
+                     protocols_out: dict[str, str] | None = None) -> dict[str, dict[str, float]]:
+    """Metrics per domain; with ``ranks_out`` also each domain's per-user target ranks (for paired tests),
+    with ``protocols_out`` the protocol each domain was ranked with."""
     ec = cfg.eval
     out = {}
     for d in domains:
         es = prep.eval_set(split, d, cfg.data.max_len)
-        out[d], ranks = evaluate(model.score, es, protocol=ec.protocol, ks=tuple(ec.ks),
+        protocol = eval_protocol(cfg, es)
+        if protocols_out is not None:
+            protocols_out[d] = protocol
+        out[d], ranks = evaluate(model.score, es, protocol=protocol, ks=tuple(ec.ks),
                                  k_percents=tuple(ec.k_percents), n_neg=ec.n_neg, exclude_seen=ec.exclude_seen,
                                  seed=cfg.train.seed, return_ranks=True)
         if ranks_out is not None:
@@ -297,7 +314,9 @@ def run_experiment(cfg: ExperimentConfig, callbacks: Sequence[Any] = ()) -> RunR
             validator, what = spec.validator(cfg.model, catalogue), f"{cfg.model.name}'s own validation"
         else:
             valid = valid_sets(prep, train_domains, cfg.data.max_len, cfg.train.valid_users, cfg.train.seed)
-            validator = RankingValidator(valid, cfg.train.metric, cfg.train.valid_average)
+            validator = RankingValidator(valid, cfg.train.metric, cfg.train.valid_average,
+                                         {d: eval_protocol(cfg, es, "valid") for d, es in valid.items()},
+                                         cfg.eval.n_neg, cfg.train.seed)
             what = f"{sum(v.n_users for v in valid.values())} validation users"
         if spec.validator is not None:  # e.g. CDIM: the untuned encoder's values, to compare with
             untrained_valid = validator(model, 0, 1, torch.device("cpu"))
@@ -316,10 +335,17 @@ def run_experiment(cfg: ExperimentConfig, callbacks: Sequence[Any] = ()) -> RunR
     train_seconds = time.time() - t0
     save_weights(run_dir, model.state_dict())
     # only recommenders are judged by next-item ranking (a matcher such as CDIM reports its validation)
-    test = evaluate_domains(model, prep, eval_domains, cfg) if "scorer" in spec.capabilities else {}
+    protocols: dict[str, str] = {}
+    ranks: dict[str, np.ndarray] = {}
+    test = evaluate_domains(model, prep, eval_domains, cfg, ranks_out=ranks, protocols_out=protocols) \
+        if "scorer" in spec.capabilities else {}
+    if ranks:
+        write_json_atomic(run_dir / RANKS_FILE, {
+            d: {"users": [str(u) for u in prep.eval_set("test", d, cfg.data.max_len).user_ids],
+                "ranks": [float(x) if np.isfinite(x) else "inf" for x in r]} for d, r in ranks.items()})
     write_json_atomic(run_dir / METRICS_FILE, {
         "stage": cfg.run.stage, "mode": cfg.run.mode, "model": cfg.model.name, "dataset": str(path),
-        "train_domains": train_domains, "test": test, "history": history, "best_epoch": best_epoch,
+        "train_domains": train_domains, "test": test, "protocols": protocols, "history": history, "best_epoch": best_epoch,
         "train_seconds": train_seconds, "workers": workers, "train_rows": n_rows,
         **({"untrained_valid": untrained_valid} if untrained_valid is not None else {}),
     })

@@ -1,0 +1,295 @@
+"""UPSR benchmarks: batched vs per-candidate perplexity scoring, and the Table 3 / Table 4 analogue.
+
+    python bench/bench_upsr.py scoring --out bench/results/upsr
+    python bench/bench_upsr.py quality --seeds 0 --pre-epochs 3 --ft-epochs 4 --out bench/results/upsr
+
+``scoring``: one history of ``--short`` and one of ``--long`` items (their prompt lengths in tokens are
+recorded), 100 candidates each; candidates scored per second by ``UPSR.score`` (each history encoded
+once, the decoder prefix cached, all candidates in batched decoder passes) and by
+``UPSR.score_per_candidate`` (an encoder and a decoder pass per pair); ``scoring_speedup`` is their
+ratio.  Then the wall time of the sampled-100 protocol (101 candidates per user) over real test users,
+per 1,000 users.  The model is untrained: speed does not depend on the weights.
+
+``quality``: a generated benchmark with ``--items`` items per domain (so that 100 negatives can be
+sampled in every domain; the embedded ``tiny`` has 60, ``small`` is beyond a CPU budget for UPSR),
+3 source and 3 target domains.  Every model is judged on the target domains' leave-one-out test users
+with the paper's protocol: the target among 100 sampled negatives the user never touched, HR@1/5/10 and
+NDCG@5/10.  Rows: BERT4Rec and SASRec trained on each target (from scratch); UPSR (MiniLM enc-dec) and
+UPSR (random small T5 + catalogue tokenizer) pre-trained on the sources (C→T text), then fine-tuned per
+target (C→T→DPT text); zero-shot (Table 4 analogue): UPSR with and without pre-training, no target
+training.  Paired bootstrap of per-user NDCG@10, UPSR (MiniLM) vs each other row.
+
+Raw results: ``<out>.json`` (both parts; each run invocation merges its part) and ``<out>.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from raypipe.io import write_json_atomic, write_text_atomic  # noqa: E402
+
+log = logging.getLogger("bench_upsr")
+KS = [1, 5, 10]
+METRICS = ["hr@1", "hr@5", "hr@10", "ndcg@5", "ndcg@10"]
+REF = "upsr_minilm"
+
+
+def mini_dataset(args: argparse.Namespace) -> Path:
+    """The generated benchmark of ``--items`` items per domain and ``--users`` users (written once)."""
+    from raypipe.data import builtin
+
+    out = Path(args.data_dir) / f"upsr-i{args.items}-u{args.users}-e{args.events:g}"
+    if not (out / "dataset.json").exists():
+        builtin.write(out, builtin.BenchmarkConfig(n_items_per_domain=args.items, n_users=args.users,
+                                                   mean_events=args.events))
+    return out
+
+
+# -- scoring --------------------------------------------------------------------------------------------
+
+
+def scoring(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from raypipe.config import load_config
+    from raypipe.eval.protocols import evaluate
+    from raypipe.models.registry import build_model
+    from raypipe.train.run import item_catalogue, prepare_for, resolve_dataset
+
+    torch.set_num_threads(args.threads)
+    data = mini_dataset(args)
+    cfg = load_config(None, ["model.name=upsr", f"data.dataset={data}", "model.template=upsr_finetune",
+                             f"data.max_len={args.long}"])
+    prep = prepare_for(cfg.data)
+    catalogue = item_catalogue(cfg, prep, resolve_dataset(cfg.data.dataset))
+    torch.manual_seed(0)
+    model = build_model(cfg.model, catalogue).eval()
+    rng = np.random.default_rng(0)
+    out: dict[str, Any] = {"threads": args.threads, "candidates": 100, "backbone": "minilm",
+                           "template": "upsr_finetune", "cases": {}}
+    for label, n_items in (("short", args.short), ("long", args.long)):
+        hist = torch.from_numpy(rng.choice(np.arange(1, catalogue.num_items + 1), size=(args.users_batched, n_items)))
+        cands = torch.from_numpy(rng.choice(np.arange(1, catalogue.num_items + 1), size=(args.users_batched, 100)))
+        tokens = len(model.encoder_input([int(i) for i in hist[0]] + [0], {n_items})[0])
+        with torch.inference_mode():
+            model.score(hist[:1], cands[:1, :10])  # warm-up
+            t0 = time.perf_counter()
+            batched = model.score(hist, cands)
+            t_b = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            naive = model.score_per_candidate(hist[: args.users_naive], cands[: args.users_naive])
+            t_n = time.perf_counter() - t0
+        diff = float((batched[: args.users_naive] - naive).abs().max())
+        rate_b = hist.shape[0] * 100 / t_b
+        rate_n = args.users_naive * 100 / t_n
+        out["cases"][label] = {"history_items": n_items, "prompt_tokens": tokens, "batched_cands_per_s": rate_b,
+                               "per_candidate_cands_per_s": rate_n, "speedup": rate_b / rate_n,
+                               "max_abs_diff": diff, "users_batched": int(hist.shape[0]),
+                               "users_per_candidate": args.users_naive}
+        log.info("%s (%d items, %d tokens): batched %.1f cand/s, per-candidate %.1f cand/s, %.1fx (max diff %.1e)",
+                 label, n_items, tokens, rate_b, rate_n, rate_b / rate_n, diff)
+    out["scoring_speedup"] = out["cases"]["long"]["speedup"]
+    # the sampled-100 protocol on real test users of the target domains (history window: --long items)
+    target = prep.info.target_domains[0]
+    es = prep.eval_set("test", target, args.long)
+    indptr, _ = es.seen_csr()
+    fits = np.flatnonzero(es.catalogue.size - np.diff(indptr) - 1 >= 100)  # users 100 negatives exist for
+    es = es.subset(fits[: args.protocol_users])
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        evaluate(model.score, es, protocol="sampled", n_neg=100, ks=tuple(KS), progress=False)
+    wall = time.perf_counter() - t0
+    out["sampled_protocol"] = {"domain": target, "users": es.n_users, "catalogue": int(es.catalogue.size), "seconds": wall,
+                               "seconds_per_1000_users": wall / es.n_users * 1000, "history_items": args.long}
+    log.info("sampled-100 protocol: %d users in %.1f s (%.0f s per 1,000 users)", es.n_users, wall,
+             wall / es.n_users * 1000)
+    return out
+
+
+# -- quality --------------------------------------------------------------------------------------------
+
+
+def _base(args: argparse.Namespace, data: Path, seed: int) -> list[str]:
+    return [f"data.dataset={data}", f"data.max_len={args.max_len}", f"train.seed={seed}",
+            "eval.protocol=sampled", "train.valid_protocol=sampled", "eval.n_neg=100", f"eval.ks={KS}",
+            "train.metric=ndcg@10", f"train.valid_users={args.valid_users}", f"run.storage_path={args.runs}"]
+
+
+def _run(args: argparse.Namespace, name: str, overrides: list[str]) -> dict[str, Any]:
+    from raypipe.config import load_config
+    from raypipe.rundir import load_ranks
+    from raypipe.train.run import run_experiment
+
+    run_dir = Path(args.runs) / name
+    if not (args.reuse and (run_dir / "metrics.json").exists()):
+        cfg = load_config(None, overrides + [f"run.name={name}"])
+        t0 = time.time()
+        run_experiment(cfg)
+        log.info("%s: %.0f s", name, time.time() - t0)
+    m = json.loads((run_dir / "metrics.json").read_text())
+    return {"run": str(run_dir), "test": m["test"], "protocols": m.get("protocols", {}),
+            "best_epoch": m["best_epoch"], "train_seconds": m["train_seconds"], "ranks": load_ranks(run_dir),
+            "history": [{k: v for k, v in h.items() if k in ("epoch", "train_loss", "valid/ndcg@10")}
+                        for h in m["history"]]}
+
+
+def quality(args: argparse.Namespace) -> dict[str, Any]:
+    from raypipe.runtime import init_ray
+
+    init_ray(num_cpus=2)
+    data = mini_dataset(args)
+    from raypipe.data.registry import resolve_dataset
+    from raypipe.data.dataset import CanonicalDataset
+
+    info = CanonicalDataset.open(resolve_dataset(str(data))).info
+    out: dict[str, Any] = {"dataset": str(data), "items_per_domain": args.items, "users": args.users,
+                           "max_len": args.max_len, "pre_epochs": args.pre_epochs, "ft_epochs": args.ft_epochs,
+                           "targets": info.target_domains, "seeds": {}}
+    ft = ["run.stage=finetune", "run.mode=transductive"]
+    for seed in args.seeds:
+        base = _base(args, data, seed)
+        runs: dict[str, dict[str, Any]] = {}
+        for model in ("bert4rec", "sasrec"):
+            runs[model] = _run(args, f"s{seed}-{model}", base + ft + [f"model.name={model}",
+                                                                  f"train.epochs={args.id_epochs}"])
+        upsr_train = [f"train.batch_size={args.batch_size}", f"train.optim.grad_accum={args.grad_accum}",
+                      "train.optim.warmup_steps=10", "train.patience=2"]
+        for label, backbone in (("minilm", "minilm"), ("t5random", "t5-random")):
+            if label not in args.backbones:
+                continue
+            pre = _run(args, f"s{seed}-upsr_{label}-pre", base + upsr_train + [
+                "run.stage=pretrain", "model.name=upsr", f"model.backbone={backbone}",
+                f"train.epochs={args.pre_epochs}", "data.eval_domains=[]"])
+            init = [f"run.init_from={pre['run']}"]
+            runs[f"upsr_{label}"] = _run(args, f"s{seed}-upsr_{label}-ft", base + ft + upsr_train + init + [
+                "model.name=upsr", f"model.backbone={backbone}", f"train.epochs={args.ft_epochs}"])
+            runs[f"upsr_{label}_zero_shot"] = _run(args, f"s{seed}-upsr_{label}-zs", base + init + [
+                "run.stage=finetune", "run.mode=zero-shot", "model.name=upsr", f"model.backbone={backbone}"])
+            if label == "minilm":  # Table 8 analogue: the zero-shot text in the pre-training format (C→T)
+                runs["upsr_minilm_zero_shot_ct"] = _run(args, f"s{seed}-upsr_minilm-zs-ct", base + init + [
+                    "run.stage=finetune", "run.mode=zero-shot", "model.name=upsr", "model.backbone=minilm",
+                    "model.template=upsr_pretrain"])
+                runs["upsr_minilm_zero_shot_no_pretrain"] = _run(args, f"s{seed}-upsr_minilm-zs-raw", base + [
+                    "run.stage=finetune", "run.mode=zero-shot", "model.name=upsr", "model.backbone=minilm"])
+        out["seeds"][str(seed)] = {"runs": runs, "paired": paired(runs, seed)}
+    return out
+
+
+def paired(runs: dict[str, dict[str, Any]], seed: int) -> dict[str, Any]:
+    """UPSR (MiniLM) vs every other row: paired bootstrap of per-user NDCG@10 over each target's users."""
+    from raypipe.eval.significance import paired_bootstrap
+
+    def ndcg10(rank: float) -> float:
+        return 1.0 / np.log2(rank + 1.0) if rank <= 10 else 0.0
+
+    if REF not in runs:
+        return {}
+    res: dict[str, Any] = {}
+    for other, r in runs.items():
+        if other == REF:
+            continue
+        res[other] = {}
+        for d, users in runs[REF]["ranks"].items():
+            common = sorted(set(users) & set(r["ranks"].get(d, {})))
+            a = np.array([ndcg10(users[u]) for u in common])
+            b = np.array([ndcg10(r["ranks"][d][u]) for u in common])
+            res[other][d] = paired_bootstrap(a, b, seed=seed).as_dict()
+    return res
+
+
+# -- report ---------------------------------------------------------------------------------------------
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = ["# UPSR benchmark", ""]
+    sc = results.get("scoring")
+    if sc:
+        lines += [f"## Scoring 100 candidates ({sc['threads']} torch thread(s), untrained MiniLM enc-dec, "
+                  f"{sc['template']} text)", "",
+                  "| History | Prompt tokens | Batched cand/s | Per-candidate cand/s | Speed-up | Max abs diff |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for label, c in sc["cases"].items():
+            lines.append(f"| {label} ({c['history_items']} items) | {c['prompt_tokens']} | "
+                         f"{c['batched_cands_per_s']:.1f} | {c['per_candidate_cands_per_s']:.1f} | "
+                         f"{c['speedup']:.1f}x | {c['max_abs_diff']:.1e} |")
+        p = sc["sampled_protocol"]
+        lines += ["", f"Sampled-100 protocol: {p['users']} test users of `{p['domain']}` in {p['seconds']:.1f} s, "
+                  f"{p['seconds_per_1000_users']:.0f} s per 1,000 users.", ""]
+    q = results.get("quality")
+    if q:
+        lines += [f"## Target domains, sampled 100 negatives ({q['items_per_domain']} items per domain, "
+                  f"{q['users']} users; pre-training {q['pre_epochs']} epochs, fine-tuning {q['ft_epochs']})", ""]
+        for seed, block in q["seeds"].items():
+            for d in q["targets"]:
+                lines += [f"### seed {seed}, `{d}`", "", "| Model | " + " | ".join(METRICS) + " | users |",
+                          "|---|" + "---:|" * (len(METRICS) + 1)]
+                for name, r in block["runs"].items():
+                    m = r["test"].get(d)
+                    if m:
+                        lines.append(f"| {name} | " + " | ".join(f"{m[k]:.4f}" for k in METRICS)
+                                     + f" | {int(m['n_users'])} |")
+                lines.append("")
+            lines += [f"Paired bootstrap, {REF} − other, NDCG@10 (seed {seed}):", "",
+                      "| Other | " + " | ".join(q["targets"]) + " |", "|---|" + "---:|" * len(q["targets"])]
+            for other, per in block["paired"].items():
+                cells = [f"{per[d]['diff']:+.4f} (p={per[d]['p_value']:.3f})" if d in per else "–"
+                         for d in q["targets"]]
+                lines.append(f"| {other} | " + " | ".join(cells) + " |")
+            lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("part", choices=["scoring", "quality", "report"])
+    p.add_argument("--out", default="bench/results/upsr")
+    p.add_argument("--data-dir", default="/tmp/rpdata")
+    p.add_argument("--runs", default="/tmp/upsr_runs")
+    p.add_argument("--items", type=int, default=150)
+    p.add_argument("--users", type=int, default=500)
+    p.add_argument("--events", type=float, default=16)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--short", type=int, default=5)
+    p.add_argument("--long", type=int, default=50)
+    p.add_argument("--users-batched", type=int, default=8)
+    p.add_argument("--users-naive", type=int, default=2)
+    p.add_argument("--protocol-users", type=int, default=50)
+    p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0])
+    p.add_argument("--max-len", type=int, default=10)
+    p.add_argument("--pre-epochs", type=int, default=3)
+    p.add_argument("--ft-epochs", type=int, default=4)
+    p.add_argument("--id-epochs", type=int, default=60)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--grad-accum", type=int, default=2)
+    p.add_argument("--valid-users", type=int, default=100)
+    p.add_argument("--backbones", type=lambda s: s.split(","), default=["minilm", "t5random"])
+    p.add_argument("--reuse", action="store_true", help="reuse finished runs of an earlier invocation")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    out = Path(args.out)
+    path = out.with_suffix(".json")
+    results = json.loads(path.read_text()) if path.exists() else {}
+    if args.part == "scoring":
+        results["scoring"] = scoring(args)
+        results["scoring_speedup"] = results["scoring"]["scoring_speedup"]
+    elif args.part == "quality":
+        results["quality"] = quality(args)
+    results.setdefault("commands", {})[args.part] = "python bench/bench_upsr.py " + " ".join(argv or sys.argv[1:])
+    write_json_atomic(path, results)
+    write_text_atomic(out.with_suffix(".md"), markdown(results))
+    print(markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
