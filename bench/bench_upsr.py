@@ -100,10 +100,12 @@ def scoring(args: argparse.Namespace) -> dict[str, Any]:
                  label, n_items, tokens, rate_b, rate_n, rate_b / rate_n, diff)
     out["scoring_speedup"] = out["cases"]["long"]["speedup"]
     # the sampled-100 protocol on real test users of the target domains (history window: --long items)
-    target = prep.info.target_domains[0]
+    target = max(prep.info.target_domains, key=lambda d: prep.eval_set("test", d, args.long).catalogue.size)
     es = prep.eval_set("test", target, args.long)
     indptr, _ = es.seen_csr()
     fits = np.flatnonzero(es.catalogue.size - np.diff(indptr) - 1 >= 100)  # users 100 negatives exist for
+    if not fits.size:
+        raise SystemExit(f"no test user of {target} has 100 untouched items: raise --items")
     es = es.subset(fits[: args.protocol_users])
     t0 = time.perf_counter()
     with torch.inference_mode():

@@ -317,3 +317,16 @@ def test_rerank_over_first_stage_top_n() -> None:
         compute_ranks(coarse_hash, big, EvalConfig(protocol="rerank", top_n=12, max_scores_per_batch=80),
                       first_stage=by_index),
     )
+
+
+def test_auto_protocol_samples_only_where_every_user_has_enough_negatives() -> None:
+    from raypipe.eval.protocols import auto_protocol
+
+    history = np.array([[0, 1, 2], [3, 4, 5]], dtype=np.int64)
+    es = EvalSet(history=history, target=np.array([6, 7]), catalogue=np.arange(1, 105, dtype=np.int64))
+    # the user with 3 seen items has 104 - 3 - 1 = 100 untouched items: 100 negatives fit, 101 do not
+    assert auto_protocol("sampled", es, 100) == "sampled"
+    assert auto_protocol("sampled", es, 101) == "full"
+    assert auto_protocol("full", es, 100) == "full"
+    small = EvalSet(history=history, target=np.array([6, 7]), catalogue=np.arange(1, 41, dtype=np.int64))
+    assert auto_protocol("sampled", small, 100) == "full"

@@ -4,9 +4,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from raypipe.config import load_config
+from raypipe.rundir import load_ranks
 from raypipe.train.loop import EarlyStopping, LoopState
 from raypipe.train.run import METRICS_FILE, run_experiment
 
@@ -51,6 +53,12 @@ def test_two_worker_ddp_run_writes_a_complete_run_dir(ray_local, tiny_dataset: P
     m = json.loads((res.run_dir / METRICS_FILE).read_text())
     assert set(m["test"]) == {"books", "movies", "electronics"}
     assert 0.0 <= m["test"]["books"]["ndcg@10"] <= 1.0
+    assert m["protocols"] == {"books": "full", "movies": "full", "electronics": "full"}  # SASRec's auto
+    # every test user's rank is kept: their NDCG@10 averages to the reported value
+    ranks = load_ranks(res.run_dir)["books"]
+    assert len(ranks) == m["test"]["books"]["n_users"]
+    r = np.array(list(ranks.values()))
+    assert np.mean(np.where(r <= 10, 1 / np.log2(r + 1), 0.0)) == pytest.approx(m["test"]["books"]["ndcg@10"])
 
 
 def test_resume_after_failure_matches_uninterrupted(ray_local, tiny_dataset: Path, tmp_path: Path) -> None:
