@@ -189,10 +189,8 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
 
 def paired(runs: dict[str, dict[str, Any]], seed: int) -> dict[str, Any]:
     """UPSR (MiniLM) vs every other row: paired bootstrap of per-user NDCG@10 over each target's users."""
+    from raypipe.eval.metrics import ndcg
     from raypipe.eval.significance import paired_bootstrap
-
-    def ndcg10(rank: float) -> float:
-        return 1.0 / np.log2(rank + 1.0) if rank <= 10 else 0.0
 
     if REF not in runs:
         return {}
@@ -203,8 +201,8 @@ def paired(runs: dict[str, dict[str, Any]], seed: int) -> dict[str, Any]:
         res[other] = {}
         for d, users in runs[REF]["ranks"].items():
             common = sorted(set(users) & set(r["ranks"].get(d, {})))
-            a = np.array([ndcg10(users[u]) for u in common])
-            b = np.array([ndcg10(r["ranks"][d][u]) for u in common])
+            a = ndcg(np.array([users[u] for u in common]), 10)
+            b = ndcg(np.array([r["ranks"][d][u] for u in common]), 10)
             res[other][d] = paired_bootstrap(a, b, seed=seed).as_dict()
     return res
 

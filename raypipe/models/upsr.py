@@ -118,17 +118,22 @@ class UPSR(SequentialRecommender):
         self.sep = ids(",")
         self.tail = ids(UPSR_PROMPT_TAIL.strip()) + [self.lm.eos_id]
 
+    def _keep_from(self, lens: list[int]) -> int:
+        """The first item position kept when item texts of ``lens`` tokens must fit ``max_tokens`` with the
+        prompt around them (the oldest items go first, whole; the last item always stays)."""
+        start = 0
+        total = len(self.head) + len(self.tail) + sum(lens) + len(self.sep) * max(len(lens) - 1, 0)
+        while total > self.cfg.max_tokens and start < len(lens) - 1:
+            total -= lens[start] + len(self.sep)
+            start += 1
+        return start
+
     def encoder_input(self, items: list[int], masked: set[int] | None = None) -> tuple[list[int], int]:
         """The token ids of the prompt over ``items`` (item indices, oldest first) with the positions in
         ``masked`` replaced by sentinels in order, cut to ``max_tokens`` by dropping the oldest items.
         Returns ``(ids, first kept position)``."""
         masked = masked or set()
-        lens = [1 if p in masked else len(self.item_tokens[i]) for p, i in enumerate(items)]
-        fixed = len(self.head) + len(self.tail)
-        start, total = 0, fixed + sum(lens) + len(self.sep) * max(len(items) - 1, 0)
-        while total > self.cfg.max_tokens and start < len(items) - 1:
-            total -= lens[start] + len(self.sep)
-            start += 1
+        start = self._keep_from([1 if p in masked else len(self.item_tokens[i]) for p, i in enumerate(items)])
         out = list(self.head)
         k = 0
         for p in range(start, len(items)):
@@ -155,8 +160,7 @@ class UPSR(SequentialRecommender):
     # -- MITP (eq. 1) ----------------------------------------------------------------------------------
     def mitp_example(self, items: list[int], rng: np.random.Generator) -> tuple[list[int], list[int]]:
         """One MITP example of a sequence: (encoder ids, target ids)."""
-        _, start = self.encoder_input(items)
-        items = items[start:]
+        items = items[self._keep_from([len(self.item_tokens[i]) for i in items]):]
         n = len(items)
         if n == 1 or rng.random() < self.cfg.last_item_ratio:
             chosen = [n - 1]
