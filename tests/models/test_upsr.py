@@ -133,6 +133,9 @@ def test_t5_random_scores_and_carries_its_tokenizer_in_the_weights(catalogue) ->
 def test_training_learns_a_next_item_task_and_generates_its_text(catalogue) -> None:
     torch.manual_seed(0)
     m = _t5(catalogue, last_item_ratio=1.0)
+    for mod in m.modules():  # no dropout: the run converges the same way whatever the thread count
+        if isinstance(mod, torch.nn.Dropout):
+            mod.p = 0.0
     rng = np.random.default_rng(0)
     items = rng.choice(np.arange(1, 41), size=24, replace=False)
     hist, nxt = items[:12].reshape(6, 2), items[12:18]
