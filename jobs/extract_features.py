@@ -24,7 +24,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", required=True, help="canonical dataset directory, or builtin:<tiny|small|large>")
     p.add_argument("--out", required=True, help="feature store directory")
-    p.add_argument("--views", default=",".join(VIEWS), help="comma-separated subset of text,image,cross")
+    p.add_argument("--views", default="text,image,cross",
+                   help=f"comma-separated subset of {','.join(VIEWS)} (image_grid: UniMP's region features)")
     p.add_argument("--text-model", default=None, help="local HF / sentence-transformers directory (default: MiniLM)")
     p.add_argument("--text-template", default="plain", help="plain | upsr_pretrain | upsr_finetune | unimp")
     p.add_argument("--image-model", default=DEFAULT_IMAGE_MODEL,
@@ -38,6 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--torch-threads", type=int, default=None, help="torch threads per actor (default: 1)")
     p.add_argument("--rows-per-file", type=int, default=1024, help="rows per part file (resume granularity)")
     p.add_argument("--seed", type=int, default=0, help="seed of random initialisation (no checkpoint)")
+    p.add_argument("--image-grid", type=int, default=3, help="regions per side of the image_grid view")
     p.add_argument("--force", action="store_true", help="recompute views that are up to date")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (ignored on a cluster)")
     p.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS, else a local Ray)")
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         text_model=args.text_model, text_template=args.text_template, image_model=args.image_model,
         cross_model=args.cross_model, image_size=args.image_size, batch_size=args.batch_size,
         num_gpus=args.num_gpus, num_actors=args.num_actors, torch_threads=args.torch_threads,
-        rows_per_file=args.rows_per_file, seed=args.seed, force=args.force,
+        rows_per_file=args.rows_per_file, seed=args.seed, force=args.force, image_grid=args.image_grid,
     )
     try:
         cfg.validate()

@@ -94,6 +94,9 @@ class DataConfig:
     features: str | None = None
     #: the views of the feature store a model may read (each becomes a named view of the ItemCatalogue)
     feature_views: list[str] = field(default_factory=lambda: ["text"])
+    #: per-event attributes the sequences carry besides items and times: ``ratings``, ``reviews``
+    #: (UniMP's preference and explanation tasks); ``[]`` reads neither
+    event_attrs: list[Literal["ratings", "reviews"]] = field(default_factory=list)
 
 
 @dataclass

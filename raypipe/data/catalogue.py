@@ -160,6 +160,14 @@ class ItemCatalogue:
             self._text_cache[key] = [""] + [render(template, r, **kwargs) for r in records]
         return self._text_cache[key]
 
+    def records(self) -> list[dict[str, Any]]:
+        """Every item index's text attributes (``title``, ``category``, ``brand``, ``price``,
+        ``description``; missing ones absent); entry 0 (padding) is ``{}``."""
+        def clean(r: dict[str, Any]) -> dict[str, Any]:
+            return {k: v for k, v in r.items() if k != "item_id" and v is not None and not (isinstance(v, float) and v != v)}
+
+        return self.derived("records", lambda: [{}] + [clean(r) for r in self._items().reset_index().to_dict("records")])
+
     def tokens(self, tokenizer: Any, template: str = "plain", max_length: int = 40) -> tuple[np.ndarray, np.ndarray]:
         """Token ids and attention masks ``[N+1, max_length]`` (int64) of every item's text for a Hugging
         Face tokenizer (no special tokens, right-padded, truncated); row 0 is all padding.  Cached per

@@ -23,7 +23,7 @@ import pandas as pd
 from raypipe.data.dataset import CanonicalDataset
 from raypipe.data.schema import DatasetInfo
 from raypipe.data.sequences import (
-    ItemIndex, SplitSet, build_sequences, item_counts, kcore, leave_one_out, mixed_leave_one_out, user_holdout,
+    EVENT_ATTRS, ItemIndex, SplitSet, build_sequences, item_counts, kcore, leave_one_out, mixed_leave_one_out, user_holdout,
 )
 from raypipe.eval.protocols import EvalSet
 
@@ -57,7 +57,7 @@ class Prepared:
 
 def prepare(path: str | Path, k: int = 5, domains: list[str] | None = None, *, split: str = "leave_one_out",
             flow: str = "domain", min_user_interactions: int = 0, k_core_roles: tuple[str, ...] = ("source", "target"),
-            seed: int = 0, train_fraction: float = 1.0) -> Prepared:
+            seed: int = 0, train_fraction: float = 1.0, event_attrs: tuple[str, ...] = ()) -> Prepared:
     """Load interactions (only the columns needed), filter them and split.
 
     ``split``: ``leave_one_out`` or ``user_433`` (PreRec); ``flow``: ``domain`` (a sequence per user and
@@ -65,7 +65,9 @@ def prepare(path: str | Path, k: int = 5, domains: list[str] | None = None, *, s
     with fewer interactions (in a domain, or in all for mixed flows) are dropped before the k-core;
     ``k_core_roles``: the domain roles the k-core applies to (the others are kept whole);
     ``train_fraction`` (``user_433`` only): the share of each domain's training users kept, the others
-    removed from the data (nested across shares for one ``seed``).
+    removed from the data (nested across shares for one ``seed``); ``event_attrs``: per-event attributes
+    the sequences carry besides items and times (``ratings``, ``reviews``: UniMP's preference and
+    explanation tasks), truncated with them by the splits.
     """
     if split not in ("leave_one_out", "user_433") or flow not in ("domain", "mixed"):
         raise ValueError(f"split must be leave_one_out|user_433 and flow domain|mixed, got {split!r}, {flow!r}")
@@ -73,8 +75,12 @@ def prepare(path: str | Path, k: int = 5, domains: list[str] | None = None, *, s
         raise ValueError(f"data.train_fraction must lie in (0, 1], got {train_fraction}")
     if train_fraction < 1.0 and split != "user_433":
         raise ValueError("data.train_fraction < 1 needs data.split=user_433 (training users are whole users)")
+    bad = sorted(set(event_attrs) - set(EVENT_ATTRS))
+    if bad:
+        raise ValueError(f"data.event_attrs: unknown {bad}; choose from {sorted(EVENT_ATTRS)}")
     ds = CanonicalDataset.open(path)
-    df = ds.interactions(columns=["user_id", "item_id", "domain", "timestamp"]).to_pandas()
+    extra = [EVENT_ATTRS[a][0] for a in event_attrs]
+    df = ds.interactions(columns=["user_id", "item_id", "domain", "timestamp", *extra]).to_pandas()
     if domains is not None:
         unknown = set(domains) - set(df["domain"].unique())
         if unknown:
@@ -123,4 +129,5 @@ def prepare_for(data) -> Prepared:
 
     return prepare(resolve_dataset(data.dataset), k=data.k_core, split=data.split, flow=data.flow,
                    min_user_interactions=data.min_user_interactions, k_core_roles=tuple(data.k_core_roles),
-                   seed=data.split_seed, train_fraction=data.train_fraction)
+                   seed=data.split_seed, train_fraction=data.train_fraction,
+                   event_attrs=tuple(data.event_attrs))

@@ -10,7 +10,7 @@ Conventions used by every model and by :mod:`raypipe.eval`:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -84,11 +84,18 @@ class ItemIndex:
         return cls(t["item_id"].to_numpy(dtype=object), t["domain"].to_numpy(dtype=object))
 
 
+#: optional per-event attributes a sequences frame can carry (``data.event_attrs``): the interactions
+#: column each is read from and the dtype of its arrays (reviews are object arrays of ``str | None``)
+EVENT_ATTRS: dict[str, tuple[str, str]] = {"ratings": ("rating", "float32"), "reviews": ("review", "object")}
+
+
 def build_sequences(df: pd.DataFrame, index: ItemIndex, by_domain: bool = True) -> pd.DataFrame:
     """One chronological sequence per user (per domain when ``by_domain``).
 
     Returns columns ``user_id``, ``domain`` (``"*"`` for mixed sequences), ``items`` (int64 arrays),
-    ``timestamps`` (int64 arrays).  Order: stable sort by timestamp within the input row order.
+    ``timestamps`` (int64 arrays), and ``ratings`` / ``reviews`` when ``df`` has ``rating`` / ``review``
+    columns (per-event arrays; a missing rating is NaN, a missing review ``None``).  Order: stable sort by
+    timestamp within the input row order.
     """
     df = df.assign(_row=np.arange(len(df)), _idx=index.lookup(df["item_id"]))
     if (df["_idx"] == 0).any():
@@ -100,12 +107,19 @@ def build_sequences(df: pd.DataFrame, index: ItemIndex, by_domain: bool = True) 
     out = pd.DataFrame({
         "items": g["_idx"].agg(lambda s: s.to_numpy(dtype=np.int64)),
         "timestamps": g["timestamp"].agg(lambda s: s.to_numpy(dtype=np.int64)),
+        **{name: g[col].agg(_event_array(dtype)) for name, (col, dtype) in EVENT_ATTRS.items() if col in df.columns},
     }).reset_index()
     if not by_domain:
         out["domain"] = "*"
         doms = g["domain"].agg(lambda s: s.to_numpy(dtype=object)).reset_index(drop=True)
         out["domains"] = doms
     return out
+
+
+def _event_array(dtype: str):  # noqa: ANN202 - a pandas aggregation function
+    if dtype == "object":
+        return lambda s: np.array([v if isinstance(v, str) else None for v in s], dtype=object)
+    return lambda s: s.to_numpy(dtype=dtype, na_value=np.nan)
 
 
 def mixed_flows(df: pd.DataFrame, index: ItemIndex) -> pd.DataFrame:
@@ -140,6 +154,8 @@ class SplitSet:
     target: np.ndarray
     target_time: np.ndarray
     history_domains: list[np.ndarray] | None = None
+    #: the target events' own attributes (``ratings``, ``reviews``) when the sequences carry them
+    target_attrs: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.target)
@@ -159,12 +175,13 @@ class SplitSet:
         idx = np.flatnonzero(mask)
         hd = None if self.history_domains is None else [self.history_domains[i] for i in idx]
         return SplitSet(self.user_id[idx], self.domain[idx], [self.history[i] for i in idx],
-                        self.target[idx], self.target_time[idx], hd)
+                        self.target[idx], self.target_time[idx], hd,
+                        {k: v[idx] for k, v in self.target_attrs.items()})
 
 
 def seq_columns(seqs: pd.DataFrame) -> list[str]:
     """The per-event array columns of a sequences frame (all truncated together by the splits)."""
-    return [c for c in ("items", "timestamps", "domains") if c in seqs.columns]
+    return [c for c in ("items", "timestamps", "domains", *EVENT_ATTRS) if c in seqs.columns]
 
 
 def _holdout(ev: pd.DataFrame, offset: int) -> SplitSet:
@@ -178,6 +195,8 @@ def _holdout(ev: pd.DataFrame, offset: int) -> SplitSet:
         np.array([s[len(s) - offset] for s in ev["items"]], dtype=np.int64),
         np.array([t[len(t) - offset] for t in ev["timestamps"]], dtype=np.int64),
         [d[: len(d) - offset] for d in ev["domains"]] if mixed else None,
+        {k: np.array([a[len(a) - offset] for a in ev[k]], dtype=EVENT_ATTRS[k][1])
+         for k in EVENT_ATTRS if k in ev.columns},
     )
 
 
@@ -190,7 +209,9 @@ def mixed_leave_one_out(flows: pd.DataFrame, min_len: int = 3) -> tuple[pd.DataF
     valid_rows: list[tuple] = []
     test_rows: list[tuple] = []
     train_cols: dict[str, list[np.ndarray]] = {c: [] for c in seq_columns(flows)}
-    for user, items, times, doms in zip(flows["user_id"], flows["items"], flows["timestamps"], flows["domains"]):
+    cols = seq_columns(flows)
+    for row, (user, items, times, doms) in enumerate(zip(flows["user_id"], flows["items"], flows["timestamps"],
+                                                        flows["domains"])):
         doms = np.asarray(doms, dtype=object)
         held = np.zeros(len(items), dtype=bool)
         for d in dict.fromkeys(doms.tolist()):
@@ -200,8 +221,8 @@ def mixed_leave_one_out(flows: pd.DataFrame, min_len: int = 3) -> tuple[pd.DataF
             for rows, p in ((valid_rows, pos[-2]), (test_rows, pos[-1])):
                 rows.append((user, d, items[:p], items[p], times[p], doms[:p]))
             held[pos[-2:]] = True
-        for c, arr in zip(("items", "timestamps", "domains"), (items, times, doms)):
-            train_cols[c].append(np.asarray(arr)[~held])
+        for c in cols:
+            train_cols[c].append(np.asarray(flows[c].iat[row])[~held])
     train = flows.copy()
     for c, vals in train_cols.items():
         train[c] = pd.Series(vals, index=flows.index, dtype=object)

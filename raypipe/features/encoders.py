@@ -427,15 +427,20 @@ class _PixelEncoder:
 
 class ImageEncoder(_PixelEncoder):
     """Image view: timm or torchvision penultimate features, or an open_clip image tower (float32,
-    L2-normalised)."""
+    L2-normalised).  ``grid > 0`` (timm only): the last feature map average-pooled to ``grid x grid``
+    regions instead, row-major, flattened to ``grid² x width`` (not normalised: UniMP's resampler
+    normalises its inputs)."""
 
     def __init__(self, spec: ModelSpec | str = DEFAULT_IMAGE_MODEL, device: str | None = None,
-                 image_size: int | None = None, seed: int = 0, torch_threads: int | None = None) -> None:
+                 image_size: int | None = None, seed: int = 0, torch_threads: int | None = None,
+                 grid: int = 0) -> None:
         import torch
 
         _threads(torch_threads)
         self.spec = parse_image_model(spec) if isinstance(spec, str) else spec
         self.spec.check()
+        if grid > 0 and self.spec.family != "timm":
+            raise ValueError(f"region features (grid={grid}) need a timm image model, got {self.spec.name}")
         self.device = resolve_device(device)
         self.preprocess = image_preprocess_for(self.spec, image_size)
         self.weights = weights_id(self.spec)
@@ -445,10 +450,19 @@ class ImageEncoder(_PixelEncoder):
         elif self.spec.family == "timm":
             self.model = build_timm(self.spec, seed).to(self.device)
             self._forward = self.model
+            if grid > 0:
+                model = self.model
+
+                def regions(x: "torch.Tensor") -> "torch.Tensor":  # noqa: F821
+                    fmap = torch.nn.functional.adaptive_avg_pool2d(model.forward_features(x), grid)
+                    return fmap.flatten(2).transpose(1, 2)  # [n, grid², width]
+
+                self._forward = regions
         else:
             clip = build_open_clip(self.spec, seed, image_size).to(self.device)
             self.model = clip.visual
             self._forward = self.model
+        self.grid = grid
         with torch.inference_mode():
             probe = torch.zeros(1, 3, self.preprocess.size, self.preprocess.size, device=self.device)
             self.dim = int(self._forward(probe).reshape(1, -1).shape[1])
@@ -464,8 +478,10 @@ class ImageEncoder(_PixelEncoder):
         out = np.zeros((len(images), self.dim), dtype=np.float32)
         with torch.inference_mode():
             for i in range(0, len(images), batch_size):
-                feats = self._forward(self._pixels(images[i:i + batch_size])).reshape(-1, self.dim)
-                out[i:i + len(feats)] = torch.nn.functional.normalize(feats.float(), dim=-1).cpu().numpy()
+                feats = self._forward(self._pixels(images[i:i + batch_size])).reshape(-1, self.dim).float()
+                if not self.grid:
+                    feats = torch.nn.functional.normalize(feats, dim=-1)
+                out[i:i + len(feats)] = feats.cpu().numpy()
         return out
 
 

@@ -13,7 +13,7 @@ from raypipe.config import ExperimentConfig
 
 log = logging.getLogger(__name__)
 
-EXTRACTED_VIEWS = ("text", "image")
+EXTRACTED_VIEWS = ("text", "image", "image_grid")
 
 
 def default_store(dataset: Path) -> Path:
@@ -35,7 +35,7 @@ def ensure_features(cfg: ExperimentConfig) -> ExperimentConfig:
     dataset = resolve_dataset(cfg.data.dataset)
     store = Path(cfg.data.features) if cfg.data.features else default_store(dataset)
     have = set(store_views(str(store)))
-    needed = set(views) | (set(EXTRACTED_VIEWS) if "cross" in views and "cross" not in have else set())
+    needed = set(views) | ({"text", "image"} if "cross" in views and "cross" not in have else set())
     missing = [v for v in EXTRACTED_VIEWS if v in needed - have]  # (cross is derived, never extracted here)
     if missing:
         if str(store).endswith(".npy"):

@@ -62,7 +62,9 @@ from raypipe.io import replace_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
 
-VIEWS: tuple[str, ...] = ("text", "image", "cross")
+VIEWS: tuple[str, ...] = ("text", "image", "cross", "image_grid")
+#: views of the image tower alone (pooled vector; region grid of UniMP's resampler)
+IMAGE_VIEWS = ("image", "image_grid")
 STORE_FORMAT = "raypipe.features/1"
 WORK_DIR = ".work"
 OK, MISSING, CORRUPT = "ok", "missing", "corrupt"
@@ -80,7 +82,7 @@ class FeatureConfig:
 
     dataset: str  # canonical dataset directory (items.parquet)
     out: str  # feature store directory
-    views: list[str] = field(default_factory=lambda: list(VIEWS))
+    views: list[str] = field(default_factory=lambda: ["text", "image", "cross"])
     #: local Hugging Face / sentence-transformers directory; ``None`` = the packaged MiniLM
     text_model: str | None = None
     #: item text template of raypipe.data.text (``plain``: title, else category)
@@ -93,6 +95,9 @@ class FeatureConfig:
     cross_model: str = DEFAULT_CROSS_MODEL
     #: image side length fed to the image encoders (``None`` = the architecture's native size)
     image_size: int | None = None
+    #: ``image_grid`` view: the image tower's last feature map average-pooled to ``grid x grid`` regions,
+    #: each a vector of the tower's width (timm models only), stored flattened (regions x width)
+    image_grid: int = 3
     #: rows per encoder call (and per decoding batch)
     batch_size: int = 64
     #: GPUs per encoder actor; ``None`` = 1 when the cluster has GPUs, else 0 (CPU)
@@ -126,6 +131,8 @@ class FeatureConfig:
             raise ValueError("num_actors must be >= 1")
         if self.image_size is not None and self.image_size < 8:
             raise ValueError("image_size must be >= 8")
+        if not 1 <= self.image_grid <= 7:
+            raise ValueError(f"image_grid must be in 1..7, got {self.image_grid}")
         if not (Path(self.dataset) / ITEMS_FILE).is_file():
             raise FileNotFoundError(f"{self.dataset}: no {ITEMS_FILE} (expected a canonical dataset directory)")
 
@@ -186,12 +193,16 @@ def _plan_view(view: str, cfg: FeatureConfig, stamp: dict[str, Any], available: 
         preprocess = None
         describe = {"template": cfg.text_template, "max_length": cfg.text_max_length}
     else:
-        spec = parse_image_model(cfg.image_model) if view == "image" else parse_cross_model(cfg.cross_model)
+        spec = parse_image_model(cfg.image_model) if view in IMAGE_VIEWS else parse_cross_model(cfg.cross_model)
         spec.check()
         encoder, model, checkpoint, weights = spec.name, spec.arch, spec.checkpoint, weights_id(spec)
         preprocess = image_preprocess_for(spec, cfg.image_size)
-        columns = image_cols if view == "image" else text_cols + image_cols
+        columns = image_cols if view in IMAGE_VIEWS else text_cols + image_cols
         describe = {"image_size": preprocess.size}
+        if view == "image_grid":
+            if spec.family != "timm":
+                raise ValueError(f"the image_grid view needs a timm image model (region features), got {spec.name}")
+            describe["grid"] = cfg.image_grid
         if view == "cross":
             describe["template"] = cfg.text_template
     if weights == "random":
@@ -199,7 +210,7 @@ def _plan_view(view: str, cfg: FeatureConfig, stamp: dict[str, Any], available: 
     fp = _fingerprint({"format": STORE_FORMAT, "view": view, "items": {k: stamp[k] for k in ("size", "mtime_ns")},
                        "encoder": encoder, "model": model if spec is not None else os.path.basename(model),
                        "weights": weights, **describe})
-    return _ViewPlan(view, encoder, model, checkpoint, weights, ("item_id",) + columns, view != "image",
+    return _ViewPlan(view, encoder, model, checkpoint, weights, ("item_id",) + columns, view not in IMAGE_VIEWS,
                      view != "text", preprocess, fp, describe)
 
 
@@ -313,7 +324,7 @@ class EncodeBatch:
     CPU — the same code either way."""
 
     def __init__(self, view: str, model: str, num_gpus: float, torch_threads: int, image_size: int | None,
-                 seed: int, text_max_length: int) -> None:
+                 seed: int, text_max_length: int, grid: int = 0) -> None:
         import torch
 
         torch.set_num_threads(max(1, torch_threads))
@@ -323,10 +334,11 @@ class EncodeBatch:
             from raypipe.features.text import TextEncoder
 
             self.encoder: Any = TextEncoder(model, device=device, max_length=text_max_length)
-        elif view == "image":
+        elif view in IMAGE_VIEWS:
             from raypipe.features.encoders import ImageEncoder
 
-            self.encoder = ImageEncoder(model, device=device, image_size=image_size, seed=seed)
+            self.encoder = ImageEncoder(model, device=device, image_size=image_size, seed=seed,
+                                        grid=grid if view == "image_grid" else 0)
         else:
             from raypipe.features.encoders import CrossModalEncoder
 
@@ -345,7 +357,7 @@ class EncodeBatch:
             present = text_status == OK
             if present.any():
                 vectors[present] = self.encoder.encode(list(batch["text"][present]), batch_size=max(1, n))
-        elif self.view == "image":
+        elif self.view in IMAGE_VIEWS:
             present = image_status == OK
             if present.any():
                 vectors[present] = self.encoder.encode(batch["pixels"][present], batch_size=max(1, n))
@@ -492,7 +504,8 @@ def _run_view(plan: _ViewPlan, cfg: FeatureConfig, res: _Resources, items: Path,
         fn_constructor_kwargs={"view": plan.view, "model": plan.model if plan.view == "text" else
                                _spec_string(plan), "num_gpus": res.num_gpus, "torch_threads": res.torch_threads,
                                "image_size": cfg.image_size, "seed": cfg.seed,
-                               "text_max_length": cfg.text_max_length},
+                               "text_max_length": cfg.text_max_length,
+                               "grid": cfg.image_grid if plan.view == "image_grid" else 0},
     )
     if interrupt_after is not None:
         ds = ds.limit(interrupt_after)

@@ -9,12 +9,12 @@ from torch import nn
 
 from raypipe.config import ModelConfig
 from raypipe.data.catalogue import ItemCatalogue
-from raypipe.models import bert4rec, cdim, gru4rec, pop, prerec, sasrec, unim2rec, upsr
+from raypipe.models import bert4rec, cdim, gru4rec, pop, prerec, sasrec, unim2rec, unimp, upsr
 from raypipe.models.spec import ModelSpec
 
 SPECS: dict[str, ModelSpec] = {s.name: s for s in (
     sasrec.SPEC, gru4rec.SPEC, bert4rec.SPEC, pop.POP_SPEC, pop.RANDOM_SPEC, pop.CONTENT_LAST_ITEM_SPEC, cdim.SPEC,
-    unim2rec.SPEC, unim2rec.UNISREC_SPEC, prerec.SPEC, upsr.SPEC,
+    unim2rec.SPEC, unim2rec.UNISREC_SPEC, prerec.SPEC, upsr.SPEC, unimp.SPEC,
 )}
 
 

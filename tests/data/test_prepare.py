@@ -73,3 +73,34 @@ def test_train_fraction_keeps_a_nested_seeded_share_of_each_domains_training_use
         prepare(tiny_dataset, train_fraction=0.5)
     with pytest.raises(ValueError, match=r"\(0, 1\]"):
         prepare(tiny_dataset, split="user_433", train_fraction=0.0)
+
+
+def test_event_attrs_travel_with_the_items_through_every_split(tiny_dataset) -> None:
+    import pandas as pd
+
+    from raypipe.data.dataset import CanonicalDataset
+
+    events = CanonicalDataset.open(tiny_dataset).interactions().to_pandas()
+    key = {(u, i, int(t)): (r, v) for u, i, t, r, v in
+           zip(events.user_id, events.item_id, events.timestamp, events.rating, events.review)}
+    plain = prepare(tiny_dataset)
+    assert "ratings" not in plain.train.columns and plain.test.target_attrs == {}
+    for split, flow in (("leave_one_out", "domain"), ("leave_one_out", "mixed"), ("user_433", "domain")):
+        p = prepare(tiny_dataset, split=split, flow=flow, event_attrs=("ratings", "reviews"))
+        ids = p.index.item_ids
+        for _, row in p.train.head(30).iterrows():
+            assert len(row["ratings"]) == len(row["reviews"]) == len(row["items"])
+            for it, t, r, v in zip(row["items"], row["timestamps"], row["ratings"], row["reviews"]):
+                want_r, want_v = key[(row["user_id"], ids[it - 1], int(t))]
+                assert r == want_r and (v == want_v if isinstance(want_v, str) else v is None)
+        if flow == "domain":
+            t = p.test
+            for k in range(20):
+                want_r, want_v = key[(t.user_id[k], ids[t.target[k] - 1], int(t.target_time[k]))]
+                assert t.target_attrs["ratings"][k] == want_r
+                assert t.target_attrs["reviews"][k] == (want_v if isinstance(want_v, str) else None)
+            sub = t.subset(np.arange(len(t)) < 5)
+            assert np.array_equal(sub.target_attrs["ratings"], t.target_attrs["ratings"][:5])
+    assert pd.isna(events.review).any()  # the fixture has events without a review
+    with pytest.raises(ValueError, match="data.event_attrs"):
+        prepare(tiny_dataset, event_attrs=("likes",))

@@ -168,3 +168,19 @@ def test_a_checkpoint_of_another_architecture_is_refused_naming_the_tensor(tmp_p
     torch.save(dict(list(state.items())[:-2]), tmp_path / "short.pth")
     with pytest.raises(ValueError, match="not this architecture"):
         ImageEncoder(f"timm:{EFFICIENTNET_LITE0_ARCH}:{tmp_path}/short.pth", device="cpu")
+
+
+def test_region_grid_features_pool_to_the_image_vector():
+    pooled = ImageEncoder(device="cpu")
+    photos = np.stack([pooled.preprocess(_photo("chelsea")), pooled.preprocess(_photo("coffee"))])
+    grid = ImageEncoder(device="cpu", grid=7)  # the 7x7 feature map itself, region by region
+    assert grid.dim == 49 * 1280
+    regions = grid.encode(photos).reshape(2, 49, 1280)
+    mean = regions.mean(1)
+    mean /= np.linalg.norm(mean, axis=1, keepdims=True)
+    assert np.allclose(mean, pooled.encode(photos), atol=1e-4)  # global average pooling = mean of regions
+    assert regions[0].std(0).mean() > 0.05  # regions differ
+    three = ImageEncoder(device="cpu", grid=3).encode(photos[:1])
+    assert three.shape == (1, 9 * 1280)
+    with pytest.raises(ValueError, match="timm image model"):
+        ImageEncoder("resnet50", device="cpu", grid=3)

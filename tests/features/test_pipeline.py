@@ -205,3 +205,25 @@ def test_the_encoder_actors_get_the_spec_the_plan_was_made_from(image_model, tmp
     cfg = FeatureConfig(dataset=str(tmp_path), out=str(tmp_path / "out"), views=["image"], image_model=image_model)
     plan = _plan_view("image", cfg, {"size": 1, "mtime_ns": 1}, {"item_id", "image"})
     assert parse_image_model(_spec_string(plan)) == parse_image_model(image_model)
+
+
+def test_image_grid_view_holds_region_features(ray_local, features_dataset, tiny_clip_dir, tmp_path, bad_rows):
+    from raypipe.features.encoders import ImageEncoder
+    from raypipe.features.pipeline import extract_features
+
+    model = "timm:convnext_atto"  # random init (seeded): small and fast at 32 px
+    cfg = extraction_config(features_dataset, tmp_path / "grid", tiny_clip_dir, views=["image_grid"],
+                            image_model=model, image_grid=2)
+    extract_features(cfg)
+    store = FeatureStore.open(tmp_path / "grid")
+    items = pq.read_table(features_dataset / ITEMS_FILE).to_pylist()
+    ids = [it["item_id"] for it in items[:16]] + [bad_rows["corrupt"], bad_rows["empty"]]
+    vecs, present = store.aligned("image_grid", ids)
+    enc = ImageEncoder(model, device="cpu", image_size=32, grid=2)
+    assert vecs.shape == (18, 4 * 320) and enc.dim == 4 * 320
+    assert not present[-2:].any()
+    ok = [i for i in range(16) if present[i]]
+    pixels = np.stack([enc.preprocess(data=items[i]["image"]) for i in ok])
+    np.testing.assert_allclose(vecs[ok], enc.encode(pixels), atol=1e-4)
+    with pytest.raises(ValueError, match="timm image model"):
+        extract_features(extraction_config(features_dataset, tmp_path / "bad", tiny_clip_dir, views=["image_grid"]))

@@ -1,0 +1,383 @@
+"""UniMP benchmarks: what the LM costs on this machine, then the Tables 1-3 analogue on a budget.
+
+    python bench/bench_unimp.py throughput --out bench/results/unimp
+    python bench/bench_unimp.py quality --variants unimp,wo_vision --max-users 120 --epochs 2 \\
+        --out bench/results/unimp
+    python bench/bench_unimp.py report --out bench/results/unimp
+
+``throughput``: UniMP on the packaged SmolLM2-135M (de-quantised from 4-bit) with the real image-region
+view of the embedded ``tiny`` catalogue: tokens per training row by task, training tokens/s (forward +
+backward of a batch of 8 rows, all tasks mixed), scoring histories/s (the ``rec`` prompt, one LM pass
+each), explanation tokens/s (greedy, cached).  These set the budget of ``quality``.
+
+``quality``: every variant is trained by ``raypipe.train.run.run_experiment`` (Ray Train, the one loop)
+on the source domains of ``--dataset`` with all four tasks (rec, preference, explanation, search),
+``--max-users`` training sequences (seeded subsample) x their last ``--rows-per-user`` events, for
+``--epochs``; then judged on the same domains' leave-one-out test events:
+
+* recommendation: full ranking of the domain's items (the run's own test metrics: HR@5/10, NDCG@5/10);
+* preference: MAE / RMSE of the predicted 1-5 rating;
+* explanation: BLEU-4 / ROUGE-1 / ROUGE-L of the greedy explanation against the user's review
+  (``--explain-users`` test events with a review);
+* search: the target's category as the query; rank of the target among the domain's items
+  (HR/NDCG/MRR@5).
+
+Baselines on the same test events: SASRec (trained by the same job) for recommendation; the item's
+mean training rating (global mean when unseen) for preference; for explanation the retrieval baseline
+"the latest training review of the same item, else of an item of the same category"; for search the
+category's most popular training items (query-only, not personalised).
+
+Variants: ``unimp`` (gated per-item cross-attention), ``wo_vision`` (fusion none), ``wo_fine_grained``
+(early fusion: visual tokens in the input), ``wo_exclusive`` (every token sees every earlier image),
+``wo_context`` (no context reconstruction), ``wo_reweight`` (gamma 0), ``wo_context_reweight`` (both),
+``small_lm`` (SmolLM2's first 6 blocks: an extra row).
+
+Raw results: ``<out>.json`` (each invocation merges its part) and ``<out>.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from raypipe.io import write_json_atomic, write_text_atomic  # noqa: E402
+
+log = logging.getLogger("bench_unimp")
+VARIANTS: dict[str, list[str]] = {
+    "unimp": [],
+    "wo_vision": ["model.fusion=none"],
+    "wo_fine_grained": ["model.fusion=early"],
+    "wo_exclusive": ["model.exclusive=false"],
+    "wo_context": ["model.context_loss=false"],
+    "wo_reweight": ["model.gamma=0"],
+    "wo_context_reweight": ["model.context_loss=false", "model.gamma=0"],
+    "small_lm": ["model.lm_layers=6"],
+}
+
+
+# -- throughput -----------------------------------------------------------------------------------------
+
+
+def _catalogue_and_rows(dataset: str, max_users: int):
+    from raypipe.config import load_config
+    from raypipe.features.ondemand import ensure_features
+    from raypipe.runtime import init_ray
+    from raypipe.train.run import item_catalogue, prepare_for, stage_domains
+    from raypipe.data.registry import resolve_dataset
+
+    init_ray(num_cpus=2)
+    cfg = ensure_features(load_config(None, ["model.name=unimp", f"data.dataset={dataset}",
+                                             f"model.max_users={max_users}"]))
+    prep = prepare_for(cfg.data)
+    train_domains, _ = stage_domains(cfg, prep)
+    cat = item_catalogue(cfg, prep, resolve_dataset(cfg.data.dataset))
+    return cfg, prep, cat, train_domains
+
+
+def throughput(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from raypipe.models.registry import build_model
+    from raypipe.models.unimp import TASKS, unimp_rows
+
+    torch.set_num_threads(args.threads)
+    cfg, prep, cat, domains = _catalogue_and_rows(args.dataset, 64)
+    train = prep.train[prep.train["domain"].isin(domains)]
+    rows = unimp_rows(cfg.model, train, cat)
+    torch.manual_seed(0)
+    t0 = time.time()
+    model = build_model(cfg.model, cat)
+    build_s = time.time() - t0
+    lengths: dict[str, list[int]] = {t: [] for t in TASKS}
+    for i in range(len(rows["task"])):
+        t = TASKS[int(rows["task"][i])]
+        ans = model.answer_tokens(t, int(rows["item"][i]), float(rows["rating"][i]),
+                                  [int(x) for x in rows["answer"][i] if x >= 0])
+        if ans is not None:
+            lengths[t].append(len(model.build_row([int(x) for x in rows["hist"][i] if x > 0], t,
+                                                  int(rows["item"][i]), ans).ids))
+    batch_n = 8
+    order = np.random.default_rng(0).permutation(len(rows["task"]))
+    model.train()
+    train_tok, train_s = 0, 0.0
+    for k in range(args.batches + 1):
+        idx = order[k * batch_n:(k + 1) * batch_n]
+        b = {c: torch.as_tensor(v[idx]) for c, v in rows.items()}
+        toks = sum(len(model.build_row([int(x) for x in b["hist"][j] if x > 0], TASKS[int(b["task"][j])],
+                                       int(b["item"][j]), [0]).ids) for j in range(len(idx)))
+        t0 = time.time()
+        model.loss(b).backward()
+        dt = time.time() - t0
+        if k:  # the first batch warms up
+            train_tok += toks
+            train_s += dt
+    model.zero_grad(set_to_none=True)
+    model.eval()
+    es = prep.eval_set("test", domains[0], 5)
+    hist = torch.as_tensor(es.history[: args.score_users])
+    with torch.no_grad():
+        t0 = time.time()
+        model.score(hist, torch.arange(1, cat.num_embeddings))
+        score_s = time.time() - t0
+    t0 = time.time()
+    texts = model.explain(hist[:4], torch.as_tensor(es.target[:4]), max_new_tokens=16)
+    gen_s = time.time() - t0
+    gen_tokens = sum(len(model.tok(t, add_special_tokens=False)["input_ids"]) for t in texts)
+    n_params = sum(p.numel() for p in model.parameters())
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {
+        "backbone": cfg.model.backbone, "source": model.source, "threads": args.threads, "build_seconds": build_s,
+        "parameters": n_params, "trainable_parameters": n_train,
+        "tokens_per_row": {t: {"mean": float(np.mean(v)), "max": int(np.max(v)), "rows": len(v)}
+                           for t, v in lengths.items() if v},
+        "train_tokens_per_s": train_tok / train_s, "train_rows_per_s": args.batches * batch_n / train_s,
+        "score_histories_per_s": len(hist) / score_s, "score_candidates": cat.num_items,
+        "explain_tokens_per_s": gen_tokens / gen_s if gen_tokens else 0.0, "explain_samples": texts,
+    }
+
+
+# -- quality --------------------------------------------------------------------------------------------
+
+
+def _run(args: argparse.Namespace, name: str, overrides: list[str]) -> Path:
+    from raypipe.config import load_config
+    from raypipe.features.ondemand import ensure_features
+    from raypipe.train.run import run_experiment
+
+    run_dir = Path(args.runs) / name
+    if not (args.reuse and (run_dir / "metrics.json").exists()):
+        cfg = ensure_features(load_config(None, overrides + [f"run.name={name}", f"run.storage_path={args.runs}"]))
+        t0 = time.time()
+        run_experiment(cfg)
+        log.info("%s: %.0f s", name, time.time() - t0)
+    return run_dir
+
+
+def _rank(scores: np.ndarray, target: int) -> int:
+    """0-based rank of column ``target`` (ties count against it)."""
+    return int((scores > scores[target]).sum() + (scores == scores[target]).sum() - 1)
+
+
+def _at5(ranks: list[int]) -> dict[str, float]:
+    r = np.asarray(ranks)
+    hit = r < 5
+    return {"hr@5": float(hit.mean()), "ndcg@5": float(np.where(hit, 1 / np.log2(r + 2), 0).mean()),
+            "mrr@5": float(np.where(hit, 1 / (r + 1), 0).mean()), "n": len(r)}
+
+
+def task_metrics(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Preference, explanation and search on the run's test events (the run's own rec metrics aside)."""
+    import torch
+
+    from raypipe.eval.text import text_scores
+    from raypipe.train.run import load_run
+
+    model, prep, cfg = load_run(run_dir)
+    model.eval()
+    domains = json.loads((run_dir / "metrics.json").read_text())["train_domains"]
+    out: dict[str, Any] = {}
+    for d in domains:
+        test = prep.test.subset(prep.test.domain == d)
+        n = min(len(test), args.eval_users)
+        hist = torch.as_tensor(test.padded(cfg.model.history)[:n])
+        target = torch.as_tensor(test.target[:n])
+        lo, hi = prep.index.domain_items(d).min(), prep.index.domain_items(d).max() + 1
+        res: dict[str, Any] = {}
+        with torch.no_grad():
+            rating = test.target_attrs["ratings"][:n]
+            ok = np.isfinite(rating)
+            pred = model.predict_rating(hist[ok], target[ok]).numpy()
+            err = pred - rating[ok]
+            res["preference"] = {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err ** 2).mean())),
+                                 "n": int(ok.sum())}
+            cands = torch.arange(lo, hi)
+            s = model.search_scores(hist, target, cands).numpy()
+            res["search"] = _at5([_rank(s[i], int(target[i]) - lo) for i in range(n)])
+        reviews = test.target_attrs["reviews"][:n]
+        has = [i for i in range(n) if reviews[i]][: args.explain_users]
+        if has:
+            gen = model.explain(hist[has], target[has])
+            res["explanation"] = text_scores(gen, [reviews[i] for i in has])
+            res["explanation"]["samples"] = [{"generated": g, "review": reviews[i]} for g, i in zip(gen[:3], has[:3])]
+        out[d] = res
+    return out
+
+
+def baselines(prep: Any, domains: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    """The non-LM baselines of the preference, explanation and search tasks on the same test events."""
+    from raypipe.data.catalogue import ItemCatalogue
+    from raypipe.data.registry import resolve_dataset
+    from raypipe.eval.text import text_scores
+
+    cat = ItemCatalogue(prep.index, prep.counts, dataset=resolve_dataset(args.dataset))
+    categories = [r.get("category") for r in cat.records()]
+    sums = np.zeros(cat.num_embeddings)
+    cnt = np.zeros(cat.num_embeddings)
+    latest_review: dict[int, str] = {}
+    for items, ratings, reviews in zip(prep.train["items"], prep.train["ratings"], prep.train["reviews"]):
+        ok = np.isfinite(ratings)
+        np.add.at(sums, items[ok], ratings[ok])
+        np.add.at(cnt, items[ok], 1)
+        for it, rv in zip(items, reviews):
+            if rv:
+                latest_review[int(it)] = rv
+    glob = sums.sum() / max(cnt.sum(), 1)
+    item_mean = np.where(cnt > 0, sums / np.maximum(cnt, 1), glob)
+    by_cat: dict[Any, str] = {categories[i]: r for i, r in latest_review.items()}
+    out: dict[str, Any] = {}
+    for d in domains:
+        test = prep.test.subset(prep.test.domain == d)
+        n = min(len(test), args.eval_users)
+        rating, target = test.target_attrs["ratings"][:n], test.target[:n]
+        ok = np.isfinite(rating)
+        res: dict[str, Any] = {}
+        for name, pred in (("item_mean", item_mean[target[ok]]), ("global_mean", np.full(ok.sum(), glob))):
+            err = pred - rating[ok]
+            res[f"preference_{name}"] = {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err ** 2).mean())),
+                                         "n": int(ok.sum())}
+        reviews = test.target_attrs["reviews"][:n]
+        has = [i for i in range(n) if reviews[i]][: args.explain_users]
+        if has:
+            common = max(set(latest_review.values()), key=list(latest_review.values()).count)
+            guess = [latest_review.get(int(target[i]), by_cat.get(categories[int(target[i])], common)) for i in has]
+            res["explanation_retrieval"] = text_scores(guess, [reviews[i] for i in has])
+        items = prep.index.domain_items(d)
+        lo = items.min()
+        pop = prep.counts[items].astype(float)
+        ranks = []
+        for i in range(n):
+            same = np.array([categories[j] == categories[int(target[i])] for j in items], dtype=float)
+            ranks.append(_rank(same * 1e9 + pop, int(target[i]) - lo))
+        res["search_category_pop"] = _at5(ranks)
+        out[d] = res
+    return out
+
+
+def quality(args: argparse.Namespace) -> dict[str, Any]:
+    from raypipe.runtime import init_ray
+    from raypipe.train.run import load_run
+
+    init_ray(num_cpus=2)
+    base = [f"data.dataset={args.dataset}", "run.stage=pretrain", f"train.seed={args.seed}",
+            f"train.valid_users={args.valid_users}", "data.event_attrs=[ratings, reviews]"]
+    unimp = base + ["model.name=unimp", f"model.max_users={args.max_users}",
+                    f"model.rows_per_user={args.rows_per_user}", f"train.epochs={args.epochs}",
+                    f"train.batch_size={args.batch_size}"]
+    res: dict[str, Any] = {"dataset": args.dataset, "max_users": args.max_users, "rows_per_user": args.rows_per_user,
+                           "epochs": args.epochs, "eval_users": args.eval_users, "explain_users": args.explain_users,
+                           "seed": args.seed, "runs": {}}
+    sas = _run(args, f"s{args.seed}-sasrec", base + ["model.name=sasrec", f"train.epochs={args.sasrec_epochs}"])
+    res["runs"]["sasrec"] = {"rec": json.loads((sas / "metrics.json").read_text())["test"]}
+    for v in args.variants:
+        run_dir = _run(args, f"s{args.seed}-{v}", unimp + VARIANTS[v])
+        m = json.loads((run_dir / "metrics.json").read_text())
+        t0 = time.time()
+        res["runs"][v] = {"rec": m["test"], "train_seconds": m["train_seconds"], "train_rows": m["train_rows"],
+                          "history": m["history"], "tasks": task_metrics(run_dir, args),
+                          "task_eval_seconds": time.time() - t0, "run": str(run_dir)}
+        log.info("%s done", v)
+    _, prep, _ = load_run(sas)
+    res["baselines"] = baselines(prep, json.loads((sas / "metrics.json").read_text())["train_domains"], args)
+    return res
+
+
+# -- report ---------------------------------------------------------------------------------------------
+
+
+def _f(x: Any) -> str:
+    return f"{x:.4f}" if isinstance(x, float) and math.isfinite(x) else "–"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = ["# UniMP benchmark", ""]
+    tp = results.get("throughput")
+    if tp:
+        lines += ["## Throughput (`throughput`)", "",
+                  f"Backbone {tp['backbone']} ({tp['source']}), {tp['threads']} torch thread(s); "
+                  f"{tp['parameters']:,} parameters, {tp['trainable_parameters']:,} trained.", "",
+                  "| Task | Tokens per row (mean) | Max |", "|---|---:|---:|"]
+        lines += [f"| {t} | {v['mean']:.0f} | {v['max']} |" for t, v in tp["tokens_per_row"].items()]
+        lines += ["", f"* training (forward + backward): {tp['train_tokens_per_s']:.0f} tokens/s, "
+                      f"{tp['train_rows_per_s']:.2f} rows/s",
+                  f"* scoring: {tp['score_histories_per_s']:.2f} histories/s against all "
+                  f"{tp['score_candidates']} items", f"* explanation: {tp['explain_tokens_per_s']:.1f} tokens/s", ""]
+    q = results.get("quality")
+    if q:
+        lines += ["## Tasks (`quality`)", "",
+                  f"{q['dataset']}, source domains, {q['max_users']} training sequences x last {q['rows_per_user']} "
+                  f"event(s) x 4 tasks, {q['epochs']} epoch(s), seed {q['seed']}; test: up to {q['eval_users']} "
+                  f"users per domain ({q['explain_users']} with a review for explanation).", ""]
+        doms = sorted(next(iter(q["runs"].values()))["rec"])
+        lines += ["### Recommendation (full ranking)", "", "| Method | " + " | ".join(f"{d} N@10" for d in doms) + " |",
+                  "|---|" + "---:|" * len(doms)]
+        for name, r in q["runs"].items():
+            lines.append(f"| {name} | " + " | ".join(_f(r["rec"][d].get("ndcg@10")) for d in doms) + " |")
+        lines += ["", "### Preference, explanation, search", "",
+                  "| Method | Domain | MAE | RMSE | BLEU-4 | ROUGE-L | Search HR@5 | Search MRR@5 |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for name, r in q["runs"].items():
+            for d, t in r.get("tasks", {}).items():
+                e = t.get("explanation", {})
+                lines.append(f"| {name} | {d} | {_f(t['preference']['mae'])} | {_f(t['preference']['rmse'])} | "
+                             f"{_f(e.get('bleu4'))} | {_f(e.get('rougeL'))} | {_f(t['search']['hr@5'])} | "
+                             f"{_f(t['search']['mrr@5'])} |")
+        for d, b in q.get("baselines", {}).items():
+            e = b.get("explanation_retrieval", {})
+            lines.append(f"| baselines (item mean / retrieval / category POP) | {d} | "
+                         f"{_f(b['preference_item_mean']['mae'])} | {_f(b['preference_item_mean']['rmse'])} | "
+                         f"{_f(e.get('bleu4'))} | {_f(e.get('rougeL'))} | {_f(b['search_category_pop']['hr@5'])} | "
+                         f"{_f(b['search_category_pop']['mrr@5'])} |")
+            lines.append(f"| global mean rating | {d} | {_f(b['preference_global_mean']['mae'])} | "
+                         f"{_f(b['preference_global_mean']['rmse'])} | | | | |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("part", choices=["throughput", "quality", "report"])
+    p.add_argument("--out", default="bench/results/unimp")
+    p.add_argument("--dataset", default="builtin:tiny")
+    p.add_argument("--runs", default="/tmp/raypipe-bench-unimp")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batches", type=int, default=3)
+    p.add_argument("--score-users", type=int, default=16)
+    p.add_argument("--variants", default="unimp,wo_vision")
+    p.add_argument("--max-users", type=int, default=120)
+    p.add_argument("--rows-per-user", type=int, default=1)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--sasrec-epochs", type=int, default=30)
+    p.add_argument("--valid-users", type=int, default=60)
+    p.add_argument("--eval-users", type=int, default=100)
+    p.add_argument("--explain-users", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--reuse", action="store_true", help="reuse finished runs in --runs")
+    args = p.parse_args(argv)
+    args.variants = [v for v in args.variants.split(",") if v]
+    bad = [v for v in args.variants if v not in VARIANTS]
+    if bad:
+        p.error(f"unknown variants {bad}; choose from {sorted(VARIANTS)}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    out = Path(args.out)
+    path = out.with_suffix(".json")
+    results = json.loads(path.read_text()) if path.exists() else {}
+    if args.part != "report":
+        results[args.part] = throughput(args) if args.part == "throughput" else quality(args)
+        write_json_atomic(path, results)
+    write_text_atomic(out.with_suffix(".md"), markdown(results))
+    print(markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

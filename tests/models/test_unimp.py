@@ -1,0 +1,212 @@
+"""UniMP without Ray: the unified data format (chunks, random item tokens, instructions), the per-item
+cross-attention mask (eq. 3) and the zero-initialised gates (eq. 4), token re-weighting (eq. 8), the
+multi-task training rows, what is frozen, learning a toy next-item task, and that the packaged LM is
+the real SmolLM2."""
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from raypipe.data.catalogue import FeatureView, ItemCatalogue
+from raypipe.data.prepare import prepare
+from raypipe.models.registry import build_model
+from raypipe.models.unimp import TASK_ID, TASKS, UniMPConfig, reweighted, unimp_rows
+
+TINY = dict(backbone="llama-random", heads=4, visual_tokens=2, resampler_depth=1, image_grid=2, hidden=32,
+            layers=2, random_heads=2, kv_heads=1, intermediate=64)
+
+
+@pytest.fixture(scope="module")
+def prepared(tiny_dataset):
+    return prepare(tiny_dataset, event_attrs=("ratings", "reviews"))
+
+
+@pytest.fixture(scope="module")
+def catalogue(prepared, tiny_dataset) -> ItemCatalogue:
+    n = prepared.index.num_embeddings
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(n, 4 * 8)).astype(np.float32)  # 2x2 regions of width 8
+    present = np.ones(n, dtype=bool)
+    present[0] = False
+    present[5] = False  # item 5 has no image
+    return ItemCatalogue(prepared.index, prepared.counts, views={"image_grid": FeatureView(vectors, present)},
+                         dataset=tiny_dataset)
+
+
+def _model(catalogue, **kw):
+    torch.manual_seed(0)
+    return build_model(UniMPConfig(**{**TINY, **kw}), catalogue)
+
+
+def test_reweighting_is_eq8_by_hand() -> None:
+    logp = torch.log(torch.tensor([0.5, 0.9]))
+    assert torch.allclose(reweighted(logp, 2.0), torch.tensor([0.25 * math.log(0.5), 0.01 * math.log(0.9)]))
+    assert torch.equal(reweighted(logp, 0.0), logp)
+
+
+def test_item_tokens_are_new_distinct_and_randomly_assigned(catalogue) -> None:
+    m = _model(catalogue)
+    tok = m.item_token[1:].numpy()
+    assert len(set(tok.tolist())) == catalogue.num_items and tok.min() >= m.base_vocab + 4
+    assert not (np.diff(tok) > 0).all()  # not in item-index order (sequential ids leak answers)
+    assert m.lm.get_input_embeddings().weight.shape[0] == m.base_vocab + 4 + catalogue.num_items
+    other = _model(catalogue, seed=1).item_token[1:].numpy()
+    assert not np.array_equal(tok, other)
+
+
+def test_row_layout_chunks_instruction_and_answer(catalogue) -> None:
+    m = _model(catalogue)
+    row = m.build_row([1, 5, 2], "preference", 3, [m.digits[3]])
+    ids, media, labels = row.ids, row.media, row.labels
+    assert ids[0] == m.special["[CLS]"]
+    assert ids.count(m.special["[IMG]"]) == 3 and ids.count(m.special["[EOC]"]) == 4  # item 5: no image
+    assert row.slots == [1, 2, 3]
+    text = m.tok.decode([t for t in ids if t < m.base_vocab])
+    assert "can you predict the preference level of the user to the product? Answer:4" in text
+    assert text.count(" item:") == 4 and " Given" in text
+    # chunk tokens see their own image slot; item 5's chunk and the instruction see none
+    eoc = [i for i, t in enumerate(ids) if t == m.special["[EOC]"]]
+    assert set(media[1: eoc[0] + 1]) == {0}
+    assert set(media[eoc[0] + 1: eoc[1] + 1]) == {-1}
+    assert set(media[eoc[1] + 1: eoc[2] + 1]) == {1}
+    assert media[-1] == -1 and media[ids.index(m.special["[IMG]"], eoc[2])] == 2
+    # labels: history attribute + item tokens (context), the answer digit and EOS (task)
+    assert labels[-2:] == [2, 2] and ids[-1] == m.eos
+    assert labels[ids.index(int(m.item_token[1]))] == 1 and labels[eoc[0]] == 0
+    assert all(lab == 0 for lab in labels[eoc[2] + 1: -2])  # the queried item is not reconstructed
+    no_ctx = _model(catalogue, context_loss=False).build_row([1, 5, 2], "rec", 0, [int(m.item_token[4])])
+    assert set(no_ctx.labels) == {0, 2}
+
+
+def test_mask_is_per_item_or_causal_over_images(catalogue) -> None:
+    m = _model(catalogue)
+    media = torch.tensor([[-1, 0, 0, 1, -1]])
+    allow = m._allow(media, n_keys=4)[0]  # 2 slots x 2 visual tokens
+    assert allow.tolist() == [[False] * 4, [True, True, False, False], [True, True, False, False],
+                              [False, False, True, True], [False] * 4]
+    loose = _model(catalogue, exclusive=False)
+    row = loose.build_row([1, 2], "rec", 0, None)
+    assert row.media[-1] == 1  # the instruction sees every image of the history
+    allow = loose._allow(torch.tensor([[-1, 0, 1]]), n_keys=4)[0]
+    assert allow.tolist() == [[False] * 4, [True, True, False, False], [True] * 4]
+
+
+def test_gates_start_closed_and_vision_reaches_only_its_own_chunk(catalogue) -> None:
+    m = _model(catalogue).eval()
+    row = m.build_row([1, 2, 3], "rec", 0, None)
+    with torch.no_grad():
+        base, _ = m._hidden([row])
+        m.regions[2] += 5.0  # change item 2's image
+        same, _ = m._hidden([row])
+        assert torch.allclose(base, same, atol=1e-6)  # tanh(0) gates: the frozen LM is unchanged
+        for i in m.cross_layers:
+            m.lm.model.layers[i].xattn.attn_gate.fill_(1.0)
+        opened, _ = m._hidden([row])
+        m.regions[2] -= 5.0
+        restored, _ = m._hidden([row])
+    eoc = [i for i, t in enumerate(row.ids) if t == m.special["[EOC]"]]
+    diff = (opened - restored).abs().amax(-1)[0]
+    assert diff[: eoc[0] + 1].max() < 1e-6  # chunk of item 1 (and [CLS]) never sees item 2's image
+    assert diff[eoc[0] + 1: eoc[1] + 1].min() > 1e-4  # item 2's chunk tokens do
+    assert diff[eoc[1] + 1:].max() > 1e-4  # later tokens through self-attention
+
+
+def test_rows_one_per_task_with_data(prepared, catalogue) -> None:
+    cfg = UniMPConfig(**TINY)
+    rows = unimp_rows(cfg, prepared.train, catalogue)
+    users = int((prepared.train["items"].map(len) >= 2).sum())
+    counts = np.bincount(rows["task"], minlength=len(TASKS))
+    assert counts[TASK_ID["rec"]] == counts[TASK_ID["search"]] == counts[TASK_ID["preference"]] == users
+    with_review = sum(1 for r in prepared.train["reviews"] if len(r) >= 2 and r[-1])
+    assert counts[TASK_ID["explanation"]] == with_review
+    expl = rows["task"] == TASK_ID["explanation"]
+    assert (rows["answer"][expl][:, 0] >= 0).all() and (rows["answer"][~expl] == -1).all()
+    # the history holds the items before the target, left-padded
+    seq = next(s for s in prepared.train["items"] if len(s) >= 7)
+    k = next(i for i in range(len(rows["item"])) if rows["item"][i] == seq[-1] and
+             list(rows["hist"][i]) == list(seq[-6:-1]))
+    assert rows["task"][k] in TASK_ID.values()
+    two = unimp_rows(UniMPConfig(**TINY, rows_per_user=2, tasks=["rec"], max_users=10), prepared.train, catalogue)
+    assert len(two["task"]) <= 20 and (two["task"] == 0).all()
+    nan_rating = prepared.train.copy()
+    nan_rating["ratings"] = [np.full(len(s), np.nan, np.float32) for s in nan_rating["items"]]
+    assert not (unimp_rows(cfg, nan_rating, catalogue)["task"] == TASK_ID["preference"]).any()
+
+
+def test_trainable_parameters(catalogue) -> None:
+    m = _model(catalogue)
+    trainable = {n for n, p in m.named_parameters() if p.requires_grad}
+    assert any(n.startswith("resampler.") for n in trainable)
+    assert any(".xattn." in n for n in trainable) and "lm.model.embed_tokens.weight" in trainable
+    assert not any(".layer.self_attn." in n or ".mlp." in n for n in trainable)  # LM blocks frozen
+    last = _model(catalogue, tune="last_layer")
+    names = {n for n, p in last.named_parameters() if p.requires_grad}
+    assert names and all(n.startswith(f"lm.model.layers.{len(last.lm.model.layers) - 1}.") or
+                         n.startswith("lm.model.norm.") for n in names)
+
+
+def test_learns_a_toy_next_item_task_and_scores_every_candidate(prepared, catalogue) -> None:
+    m = _model(catalogue, tasks=["rec"], gamma=0.0, context_loss=False, hidden=64, random_heads=4, kv_heads=2)
+    rows = unimp_rows(m.cfg, prepared.train, catalogue)
+    batch = {k: torch.as_tensor(v[:8]) for k, v in rows.items()}
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-2)
+    m.train()
+    with torch.no_grad():
+        first = float(m.loss(batch))
+    for _ in range(120):
+        opt.zero_grad()
+        loss = m.loss(batch)
+        loss.backward()
+        opt.step()
+    m.eval()
+    assert float(loss) < 0.05 * first
+    with torch.no_grad():
+        hist = batch["hist"]
+        scores = m.score(hist, torch.arange(1, catalogue.num_embeddings))
+        assert scores.shape == (8, catalogue.num_items)
+        top = scores.argmax(1) + 1
+        assert (top == batch["item"]).float().mean() >= 0.75  # memorised
+        sub = torch.stack([batch["item"], batch["item"] % catalogue.num_items + 1], 1)
+        assert torch.allclose(m.score(hist, sub), scores.gather(1, sub - 1), atol=1e-5)
+        ratings = m.predict_rating(hist, batch["item"])
+    assert ratings.shape == (8,) and set(ratings.tolist()) <= {1.0, 2.0, 3.0, 4.0, 5.0}
+    texts = m.explain(hist[:2], batch["item"][:2], max_new_tokens=4)
+    assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
+
+
+def test_cached_generation_matches_a_full_pass(catalogue) -> None:
+    m = _model(catalogue).eval()
+    for i in m.cross_layers:
+        torch.nn.init.constant_(m.lm.model.layers[i].xattn.attn_gate, 0.5)
+    row = m.build_row([1, 2], "explanation", 3, None)
+    with torch.no_grad():
+        h, mask = m._hidden([row], use_cache=True)
+        tok = torch.tensor([42])
+        step = m._step(tok, torch.tensor([row.media[-1]]), torch.cat([mask, mask.new_ones((1, 1))], 1))
+        row.ids.append(42)
+        row.media.append(-1)
+        row.labels.append(0)
+        full, _ = m._hidden([row])
+    assert torch.allclose(step[0], full[0, -1], atol=1e-4)
+
+
+def test_packaged_lm_is_the_real_smollm2() -> None:
+    from raypipe.models.causal_lm import load_causal_lm
+
+    lm, tok, source = load_causal_lm("smollm2")
+    assert "de-quantised" in source or "Q4_1" in source
+    words = "The cat sat on the mat and looked out of the window at the birds in the garden.".split()
+    shuffled = words[:]
+    random.Random(0).shuffle(shuffled)
+
+    def ppl(text: str) -> float:
+        ids = tok(text, return_tensors="pt").input_ids
+        with torch.no_grad():
+            return float(torch.exp(lm(ids, labels=ids).loss))
+
+    normal, mixed = ppl(" ".join(words)), ppl(" ".join(shuffled))
+    assert normal < 100 and mixed > 10 * normal
