@@ -166,6 +166,29 @@ class ItemOut(BaseModel):
     price: float | None = None
 
 
+MAX_EXPLAIN_TOKENS = 64
+
+
+class ExplainRequest(_Strict):
+    """``history``: item ids, oldest first (unknown ids are skipped); ``item_id``: the item to explain."""
+
+    history: list[ItemId] = Field(default_factory=list, max_length=MAX_HISTORY)
+    item_id: ItemId
+    max_tokens: int = Field(32, ge=1, le=MAX_EXPLAIN_TOKENS, description="bound on the generated tokens")
+
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
+        {"history": ["books/B04CFTVGAY", "books/B0G054T9LV"], "item_id": "books/B0XBUREA3R", "max_tokens": 24}]})
+
+
+class ExplainResponse(BaseModel):
+    item_id: str
+    explanation: str
+    tokens: int = Field(description="generated tokens (at most max_tokens)")
+    used_items: int = Field(description="history items the model used (its own history window)")
+    skipped_items: list[str] = Field(description="history ids the model does not know (skipped)")
+    model: str
+
+
 class ErrorResponse(BaseModel):
     error: str
     detail: object = None
@@ -202,6 +225,7 @@ class RecommenderArgs(BaseModel):
     reranker_run: str | None = Field(None, description="optional run directory of a second model that "
                                                        "re-scores the retrieved candidates (the reranker slot)")
     rerank_depth: int = Field(3, ge=1, le=10, description="the reranker sees k * rerank_depth candidates")
+    explain_timeout_s: float = Field(30.0, gt=0.0, description="POST /explain answers 504 after this long")
     num_cpus: float = Field(0.1, gt=0.0, description="CPUs reserved per replica (fractional on small hosts)")
     popularity_clock: float | None = Field(None, ge=0.0, description="a fixed Unix time live popularity "
                                            "reads as now (replays, tests); None: the wall clock")

@@ -210,3 +210,19 @@ def test_packaged_lm_is_the_real_smollm2() -> None:
 
     normal, mixed = ppl(" ".join(words)), ppl(" ".join(shuffled))
     assert normal < 100 and mixed > 10 * normal
+
+
+def test_reranker_slot_explains_and_reorders(prepared, catalogue) -> None:
+    from raypipe.serve.rerank import ModelReranker
+
+    m = _model(catalogue, tasks=["rec", "explanation"]).eval()
+    ids = list(prepared.index.item_ids)
+    rr = ModelReranker(m, prepared.index, max_len=10)
+    out = rr.explain(ids[:3] + ["nope"], ids[5], max_tokens=5)
+    assert out["item_id"] == ids[5] and out["tokens"] <= 5 and out["skipped_items"] == ["nope"]
+    assert out["used_items"] == 3 and isinstance(out["explanation"], str)
+    assert rr.explain(ids[:3], "nope", 5)["__error__"]["status"] == 404
+    cands = [{"item_id": i, "domain": "x", "score": 0.0} for i in ids[10:16]]
+    ranked = rr.rerank(ids[:3], cands)
+    scores = m.score(torch.as_tensor([[1, 2, 3]]), torch.arange(11, 17))[0]
+    assert [c["item_id"] for c in ranked] == [ids[10 + int(j)] for j in torch.argsort(-scores, stable=True)]
