@@ -1,8 +1,11 @@
 """UniMP benchmarks: what the LM costs on this machine, then the Tables 1-3 analogue on a budget.
 
     python bench/bench_unimp.py throughput --out bench/results/unimp
-    python bench/bench_unimp.py quality --variants unimp,wo_vision --max-users 120 --epochs 2 \\
-        --out bench/results/unimp
+    python bench/bench_unimp.py quality --variants unimp,wo_vision --max-users 60 --epochs 2 \\
+        --eval-users 50 --explain-users 10 --valid-users 40 --out bench/results/unimp
+    python bench/bench_unimp.py quality --variants wo_fine_grained --reuse ...   # adds a variant
+    python bench/bench_unimp.py paired --out bench/results/unimp    # unimp vs each run, per-user NDCG@10
+    python bench/bench_unimp.py serving --out bench/results/unimp   # the reranker slot, p50/p99
     python bench/bench_unimp.py report --out bench/results/unimp
 
 ``throughput``: UniMP on the packaged SmolLM2-135M (de-quantised from 4-bit) with the real image-region
@@ -31,6 +34,9 @@ Variants: ``unimp`` (gated per-item cross-attention), ``wo_vision`` (fusion none
 (early fusion: visual tokens in the input), ``wo_exclusive`` (every token sees every earlier image),
 ``wo_context`` (no context reconstruction), ``wo_reweight`` (gamma 0), ``wo_context_reweight`` (both),
 ``small_lm`` (SmolLM2's first 6 blocks: an extra row).
+
+``serving``: the trained ``unimp`` run loaded as the app's ``Reranker`` deployment loads it, timed
+in-process (no HTTP): rerank of 30 candidates and ``/explain`` generation, p50 / p99.
 
 Raw results: ``<out>.json`` (each invocation merges its part) and ``<out>.md``.
 """
@@ -272,7 +278,12 @@ def baselines(prep: Any, domains: list[str], args: argparse.Namespace) -> dict[s
     return out
 
 
-def quality(args: argparse.Namespace) -> dict[str, Any]:
+SETTINGS = ("dataset", "max_users", "rows_per_user", "epochs", "eval_users", "explain_users", "seed", "threads")
+
+
+def quality(args: argparse.Namespace, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The variants of ``--variants``; a ``previous`` result with the same settings keeps its other
+    variants (so variants can be added one invocation at a time)."""
     from raypipe.runtime import init_ray
     from raypipe.train.run import load_run
 
@@ -286,6 +297,8 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
     res: dict[str, Any] = {"dataset": args.dataset, "max_users": args.max_users, "rows_per_user": args.rows_per_user,
                            "epochs": args.epochs, "eval_users": args.eval_users, "explain_users": args.explain_users,
                            "seed": args.seed, "threads": args.threads, "runs": {}}
+    if previous and all(previous.get(k) == res[k] for k in SETTINGS):
+        res["runs"] = {k: v for k, v in previous["runs"].items() if k not in args.variants}
     sas = _run(args, f"s{args.seed}-sasrec", base + ["model.name=sasrec", f"train.epochs={args.sasrec_epochs}"])
     res["runs"]["sasrec"] = {"rec": json.loads((sas / "metrics.json").read_text())["test"]}
     for v in args.variants:
@@ -299,6 +312,68 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
     _, prep, _ = load_run(sas)
     res["baselines"] = baselines(prep, json.loads((sas / "metrics.json").read_text())["train_domains"], args)
     return res
+
+
+def paired(args: argparse.Namespace, quality_result: dict[str, Any]) -> dict[str, Any]:
+    """Paired bootstrap of per-user test NDCG@10 (recommendation), ``unimp`` vs every other run."""
+    from raypipe.eval.metrics import ndcg
+    from raypipe.eval.significance import paired_bootstrap
+    from raypipe.rundir import load_ranks
+
+    runs = quality_result["runs"]
+    ref = load_ranks(Path(args.runs) / f"s{args.seed}-unimp")
+    out: dict[str, Any] = {}
+    for other in runs:
+        if other == "unimp":
+            continue
+        ranks = load_ranks(Path(args.runs) / f"s{args.seed}-{other}")
+        out[other] = {}
+        for d, users in ref.items():
+            common = sorted(set(users) & set(ranks.get(d, {})))
+            a = ndcg(np.array([users[u] for u in common]), 10)
+            b = ndcg(np.array([ranks[d][u] for u in common]), 10)
+            out[other][d] = paired_bootstrap(a, b, seed=args.seed).as_dict()
+    return out
+
+
+# -- serving --------------------------------------------------------------------------------------------
+
+
+def serving(args: argparse.Namespace) -> dict[str, Any]:
+    """The reranker slot's own code (``raypipe.serve``: the model loaded as the ``Reranker`` deployment
+    loads it, ``ModelReranker``), timed in-process, without HTTP: rerank of ``--rerank-candidates``
+    retrieved candidates and ``/explain`` generation of up to ``--explain-tokens`` tokens."""
+    from raypipe.data.registry import resolve_dataset
+    from raypipe.serve.artifacts import load_model
+    from raypipe.serve.rerank import ModelReranker
+
+    run_dir = Path(args.runs) / f"s{args.seed}-unimp"
+    model, index, cfg = load_model(run_dir, events_dataset=resolve_dataset(args.dataset), torch_threads=args.threads)
+    rr = ModelReranker(model, index, cfg.data.max_len)
+    ids = list(index.item_ids)
+    rng = np.random.default_rng(args.seed)
+    dom = np.asarray(index.domains)
+    pool = [ids[i] for i in np.flatnonzero(dom == dom[0])]
+
+    def pct(xs: list[float]) -> dict[str, float]:
+        return {"p50_ms": float(np.percentile(xs, 50) * 1e3), "p99_ms": float(np.percentile(xs, 99) * 1e3),
+                "n": len(xs)}
+
+    rerank_s, explain_s, lengths = [], [], []
+    for _ in range(args.serve_requests):
+        pick = list(rng.choice(pool, 5 + args.rerank_candidates, replace=False))
+        t0 = time.time()
+        rr.rerank(pick[:5], [{"item_id": i, "domain": dom[0], "score": 0.0} for i in pick[5:]])
+        rerank_s.append(time.time() - t0)
+    for _ in range(args.explain_requests):
+        pick = list(rng.choice(pool, 6, replace=False))
+        t0 = time.time()
+        out = rr.explain(pick[:5], pick[5], args.explain_tokens)
+        explain_s.append(time.time() - t0)
+        lengths.append(out["tokens"])
+    return {"run": str(run_dir), "threads": args.threads, "rerank_candidates": args.rerank_candidates,
+            "rerank": pct(rerank_s), "explain_max_tokens": args.explain_tokens, "explain": pct(explain_s),
+            "explain_tokens_mean": float(np.mean(lengths)), "sample": out}
 
 
 # -- report ---------------------------------------------------------------------------------------------
@@ -321,6 +396,14 @@ def markdown(results: dict[str, Any]) -> str:
                       f"{tp['train_rows_per_s']:.2f} rows/s",
                   f"* scoring: {tp['score_histories_per_s']:.2f} histories/s against all "
                   f"{tp['score_candidates']} items", f"* explanation decoding (cached): {tp['explain_tokens_per_s']:.1f} tokens/s", ""]
+    sv = results.get("serving")
+    if sv:
+        lines += ["## Reranker slot, in-process (`serving`)", "",
+                  f"{sv['threads']} torch thread(s); rerank of {sv['rerank_candidates']} candidates: p50 "
+                  f"{sv['rerank']['p50_ms']:.0f} ms, p99 {sv['rerank']['p99_ms']:.0f} ms ({sv['rerank']['n']} requests); "
+                  f"explain (at most {sv['explain_max_tokens']} tokens, mean {sv['explain_tokens_mean']:.1f} generated): "
+                  f"p50 {sv['explain']['p50_ms']:.0f} ms, p99 {sv['explain']['p99_ms']:.0f} ms "
+                  f"({sv['explain']['n']} requests).", ""]
     q = results.get("quality")
     if q:
         lines += ["## Tasks (`quality`)", "",
@@ -332,6 +415,12 @@ def markdown(results: dict[str, Any]) -> str:
                   "|---|" + "---:|" * len(doms)]
         for name, r in q["runs"].items():
             lines.append(f"| {name} | " + " | ".join(_f(r["rec"][d].get("ndcg@10")) for d in doms) + " |")
+        if q.get("paired"):
+            lines += ["", "Paired bootstrap of per-user NDCG@10, unimp − other (p):", "",
+                      "| Other | " + " | ".join(doms) + " |", "|---|" + "---:|" * len(doms)]
+            for other, per in q["paired"].items():
+                lines.append(f"| {other} | " + " | ".join(
+                    f"{per[d]['diff']:+.4f} (p={per[d]['p_value']:.3f})" if d in per else "–" for d in doms) + " |")
         lines += ["", "### Preference, explanation, search", "",
                   "| Method | Domain | MAE | RMSE | BLEU-4 | ROUGE-L | Search HR@5 | Search MRR@5 |",
                   "|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -354,7 +443,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("part", choices=["throughput", "quality", "report"])
+    p.add_argument("part", choices=["throughput", "quality", "paired", "serving", "report"])
     p.add_argument("--out", default="bench/results/unimp")
     p.add_argument("--dataset", default="builtin:tiny")
     p.add_argument("--runs", default="/tmp/raypipe-bench-unimp")
@@ -372,6 +461,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--explain-users", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--reuse", action="store_true", help="reuse finished runs in --runs")
+    p.add_argument("--serve-requests", type=int, default=30)
+    p.add_argument("--rerank-candidates", type=int, default=30)
+    p.add_argument("--explain-requests", type=int, default=10)
+    p.add_argument("--explain-tokens", type=int, default=16)
     args = p.parse_args(argv)
     args.variants = [v for v in args.variants.split(",") if v]
     bad = [v for v in args.variants if v not in VARIANTS]
@@ -382,7 +475,12 @@ def main(argv: list[str] | None = None) -> int:
     path = out.with_suffix(".json")
     results = json.loads(path.read_text()) if path.exists() else {}
     if args.part != "report":
-        results[args.part] = throughput(args) if args.part == "throughput" else quality(args)
+        if args.part == "quality":
+            results["quality"] = quality(args, results.get("quality"))
+        elif args.part == "paired":
+            results["quality"]["paired"] = paired(args, results["quality"])
+        else:
+            results[args.part] = {"throughput": throughput, "serving": serving}[args.part](args)
         write_json_atomic(path, results)
     write_text_atomic(out.with_suffix(".md"), markdown(results))
     print(markdown(results))

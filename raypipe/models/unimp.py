@@ -278,6 +278,8 @@ class UniMP(SequentialRecommender):
                                  persistent=False)
         self._set_trainable()
         self._texts(catalogue)
+        # a batch may hold no image (or no context tokens): its unused blocks get no gradient under DDP
+        self.ddp_kwargs = {"find_unused_parameters": True}
 
     # -- parameters ----------------------------------------------------------------------------------
     def _set_trainable(self) -> None:

@@ -172,7 +172,8 @@ def load_model(run_dir: str | Path, counts: np.ndarray | None = None, torch_thre
     """A run's model (best weights, eval mode) and item index, built without re-preparing the dataset.
 
     ``counts`` (length N+1) is only used by popularity models; ``events_dataset`` (a canonical dataset
-    directory) gives models with time-slot popularity statistics (PreRec) the dataset's interactions."""
+    directory) gives models with time-slot popularity statistics (PreRec) the dataset's interactions,
+    and models that read item texts (UPSR, UniMP) the items."""
     if torch_threads:
         torch.set_num_threads(torch_threads)
     run_dir = Path(run_dir)
@@ -183,7 +184,8 @@ def load_model(run_dir: str | Path, counts: np.ndarray | None = None, torch_thre
         if anchored is not None:
             cfg.data.features = str(anchored)
     events = dataset_events(events_dataset, index) if events_dataset is not None else None
-    model = build_model(cfg.model, ItemCatalogue(index, counts, load_features(cfg, index), events=events))
+    model = build_model(cfg.model, ItemCatalogue(index, counts, load_features(cfg, index), events=events,
+                                                 dataset=Path(events_dataset) if events_dataset is not None else None))
     model.load_state_dict(load_weights(run_dir))
     return model.eval(), index, cfg
 
