@@ -495,10 +495,9 @@ class UniMP(SequentialRecommender):
         return torch.cat(out)
 
     def _item_scores(self, states: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        B = states.shape[0]
-        if candidates.dim() == 1:
-            candidates = candidates[None].expand(B, -1)
         w = self.lm.get_output_embeddings().weight[self.item_token[candidates.to(self.item_token.device)]]
+        if candidates.dim() == 1:  # one catalogue for every row: a matrix product, no [B, C, d] gather
+            return states.float() @ w.float().T
         return torch.einsum("bd,bcd->bc", states.float(), w.float())
 
     @staticmethod
