@@ -25,6 +25,7 @@ def _pg_states(ray) -> dict[str, str]:
     return {pid: pg["state"] for pid, pg in ray.util.placement_group_table().items()}
 
 
+@pytest.mark.slow  # 132 s on the 2-CPU machine: the suite's slowest test (make test-all runs it)
 @pytest.mark.timeout(420)
 def test_asha_sweep_with_more_trials_than_cpus_finishes_and_frees_every_placement_group(
         ray_local, tiny_dataset, tmp_path):
