@@ -400,7 +400,7 @@ class UniMP(SequentialRecommender):
             media[b, : len(r.ids)] = torch.as_tensor(r.media)
         ids, mask, media = ids.to(dev), mask.to(dev), media.to(dev)
         embeds = self.lm.get_input_embeddings()(ids)
-        conditioned = [self.lm.model.layers[i] for i in self.cross_layers]
+        vis, allow = None, None
         if self.vision:
             S = max(1, max(len(r.slots) for r in rows))
             slots = torch.zeros((len(rows), S), dtype=torch.long)
@@ -416,32 +416,31 @@ class UniMP(SequentialRecommender):
                         embeds[b, r.vis_at] = vis[b, : len(r.vis_at)].to(embeds.dtype)
             else:
                 allow = self._allow(media, S * C)
-                for layer in conditioned:
-                    layer.state = (vis, allow)
+        out = self._run_lm(embeds, mask, vis, allow, use_cache=use_cache)
+        if use_cache:
+            self._gen = (out.cache, vis if allow is not None else None)
+        return out.last_hidden_state, mask
+
+    def _run_lm(self, embeds: torch.Tensor, mask: torch.Tensor, vis: torch.Tensor | None,
+                allow: torch.Tensor | None, **kwargs: Any) -> Any:
+        """One LM pass; the cross-attention blocks see ``vis`` under ``allow`` (none when ``allow`` is
+        None) for this pass only."""
+        conditioned = [self.lm.model.layers[i] for i in self.cross_layers] if allow is not None else []
+        for layer in conditioned:
+            layer.state = (vis, allow)
         try:
-            out = self.lm.model(inputs_embeds=embeds, attention_mask=mask, use_cache=use_cache)
+            return self.lm.model(inputs_embeds=embeds, attention_mask=mask, **kwargs)
         finally:
             for layer in conditioned:
                 layer.state = None
-        if use_cache:
-            self._gen = (out.cache, vis if self.vision and self.cfg.fusion == "cross" else None)
-        return out.last_hidden_state, mask
 
     def _step(self, token: torch.Tensor, media: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """One cached decoding step of ``token`` ``[B]`` (its image slot ``media`` ``[B]``) after
         :meth:`_hidden` ``(use_cache=True)``; ``mask`` covers the cache and the token."""
         cache, vis = self._gen
         embeds = self.lm.get_input_embeddings()(token[:, None])
-        conditioned = [self.lm.model.layers[i] for i in self.cross_layers]
-        if vis is not None:
-            allow = self._allow(media[:, None], vis.shape[1])
-            for layer in conditioned:
-                layer.state = (vis, allow)
-        try:
-            out = self.lm.model(inputs_embeds=embeds, attention_mask=mask, cache=cache, use_cache=True)
-        finally:
-            for layer in conditioned:
-                layer.state = None
+        allow = self._allow(media[:, None], vis.shape[1]) if vis is not None else None
+        out = self._run_lm(embeds, mask, vis, allow, cache=cache, use_cache=True)
         self._gen = (out.cache, vis)
         return out.last_hidden_state[:, -1]
 

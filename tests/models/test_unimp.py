@@ -226,3 +226,18 @@ def test_reranker_slot_explains_and_reorders(prepared, catalogue) -> None:
     ranked = rr.rerank(ids[:3], cands)
     scores = m.score(torch.as_tensor([[1, 2, 3]]), torch.arange(11, 17))[0]
     assert [c["item_id"] for c in ranked] == [ids[10 + int(j)] for j in torch.argsort(-scores, stable=True)]
+
+
+def test_early_fusion_writes_visual_tokens_into_the_chunk_placeholders(catalogue) -> None:
+    m = _model(catalogue, fusion="early").eval()
+    row = m.build_row([1, 2], "rec", 0, None)
+    assert row.ids.count(m.special["<vis>"]) == 2 * m.cfg.visual_tokens and not m.cross_layers
+    assert [row.ids[i] for i in row.vis_at] == [m.special["<vis>"]] * len(row.vis_at)
+    with torch.no_grad():
+        base, _ = m._hidden([row])
+        m.regions[2] += 5.0
+        moved, _ = m._hidden([row])
+        m.regions[2] -= 5.0
+    diff = (moved - base).abs().amax(-1)[0]
+    second = row.vis_at[m.cfg.visual_tokens]  # item 2's first visual token
+    assert diff[:second].max() < 1e-6 and diff[second:].min() > 1e-5  # causal: from its visual tokens on
