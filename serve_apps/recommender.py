@@ -1,4 +1,4 @@
-"""Ray Serve application: FastAPI ingress → sequence encoder, ANN retriever, CDIM matcher [, reranker].
+"""Ray Serve application: FastAPI ingress → sequence encoder, ANN retriever, item onboarder [, reranker].
 
     serve run serve_apps/recommender.yaml                                  # the config file (127.0.0.1:8000)
     serve run serve_apps.recommender:build_app artifacts=runs/idp         # app builder, key=value args
@@ -14,6 +14,8 @@ Deployments (composed with ``DeploymentHandle``s; the logic lives in :mod:`raypi
   model (PreRec) also the ``POST /events`` counts (:mod:`raypipe.serve.popularity`), applied from their
   shared log likewise;
 * ``CDIMMatcher`` — text → CDIM vector → top-m pre-trained items → eq. 9 ID embedding → onboarding log;
+  or, for a served model with the ``content_items`` capability (UniM2Rec, UniSRec), ``ContentOnboarder`` —
+  the item's own text and image → live feature views → the model's projectors → onboarding log;
 * ``Reranker`` (optional, ``reranker_run=<run dir>``) — a second model re-scores the candidates.
 """
 
@@ -42,7 +44,8 @@ from raypipe.serve.schemas import (
 log = logging.getLogger("raypipe.serve.app")
 
 api = FastAPI(title="raypipe recommender", version="1.0",
-              description="Sequential recommendation with live cold-start items (IDP's CDIM matcher).")
+              description="Sequential recommendation with live cold-start items (IDP's CDIM matcher, or the served content "
+                          "model's projectors for UniM2Rec / UniSRec).")
 api.state.max_body_bytes = DEFAULT_MAX_BODY_BYTES
 errors.install(api, limit=lambda: api.state.max_body_bytes)
 BAD = {400: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
@@ -200,14 +203,51 @@ class CDIMMatcher:
             records, version = self.matcher.onboard(items)
         except DuplicateItemError as e:
             return error_result(409, "duplicate_item", {"item_ids": e.ids, "reason": str(e)})
-        return {"items": [{"item_id": r["item_id"], "domain": r["domain"], "neighbours": [
-            {"item_id": n, "similarity": s, "weight": w}
-            for n, s, w in zip(r["neighbours"], r["similarities"], r["weights"])]} for r in records],
-            "catalogue_version": version}
+        return {"items": [{"item_id": r["item_id"], "domain": r["domain"], "method": "cdim", "views": ["text"],
+                           "neighbours": [{"item_id": n, "similarity": s, "weight": w}
+                                          for n, s, w in zip(r["neighbours"], r["similarities"], r["weights"])]}
+                          for r in records], "catalogue_version": version}
 
     async def stats(self) -> dict[str, Any]:
-        return {"pretrained_items": len(self.matcher.pretrained), "onboarded_items": self.matcher.sync(),
-                "top_m": self.matcher.top_m}
+        return {"method": "cdim", "pretrained_items": len(self.matcher.pretrained),
+                "onboarded_items": self.matcher.sync(), "top_m": self.matcher.top_m}
+
+
+@serve.deployment
+class ContentOnboarder:
+    """New items through the served content model's projectors (UniM2Rec / UniSRec, inductive): their
+    text and image are encoded live with the feature store's encoders (:mod:`raypipe.serve.content`)."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        pin_internal_grpc_to_loopback()
+        from pathlib import Path
+
+        from raypipe.serve.artifacts import content_onboarder
+        from raypipe.serve.onboarding import LOG_FILE
+
+        self.onboarder = content_onboarder(spec["run_dir"], Path(spec["state_dir"]) / LOG_FILE)
+
+    async def onboard(self, items: list[dict[str, Any]]) -> Any:
+        from raypipe.features.live import ImageInputError
+        from raypipe.serve.onboarding import DuplicateItemError
+
+        try:
+            records, version = self.onboarder.onboard(items)
+        except DuplicateItemError as e:
+            return error_result(409, "duplicate_item", {"item_ids": e.ids, "reason": str(e)})
+        except ImageInputError as e:
+            return error_result(422, "invalid_image", [{"field": f"items[{i}].image", "reason": m}
+                                                       for i, m in e.problems.items()])
+        return {"items": [{"item_id": r["item_id"], "domain": r["domain"], "method": "content", "views": r["views"]}
+                          for r in records], "catalogue_version": version}
+
+    async def match(self, text: str, k: int, include_onboarded: bool) -> Any:
+        return error_result(400, "no_text_matcher", "POST /match is the CDIM matcher's text search; this app "
+                            "onboards items through the served content model (onboarding=content)")
+
+    async def stats(self) -> dict[str, Any]:
+        return {"method": "content", "views": self.onboarder.encoder.views,
+                "onboarded_items": self.onboarder.sync()}
 
 
 @serve.deployment
@@ -310,10 +350,20 @@ class Recommender:
 
     @api.post("/items", status_code=201, response_model=OnboardResponse, responses={**BAD, 409: {"model": ErrorResponse}})
     async def onboard(self, req: OnboardRequest) -> OnboardResponse:
-        """Onboard new items: CDIM → top-m pre-trained items → generated ID embedding → live in the retriever."""
+        """Onboard new items, live in the retriever at once.  ``onboarding=cdim`` (IDP): the item's text →
+        CDIM → top-m pre-trained items → generated ID embedding (eq. 8-9); ``onboarding=content`` (UniM2Rec,
+        UniSRec): the item's own text and image → the served model's projectors."""
         for it in req.items:
             self._check_domain(it.domain)
-        items = [{"item_id": it.item_id, "domain": it.domain, "attributes": it.attributes()} for it in req.items]
+        content = self.description.get("onboarding") == "content"
+        if not content:
+            no_text = [f"items[{i}]" for i, it in enumerate(req.items) if not it.has_text()]
+            if no_text:
+                raise ApiError(422, "no_text", {"items": no_text, "reason": "the CDIM matcher reads an item's "
+                                                "title or category; an image alone cannot be matched"})
+        items = [{"item_id": it.item_id, "domain": it.domain,
+                  "attributes": it.attributes() if content else it.model_dump(exclude={"item_id", "domain", "image"})}
+                 for it in req.items]
         return OnboardResponse(**await self._call(self.matcher.onboard, items, idempotent=False))
 
     @api.post("/match", response_model=MatchResponse, responses=BAD)
@@ -359,7 +409,8 @@ class Recommender:
                 "ingress_batching": dict(self.batches)}
 
 
-MAX_ONGOING = {"Recommender": 256, "SequenceEncoder": 64, "ANNRetriever": 64, "CDIMMatcher": 16, "Reranker": 64}
+MAX_ONGOING = {"Recommender": 256, "SequenceEncoder": 64, "ANNRetriever": 64, "CDIMMatcher": 16,
+               "ContentOnboarder": 16, "Reranker": 64}
 
 
 def build_app(args: RecommenderArgs) -> Application:
@@ -369,10 +420,11 @@ def build_app(args: RecommenderArgs) -> Application:
     if not isinstance(args, RecommenderArgs):
         args = RecommenderArgs.model_validate(args)
     spec = ServingSpec.resolve(args.artifacts, variant=args.variant, cdim_dir=args.cdim_dir,
-                               cdim_index=args.cdim_index, state_dir=args.state_dir, dataset=args.dataset)
+                               cdim_index=args.cdim_index, state_dir=args.state_dir, dataset=args.dataset,
+                               onboarding=args.onboarding)
     s = spec.to_dict()
     replicas = dict(args.num_replicas or {})
-    unknown = set(replicas) - {"Recommender", "SequenceEncoder", "ANNRetriever", "CDIMMatcher", "Reranker"}
+    unknown = set(replicas) - set(MAX_ONGOING)
     if unknown:
         raise ValueError(f"num_replicas: unknown deployment(s) {sorted(unknown)}")
 
@@ -389,8 +441,11 @@ def build_app(args: RecommenderArgs) -> Application:
                                                                       args.encoder_batch_wait_s)
     retriever = ANNRetriever.options(**opts("ANNRetriever")).bind(s, args.ef_search, args.hnsw_m, args.ef_construction,
                                                                   args.popularity_clock)
-    matcher = CDIMMatcher.options(**opts("CDIMMatcher")).bind(s, args.top_m, args.ef_search, args.matcher_max_items,
-                                                              args.matcher_max_batch)
+    if spec.onboarding == "content":
+        matcher = ContentOnboarder.options(**opts("ContentOnboarder")).bind(s)
+    else:
+        matcher = CDIMMatcher.options(**opts("CDIMMatcher")).bind(s, args.top_m, args.ef_search, args.matcher_max_items,
+                                                                  args.matcher_max_batch)
     reranker = Reranker.options(**opts("Reranker")).bind(args.reranker_run) if args.reranker_run else None
     description = {**spec.description, "reranker": args.reranker_run}
     return Recommender.options(**opts("Recommender")).bind(encoder, retriever, matcher, reranker, spec.domains,

@@ -32,3 +32,14 @@ def tiny_dataset(tmp_path_factory) -> Path:
     from raypipe.data import builtin
 
     return builtin.write(tmp_path_factory.mktemp("builtin") / "tiny", "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_store(ray_local, tiny_dataset: Path, tmp_path_factory) -> Path:
+    """The tiny benchmark's text and image views with the default encoders (packaged MiniLM, packaged
+    ImageNet EfficientNet-Lite0 at 224 px), extracted once per test session."""
+    from raypipe.features.pipeline import FeatureConfig, extract_features
+
+    out = tmp_path_factory.mktemp("tiny-store")
+    extract_features(FeatureConfig(dataset=str(tiny_dataset), out=str(out), views=["text", "image"]))
+    return out

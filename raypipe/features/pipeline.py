@@ -516,11 +516,18 @@ def _run_view(plan: _ViewPlan, cfg: FeatureConfig, res: _Resources, items: Path,
 
 
 def _spec_string(plan: _ViewPlan) -> str:
-    if plan.encoder.startswith("torchvision:"):
-        return plan.model + (f":{plan.checkpoint}" if plan.checkpoint else "")
-    if plan.encoder.startswith("timm:"):
-        return "timm:" + plan.model + (f":{plan.checkpoint}" if plan.checkpoint else "")
-    return "open_clip:" + plan.model + (f":{plan.checkpoint}" if plan.checkpoint else "")
+    return spec_string(plan.encoder, plan.model, plan.checkpoint)
+
+
+def spec_string(encoder: str, model: str, checkpoint: str | None) -> str:
+    """The image / cross-modal model spec an encoder actor loads, from a view's encoder name, model and
+    checkpoint (as the manifest records them)."""
+    ckpt = f":{checkpoint}" if checkpoint else ""
+    if encoder.startswith("torchvision:"):
+        return model + ckpt
+    if encoder.startswith("timm:"):
+        return "timm:" + model + ckpt
+    return "open_clip:" + model + ckpt
 
 
 def extract_features(cfg: FeatureConfig, *, _interrupt_after: dict[str, int] | None = None) -> list[ViewResult]:

@@ -17,7 +17,9 @@ Every model file ends with one ``SPEC = ModelSpec(...)``; :mod:`raypipe.models.r
 * ``capabilities``: ``retrieval`` (``user_repr``/``item_repr``: served through the ANN index),
   ``scorer`` (``score(history, candidates)``: reranking), ``generative`` (produces text),
   ``live_popularity`` (``live_pop_scores(counts)``: the retrieval vectors' last coordinate is a
-  popularity term that serving recomputes from the interactions it receives).  Only models with
+  popularity term that serving recomputes from the interactions it receives), ``content_items``
+  (``content_item_repr(views, present)``: the retrieval vector of an item it never trained on, from its
+  raw feature-view vectors alone; serving onboards new items through it).  Only models with
   ``scorer`` are evaluated on the recommendation protocols;
 * ``resolve(cfg, experiment) -> cfg``: ``auto`` options resolved from the experiment config (optional);
 * ``feature_views(cfg) -> [view, ...]``: the feature views it reads (optional);
@@ -49,7 +51,7 @@ if TYPE_CHECKING:
 
     from raypipe.data.catalogue import ItemCatalogue
 
-CAPABILITIES = ("retrieval", "scorer", "generative", "live_popularity")
+CAPABILITIES = ("retrieval", "scorer", "generative", "live_popularity", "content_items")
 DTypeName = Literal["int64", "int32", "float32", "bool", "uint8"]
 
 

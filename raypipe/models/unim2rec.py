@@ -179,16 +179,22 @@ class MultiViewItems(nn.Module):
         nn.init.zeros_(self.id.weight)  # zero-shot = contents only; fine-tuning learns the offsets
         self.use_id = cfg.item_input == "id+content"
 
+    def project(self, feats: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``ê`` ``[n, len(views) * hidden]`` of raw view vectors ``feats[v]`` ``[n, d_v]``; a view an item
+        lacks (``present[v]`` False) is a zero slot."""
+        parts = []
+        for v in self.views:
+            out = self.proj[v](feats[v])
+            parts.append(out * present[v][:, None].to(out.dtype))
+        return torch.cat(parts, -1)
+
     def content(self, items: torch.Tensor) -> torch.Tensor:
         """``ê`` of item indices of any shape ``[...]`` → ``[..., len(views) * hidden]``."""
         flat = items.reshape(-1)
         uniq, inv = torch.unique(flat, return_inverse=True)
-        parts = []
-        for v in self.views:
-            present = getattr(self, f"present_{v}")[uniq]
-            out = self.proj[v](getattr(self, f"feat_{v}")[uniq])
-            parts.append(out * present[:, None].to(out.dtype))
-        return torch.cat(parts, -1)[inv].reshape(*items.shape, self.width)
+        out = self.project({v: getattr(self, f"feat_{v}")[uniq] for v in self.views},
+                           {v: getattr(self, f"present_{v}")[uniq] for v in self.views})
+        return out[inv].reshape(*items.shape, self.width)
 
     def with_id(self, items: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
         return content + self.id(items) if self.use_id else content
@@ -318,15 +324,27 @@ class UniM2Rec(SequentialRecommender):
     def _item_heads(self, items: torch.Tensor) -> list[torch.Tensor]:
         """Per head, the L2-normalised item vectors: ``ê`` (mixed head), ``ê + e_id`` (single-domain head)."""
         content = self.items.content(items)
+        return self._heads(content, self.items.with_id(items, content))
+
+    def _heads(self, content: torch.Tensor, with_id: torch.Tensor) -> list[torch.Tensor]:
         parts = []
         if self.mixed is not None:
             parts.append(F.normalize(content, dim=-1))
         if self.single is not None:
-            parts.append(F.normalize(self.items.with_id(items, content), dim=-1))
+            parts.append(F.normalize(with_id, dim=-1))
         return parts
 
     def item_repr(self, items: torch.Tensor) -> torch.Tensor:
         return torch.cat(self._item_heads(items), -1)
+
+    def content_item_repr(self, feats: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The retrieval vector of items never trained on, from their raw view vectors alone (``feats[v]``
+        ``[n, d_v]``, ``present[v]`` ``[n]``): their ID offset is zero, as in the inductive setting."""
+        missing = [v for v in self.items.views if v not in feats or v not in present]
+        if missing:
+            raise ValueError(f"content_item_repr needs the views {self.items.views}; missing {missing}")
+        content = self.items.project(feats, present)
+        return torch.cat(self._heads(content, content), -1)
 
     def score(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         # the target domain is the candidates' (a domain catalogue, or each row's sampled candidates)
@@ -475,7 +493,7 @@ def build(cfg: UniM2RecConfig, catalogue: ItemCatalogue) -> UniM2Rec:
     return UniM2Rec(cfg, catalogue)
 
 
-_COMMON = dict(build=build, schema=schema, rows=rows, capabilities=frozenset({"retrieval", "scorer"}),
+_COMMON = dict(build=build, schema=schema, rows=rows, capabilities=frozenset({"retrieval", "scorer", "content_items"}),
                resolve=resolve, feature_views=lambda cfg: list(cfg.views))
 SPEC = ModelSpec(
     name="unim2rec", config=UniM2RecConfig, **_COMMON,

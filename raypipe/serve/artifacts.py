@@ -36,7 +36,7 @@ from raypipe.data.schema import DATASET_FILE, INTERACTIONS_FILE, ITEMS_FILE, Dat
 from raypipe.data.sequences import ItemIndex
 from raypipe.models.base import SequentialRecommender
 from raypipe.models.registry import build_model, get_spec
-from raypipe.data.catalogue import ItemCatalogue
+from raypipe.data.catalogue import ItemCatalogue, load_views
 from raypipe.rundir import CONFIG_FILE, INDEX_FILE, WEIGHTS_FILE, load_weights
 from raypipe.train.run import load_features
 
@@ -94,11 +94,13 @@ class ServingSpec:
     description: dict[str, Any] = field(default_factory=dict)
     #: the model's retrieval vectors carry a popularity term recomputed from live events (PreRec's Z)
     live_popularity: bool = False
+    #: how POST /items embeds a new item: ``cdim`` (IDP's matcher) or ``content`` (the model's projectors)
+    onboarding: str = "cdim"
 
     @classmethod
     def resolve(cls, artifacts: str | Path, *, variant: str | None = None, cdim_dir: str | Path | None = None,
                 cdim_index: str | Path | None = None, state_dir: str | Path | None = None,
-                dataset: str | Path | None = None) -> "ServingSpec":
+                dataset: str | Path | None = None, onboarding: str = "auto") -> "ServingSpec":
         root = Path(artifacts).resolve()
         if not root.exists():
             raise FileNotFoundError(f"artifacts: {root} does not exist")
@@ -133,14 +135,22 @@ class ServingSpec:
         pretrained = _pretrained_domains(run, data, domains)
         cdim_cfg = _cdim_config(pipeline)
         state = Path(state_dir).resolve() if state_dir else (pipeline or run) / "serve_state"
-        live = "live_popularity" in get_spec(cfg.model.name).capabilities and bool(getattr(cfg.model, "popularity", True))
+        caps = get_spec(cfg.model.name).capabilities
+        live = "live_popularity" in caps and bool(getattr(cfg.model, "popularity", True))
+        if onboarding not in ("auto", "cdim", "content"):
+            raise ValueError(f"onboarding: choose auto, cdim or content, got {onboarding!r}")
+        if onboarding == "content" and "content_items" not in caps:
+            raise ValueError(f"onboarding=content: the served model {cfg.model.name} cannot embed an item from its "
+                             "contents alone (no content_items capability); use onboarding=cdim")
+        method = "content" if onboarding == "content" or (onboarding == "auto" and "content_items" in caps) else "cdim"
         desc = {"run_dir": str(run), "model": cfg.model.name, "stage": cfg.run.stage, "mode": cfg.run.mode,
-                "live_popularity": live,
-                "cdim": str(cdim_dir) if cdim_dir else UNTUNED_CDIM,
-                "cdim_index": str(cdim_index) if cdim_index else "built from pre-trained item texts at start-up"}
+                "live_popularity": live, "onboarding": method}
+        if method == "cdim":
+            desc.update({"cdim": str(cdim_dir) if cdim_dir else UNTUNED_CDIM,
+                         "cdim_index": str(cdim_index) if cdim_index else "built from pre-trained item texts at start-up"})
         return cls(str(run), str(data) if data else None, str(Path(cdim_dir).resolve()) if cdim_dir else None,
                    str(Path(cdim_index).resolve()) if cdim_index else None, cdim_cfg, str(state), domains,
-                   pretrained, cfg.model.name, len(index), desc, live)
+                   pretrained, cfg.model.name, len(index), desc, live, method)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -184,10 +194,42 @@ def load_model(run_dir: str | Path, counts: np.ndarray | None = None, torch_thre
         if anchored is not None:
             cfg.data.features = str(anchored)
     events = dataset_events(events_dataset, index) if events_dataset is not None else None
-    model = build_model(cfg.model, ItemCatalogue(index, counts, load_features(cfg, index), events=events,
+    model = build_model(cfg.model, ItemCatalogue(index, counts, load_features(cfg, index, run_dir=run_dir),
+                                                 events=events,
                                                  dataset=Path(events_dataset) if events_dataset is not None else None))
     model.load_state_dict(load_weights(run_dir))
     return model.eval(), index, cfg
+
+
+def content_onboarder(run_dir: str | Path, log_path: str | Path, torch_threads: int | None = 1):  # noqa: ANN201
+    """A :class:`raypipe.serve.content.ContentOnboarder` for a run whose model has the ``content_items``
+    capability: the run's model, the live encoders of its feature store's views, and (for a derived cross
+    view) the aligner its run directory saved."""
+    from raypipe.features.aligned import ALIGNER_FILE, CrossAligner, run_aligner
+    from raypipe.features.live import LiveItemEncoder
+    from raypipe.serve.content import ContentOnboarder
+    from raypipe.serve.onboarding import OnboardingLog
+    from raypipe.train.run import derives_cross
+
+    run_dir = Path(run_dir)
+    model, index, cfg = load_model(run_dir, torch_threads=torch_threads)
+    spec = get_spec(cfg.model.name)
+    if "content_items" not in spec.capabilities:
+        raise ValueError(f"{cfg.model.name} cannot embed items from their contents (no content_items capability)")
+    if cfg.data.features is None:
+        raise ValueError(f"{run_dir}: the run names no feature store (data.features)")
+    aligner = None
+    if derives_cross(cfg):
+        if (run_dir / ALIGNER_FILE).is_file():
+            aligner = CrossAligner.load(run_dir / ALIGNER_FILE)
+        else:  # a run from before the heads were saved: fit them as its training did (same seed)
+            log.warning("%s has no %s: fitting the cross-view heads again (seed %d)", run_dir, ALIGNER_FILE,
+                        cfg.train.seed)
+            views = load_views(cfg.data.features, ["text", "image"], index)
+            aligner = run_aligner(views["text"], views["image"], cfg.train.seed)
+    views = list(spec.feature_views(cfg.model)) if spec.feature_views else list(cfg.data.feature_views)
+    encoder = LiveItemEncoder(cfg.data.features, views, aligner, torch_threads=torch_threads or 1)
+    return ContentOnboarder(model, encoder, list(index.item_ids), OnboardingLog(log_path))
 
 
 def dataset_events(dataset: str | Path, index: ItemIndex) -> tuple[np.ndarray, np.ndarray]:

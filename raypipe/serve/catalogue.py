@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from raypipe.index import HNSWIndex
-from raypipe.serve.onboarding import OnboardingLog
+from raypipe.serve.onboarding import OnboardingLog, record_vector
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class Catalogue:
         return self.log.count
 
     def _onboarded_vectors(self, recs: list[dict[str, Any]]) -> np.ndarray:
-        v = np.asarray([r["id_embedding"] for r in recs], np.float32).reshape(len(recs), self.dim)
+        v = np.asarray([record_vector(r) for r in recs], np.float32).reshape(len(recs), self.dim)
         if self.zero_term is not None:
             v[:, -1] = self.zero_term  # no interactions yet: the popularity term of a count of 0
         return v

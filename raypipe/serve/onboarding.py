@@ -82,6 +82,12 @@ class OnboardingLog(JsonLinesLog):
         self.append_locked(records, check)
 
 
+def record_vector(record: Mapping[str, Any]) -> list[float]:
+    """An onboarded item's scoring vector in the served model's item space: CDIM's generated ID embedding
+    (eq. 9), or a content model's projected contents (``vector``, :mod:`raypipe.serve.content`)."""
+    return record["vector"] if "vector" in record else record["id_embedding"]
+
+
 def item_text(attributes: Mapping[str, Any]) -> str:
     """The text CDIM reads for an item: IDP's ``plain`` template (title, else category)."""
     return render("plain", attributes)
@@ -192,7 +198,7 @@ class Matcher:
 
     def sync(self) -> int:
         """Apply records other replicas logged; returns the log's record count."""
-        new = self.log.poll()
+        new = [r for r in self.log.poll() if "cdim_vector" in r]  # content-onboarded items have no CDIM vector
         if new:
             self.onboarded.add_items(np.asarray([r["cdim_vector"] for r in new], np.float32),
                                      [r["item_id"] for r in new])

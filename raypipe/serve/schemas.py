@@ -5,6 +5,8 @@ out-of-range numbers and oversized lists are rejected with 422 before any deploy
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 from typing import Annotated, Literal
 
@@ -61,6 +63,8 @@ class NewItem(_Strict):
     brand: ShortText | None = None
     description: Annotated[str, StringConstraints(max_length=MAX_TEXT)] | None = None
     price: float | None = Field(None, ge=0.0)
+    image: str | None = Field(None, description="the item's picture, PNG or JPEG bytes in base64 (read by content "
+                                                "models such as UniM2Rec; the CDIM matcher reads text only)")
 
     @field_validator("price")
     @classmethod
@@ -69,11 +73,26 @@ class NewItem(_Strict):
             raise ValueError("price must be finite")
         return v
 
+    @field_validator("image")
+    @classmethod
+    def _base64(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                raw = base64.b64decode(v, validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError("image must be base64-encoded PNG or JPEG bytes") from None
+            if not raw:
+                raise ValueError("image is empty")
+        return v
+
     @model_validator(mode="after")
-    def _has_text(self) -> "NewItem":
-        if not ((self.title or "").strip() or (self.category or "").strip()):
-            raise ValueError("an item needs a non-empty title or category (the matcher reads its text)")
+    def _has_content(self) -> "NewItem":
+        if not ((self.title or "").strip() or (self.category or "").strip() or self.image):
+            raise ValueError("an item needs a non-empty title or category, or an image")
         return self
+
+    def has_text(self) -> bool:
+        return bool((self.title or "").strip() or (self.category or "").strip())
 
     def attributes(self) -> dict:
         return self.model_dump(exclude={"item_id", "domain"})
@@ -101,7 +120,11 @@ class Neighbour(BaseModel):
 class OnboardedItemOut(BaseModel):
     item_id: str
     domain: str
-    neighbours: list[Neighbour]
+    method: Literal["cdim", "content"] = Field(
+        description="cdim: IDP's generated ID embedding from the item's text (eq. 8-9); content: the served "
+                    "content model's projection of the item's own views (UniM2Rec / UniSRec, inductive)")
+    views: list[str] = Field(description="the item's inputs that shaped its vector (text, image, cross)")
+    neighbours: list[Neighbour] = Field(default_factory=list, description="cdim: the pre-trained items averaged")
 
 
 class OnboardResponse(BaseModel):
@@ -227,6 +250,10 @@ class RecommenderArgs(BaseModel):
     rerank_depth: int = Field(3, ge=1, le=10, description="the reranker sees k * rerank_depth candidates")
     explain_timeout_s: float = Field(30.0, gt=0.0, description="POST /explain answers 504 after this long")
     num_cpus: float = Field(0.1, gt=0.0, description="CPUs reserved per replica (fractional on small hosts)")
+    onboarding: Literal["auto", "cdim", "content"] = Field(
+        "auto", description="how POST /items embeds a new item: cdim (IDP's matcher), content (the served "
+                            "model's projectors; needs the content_items capability); auto: content when the "
+                            "served model has it, else cdim")
     popularity_clock: float | None = Field(None, ge=0.0, description="a fixed Unix time live popularity "
                                            "reads as now (replays, tests); None: the wall clock")
     num_replicas: dict[str, int] | None = Field(

@@ -72,32 +72,48 @@ def stage_domains(cfg: ExperimentConfig, prep: Prepared) -> tuple[list[str], lis
     return list(train), list(evals)
 
 
-def item_catalogue(cfg: ExperimentConfig, prep: Prepared, dataset: Path | None = None) -> ItemCatalogue:
+def item_catalogue(cfg: ExperimentConfig, prep: Prepared, dataset: Path | None = None,
+                   run_dir: Path | None = None, save_aligner: bool = False) -> ItemCatalogue:
     """The catalogue models see: the prepared item index, training popularity, the configured feature
     views, every interaction event (for popularity statistics) and (for texts and images) the dataset
-    directory."""
+    directory.  ``run_dir``: the run (a derived cross view's heads are read from, or with ``save_aligner``
+    saved into, it)."""
     seqs = prep.sequences
     events = (np.concatenate(list(seqs["items"])).astype(np.int64),
               np.concatenate(list(seqs["timestamps"])).astype(np.int64)) if len(seqs) else None
-    return ItemCatalogue(prep.index, prep.counts, load_features(cfg, prep.index), dataset, events=events)
+    views = load_features(cfg, prep.index, run_dir=run_dir, save_aligner=save_aligner)
+    return ItemCatalogue(prep.index, prep.counts, views, dataset, events=events)
 
 
-def load_features(cfg: ExperimentConfig, index: ItemIndex) -> dict[str, FeatureView]:
+def derives_cross(cfg: ExperimentConfig) -> bool:
+    """Whether the run's ``cross`` view is derived from text and image (the store has no real one)."""
+    return (cfg.data.features is not None and "cross" in cfg.data.feature_views
+            and "cross" not in store_views(cfg.data.features))
+
+
+def load_features(cfg: ExperimentConfig, index: ItemIndex, run_dir: Path | None = None,
+                  save_aligner: bool = False) -> dict[str, FeatureView]:
     """The configured feature views (``data.feature_views`` of ``data.features``) aligned to the index.
     A ``cross`` view the store lacks is derived from its text and image views by
-    :mod:`raypipe.features.aligned` (no vision-language weights ship offline)."""
+    :mod:`raypipe.features.aligned` (no vision-language weights ship offline), with the heads saved in
+    ``run_dir`` or in the run it starts from (``run.init_from``), else fitted anew (and saved into
+    ``run_dir`` when ``save_aligner``)."""
     if cfg.data.features is None:
         return {}
     wanted = list(cfg.data.feature_views)
-    derive = "cross" in wanted and "cross" not in store_views(cfg.data.features)
+    derive = derives_cross(cfg)
     names = [v for v in wanted if not (derive and v == "cross")]
     if derive:
         names += [v for v in ("text", "image") if v not in names]
     views = load_views(cfg.data.features, names, index)
     if derive:
-        from raypipe.features.aligned import AlignConfig, align_cross_modal
+        from raypipe.features.aligned import run_aligner
 
-        views["cross"], _ = align_cross_modal(views["text"], views["image"], AlignConfig(seed=cfg.train.seed))
+        init = Path(cfg.run.init_from) if cfg.run.init_from else None
+        aligner = run_aligner(views["text"], views["image"], cfg.train.seed,
+                              look_in=[run_dir, init if init is None or init.is_dir() else init.parent],
+                              save_to=run_dir if save_aligner else None)
+        views["cross"] = aligner.view(views["text"], views["image"])
     return {v: views[v] for v in wanted}
 
 
@@ -294,7 +310,7 @@ def run_experiment(cfg: ExperimentConfig, callbacks: Sequence[Any] = ()) -> RunR
     path = resolve_dataset(cfg.data.dataset)
     prep = prepare_for(cfg.data)
     train_domains, eval_domains = stage_domains(cfg, prep)
-    catalogue = item_catalogue(cfg, prep, path)
+    catalogue = item_catalogue(cfg, prep, path, run_dir, save_aligner=True)
     cfg.save(run_dir / CONFIG_FILE)
     prep.index.save(run_dir / INDEX_FILE)
     init_state = _init_state(cfg, prep.index)
@@ -371,6 +387,6 @@ def load_run(run_dir: str | Path) -> tuple[torch.nn.Module, Prepared, Experiment
     saved = ItemIndex.load(run_dir / INDEX_FILE)
     if not np.array_equal(saved.item_ids, prep.index.item_ids):
         raise ValueError(f"{run_dir}: the dataset no longer gives the run's item index")
-    model = build_model(cfg.model, item_catalogue(cfg, prep, resolve_dataset(cfg.data.dataset)))
+    model = build_model(cfg.model, item_catalogue(cfg, prep, resolve_dataset(cfg.data.dataset), run_dir))
     model.load_state_dict(load_weights(run_dir))
     return model.eval(), prep, cfg

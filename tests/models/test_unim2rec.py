@@ -96,6 +96,26 @@ def test_scores_are_user_times_item_vectors_of_the_candidates_domain() -> None:
     assert torch.allclose(s, expected, atol=1e-4)
 
 
+def test_content_item_repr_of_raw_views_is_the_inductive_item_vector() -> None:
+    """A never-seen item's retrieval vector from its raw views equals a catalogue item's with the same
+    contents and a zero ID offset; a missing view is a zero slot there too."""
+    torch.manual_seed(0)
+    cat = _catalogue(missing={"image": [5]})
+    model = build_model(_cfg(flow="both"), cat).eval()
+    items = torch.tensor([3, 5, 14])
+    feats = {v: torch.as_tensor(cat.view(v).vectors[items.numpy()]) for v in ("text", "image")}
+    present = {v: torch.as_tensor(cat.view(v).present[items.numpy()]) for v in ("text", "image")}
+    with torch.no_grad():
+        new = model.content_item_repr(feats, present)
+        assert new.shape == (3, 32) and torch.allclose(new, model.item_repr(items), atol=1e-6)  # IDs still 0
+        model.items.id.weight.normal_()  # trained IDs move only the single-domain head of known items
+        known = model.item_repr(items)
+        assert torch.allclose(known[:, :16], new[:, :16], atol=1e-6) and not torch.allclose(known[:, 16:], new[:, 16:])
+        assert torch.allclose(model.content_item_repr(feats, present), new, atol=1e-6)
+    with pytest.raises(ValueError, match="missing"):
+        model.content_item_repr({"text": feats["text"]}, {"text": present["text"]})
+
+
 def test_single_domain_contexts_at_every_position() -> None:
     """Position j's single-domain context is the causal encoding of the row's items of the target's domain
     at j's last such item (one pass per row and domain); later items do not change it, and the last

@@ -72,6 +72,9 @@ def test_pretrain_then_finetune_in_every_mode(ray_local, tiny_dataset: Path, fea
     ids = torch.load(ind.run_dir / "model.pt")["items.id.weight"]
     assert torch.count_nonzero(ids) == 0  # inductive: contents only, the ID table stays zero
     assert torch.count_nonzero(torch.load(trans.run_dir / "model.pt")["items.id.weight"]) > 0
+    # the cross view's heads are fitted once, by pre-training; every fine-tuned run keeps that copy
+    heads = [torch.load(r.run_dir / "cross_aligner.pt")["state"] for r in (pre, zero, trans, ind)]
+    assert all(torch.equal(h["head_t.weight"], heads[0]["head_t.weight"]) for h in heads)
     print({"scratch": mean(scratch), "zero-shot": mean(zero), "transductive": mean(trans), "inductive": mean(ind)})
 
 

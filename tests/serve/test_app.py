@@ -1,6 +1,7 @@
 """The recommender Serve app over HTTP on the tiny IDP pipeline: recommend, onboard, match, bad input."""
 from __future__ import annotations
 
+import base64
 import shutil
 import subprocess
 from pathlib import Path
@@ -38,7 +39,8 @@ def post(url: str, path: str, body) -> requests.Response:
 def test_health_and_openapi(app_url: str) -> None:
     h = requests.get(f"{app_url}/healthz", timeout=10).json()
     assert h["status"] == "ok" and h["catalogue"]["trained_items"] > 200
-    assert h["serving"]["cdim"].endswith("cdim")
+    assert h["serving"]["cdim"].endswith("cdim") and h["serving"]["onboarding"] == "cdim"
+    assert h["matcher"]["method"] == "cdim"
     spec = requests.get(f"{app_url}/openapi.json", timeout=10).json()
     assert {"/recommend", "/items", "/match", "/events", "/healthz"} <= set(spec["paths"])
     assert h["serving"]["live_popularity"] is False and "live_popularity" not in h["catalogue"]
@@ -92,6 +94,7 @@ def test_onboarded_item_is_matched_and_recommendable_at_once(app_url, history, m
     assert r.status_code == 201, r.text
     out = r.json()["items"][0]
     assert out["item_id"] == new["item_id"] and len(out["neighbours"]) == 10
+    assert out["method"] == "cdim" and out["views"] == ["text"]
     w = np.array([n["weight"] for n in out["neighbours"]])
     assert w.sum() == pytest.approx(1.0, abs=1e-5) and (w >= 0).all()
     assert all(n["item_id"].split("/")[0] in ("books", "movies", "electronics") for n in out["neighbours"])
@@ -164,6 +167,14 @@ def test_other_bad_requests(app_url) -> None:
     assert r.status_code == 404 and r.json()["error"] == "unknown_item"
     r = requests.post(f"{app_url}/items", json={"items": [{"item_id": "toys/z", "domain": "toys"}]}, timeout=10)
     assert r.status_code == 422 and "title or category" in r.text
+    # the CDIM matcher reads text: an image alone is named as unusable, and a bad image encoding is 422 too
+    png = base64.b64encode(b"\x89PNG\r\n\x1a\n").decode()
+    r = requests.post(f"{app_url}/items", json={"items": [{"item_id": "toys/z", "domain": "toys", "image": png}]},
+                      timeout=10)
+    assert r.status_code == 422 and r.json()["error"] == "no_text" and r.json()["detail"]["items"] == ["items[0]"]
+    r = requests.post(f"{app_url}/items", json={"items": [{"item_id": "toys/z", "domain": "toys", "title": "t",
+                                                           "image": "not base64!"}]}, timeout=10)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "image"
     r = requests.post(f"{app_url}/items", json={"items": [{"item_id": "toys/z", "domain": "garden", "title": "t"}]},
                       timeout=10)
     assert r.status_code == 422 and r.json()["error"] == "unknown_domain"
