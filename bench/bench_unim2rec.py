@@ -193,6 +193,10 @@ def main(argv: list[str] | None = None) -> int:
             res = run(args, f"pre-{key}-s{seed}", base + PRETRAIN[key] + [
                 "run.stage=pretrain", f"train.epochs={args.pretrain_epochs}"])
             pre_runs[key] = res.run_dir
+            results.setdefault("pretrain", {}).setdefault(str(seed), {})[key] = {
+                "best_epoch": res.best_epoch, "epochs_run": len(res.history), "train_seconds": res.train_seconds,
+                "valid": [h.get("valid/ndcg@10") for h in res.history],
+                "samples_per_s": float(np.median([h["samples_per_s"] for h in res.history])) if res.history else None}
         seed_runs: dict[str, Any] = {}
         for v in variants:
             spec = VARIANTS[v]
@@ -202,7 +206,9 @@ def main(argv: list[str] | None = None) -> int:
                 over.append(f"run.init_from={pre_runs[spec['pre']]}")
             res = run(args, f"{v}-s{seed}", over)
             seed_runs[v] = {"test": res.test, "best_epoch": res.best_epoch, "train_seconds": res.train_seconds,
-                            "epochs_run": len(res.history), "run_dir": str(res.run_dir)}
+                            "epochs_run": len(res.history), "run_dir": str(res.run_dir),
+                            "samples_per_s": float(np.median([h["samples_per_s"] for h in res.history]))
+                            if res.history else None}
             if seed == seeds[0]:
                 per_user[v] = per_user_ndcg(res.run_dir)
         results["runs"][str(seed)] = seed_runs
