@@ -260,6 +260,19 @@ class PreRec(SequentialRecommender):
             z = self.pop_score(items, self.query_slots(None, 1).reshape((1,) * items.dim()))
         return torch.cat([self.item_vectors(items), z[..., None]], dim=-1)
 
+    def content_item_repr(self, feats: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``[f_e(X_j), Z]`` of items never trained on, from their text vectors alone: no residual (r_j = 0)
+        and the popularity term of an item without interactions (serving replaces it as counts arrive)."""
+        view = self.cfg.text_view
+        if view not in feats or view not in present:
+            raise ValueError(f"content_item_repr needs the {view!r} view")
+        x = feats[view].to(self.text.dtype)
+        v = self.f_e(x) * present[view].to(x.dtype)[:, None]
+        z = torch.zeros(len(x), 1, device=x.device, dtype=v.dtype)
+        if self.f_pop is not None:
+            z = z + self.f_pop(torch.zeros(1, len(self.cfg.pop_orders), device=x.device, dtype=v.dtype))
+        return torch.cat([v, z], dim=-1)
+
     def score(self, history: torch.Tensor, candidates: torch.Tensor, time: torch.Tensor | None = None) -> torch.Tensor:
         u = self.user_vectors(history)
         s = score_candidates(u, self.item_vectors, candidates)
@@ -324,7 +337,7 @@ def prerec_rows(cfg: PreRecConfig, train: pd.DataFrame, catalogue: ItemCatalogue
 SPEC = ModelSpec(
     name="prerec", config=PreRecConfig, build=PreRec, schema=prerec_schema, rows=prerec_rows,
     recipe=OptimRecipe(optimizer="adam"),
-    capabilities=frozenset({"retrieval", "scorer", "live_popularity"}),
+    capabilities=frozenset({"retrieval", "scorer", "live_popularity", "content_items"}),
     feature_views=lambda cfg: [cfg.text_view],
     summary="causal pre-training with domain and popularity confounders; zero-shot by do(D=0)",
     reference="Lin et al. 2023, PreRec eq. 1-6, appendix E (popularity factors), appendix F (negatives)",

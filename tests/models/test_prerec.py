@@ -175,3 +175,21 @@ def test_live_popularity_scores_match_training_and_a_catalogue_without_events_re
     assert m2.n_slots == 0 and float(m2.pop_counts.abs().sum()) == 0.0
     m2.load_state_dict(model.state_dict())
     np.testing.assert_allclose(m2.eval().item_repr(torch.arange(1, 8))[:, -1].detach().numpy(), z[1:], rtol=1e-6)
+
+
+def test_content_item_repr_is_f_e_of_the_text_and_the_popularity_of_no_interactions() -> None:
+    torch.manual_seed(0)
+    cat = _catalogue()
+    model = build_model(_cfg(pop_window=2), cat).eval()
+    with torch.no_grad():
+        model.residual.weight.normal_()  # trained residuals belong to trained items only
+        items = torch.tensor([2, 6])
+        text = torch.as_tensor(cat.view("text").vectors[[2, 6]])
+        new = model.content_item_repr({"text": text}, {"text": torch.tensor([True, False])})
+        assert new.shape == (2, 9)
+        assert torch.allclose(new[0, :8], model.f_e(text[0]), atol=1e-6) and not new[1, :8].any()
+        assert not torch.allclose(new[0, :8], model.item_vectors(items)[0])  # no r_j for a new item
+    zero = model.live_pop_scores(np.zeros(8, np.float32))[1]
+    np.testing.assert_allclose(new[:, 8].numpy(), [zero, zero], rtol=1e-6)
+    with pytest.raises(ValueError, match="'text' view"):
+        model.content_item_repr({}, {})

@@ -88,5 +88,17 @@ def test_events_move_the_served_prerec_ranking(serve_port, prerec_run: Path, tin
         r = requests.post(f"{url}/events", json={"events": []}, timeout=30)
         assert r.status_code == 422
         assert requests.get(f"{url}/healthz", timeout=10).json()["catalogue"]["live_popularity"]["version"] == version
+        # a new item is onboarded through PreRec's own item encoder: [f_e(its text), Z of no interactions]
+        assert h["serving"]["onboarding"] == "content" and h["matcher"]["views"] == ["text"]
+        twin = before[0]
+        title = requests.get(f"{url}/items/{twin}", timeout=10).json()["title"] or "a new item"
+        r = requests.post(f"{url}/items", json={"items": [{"item_id": f"{domain}/NEW", "domain": domain,
+                                                           "title": title}]}, timeout=60)
+        assert r.status_code == 201 and r.json()["items"][0]["views"] == ["text"], r.text
+        new = requests.get(f"{url}/items/{domain}/NEW", timeout=10).json()
+        assert new["onboarded"] is True and new["recent_interactions"] == 0
+        ranked = [i["item_id"] for i in requests.post(f"{url}/recommend", json={**req, "k": 100},
+                                                      timeout=30).json()["items"]]
+        assert f"{domain}/NEW" in ranked
     finally:
         serve.delete("pop")
