@@ -61,12 +61,24 @@ class SequenceEncoder:
 
         model, index, cfg = load_model(spec["run_dir"])
         self.encoder = HistoryEncoder(model, index, cfg.data.max_len)
+        self.live_items = None
+        if spec["onboarding"] == "content" and hasattr(model, "extend_items"):
+            from pathlib import Path
+
+            from raypipe.serve.content import LiveHistoryItems
+            from raypipe.serve.onboarding import LOG_FILE, OnboardingLog
+
+            # content-onboarded items may appear in histories: the encoder reads their logged views
+            self.live_items = LiveHistoryItems(model, self.encoder, OnboardingLog(Path(spec["state_dir"]) / LOG_FILE),
+                                               sorted(set(index.domains)))
         self.encode_many.set_max_batch_size(max_batch)
         self.encode_many.set_batch_wait_timeout_s(batch_wait_s)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.001)
     async def encode_many(self, groups: list[list[list[str]]]) -> list[list[dict[str, Any]]]:
         """Groups of histories (one group = one ingress batch); concurrent groups run as one model batch."""
+        if self.live_items is not None:
+            self.live_items.sync()
         flat = [e.to_dict() for e in self.encoder.encode([h for g in groups for h in g])]
         out, i = [], 0
         for g in groups:

@@ -52,3 +52,14 @@ class SequentialRecommender(nn.Module):
 
     def score(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         return score_candidates(self.user_repr(history), self.item_repr, candidates)
+
+
+def extend_embedding(emb: nn.Embedding, n: int) -> nn.Embedding:
+    """``emb`` with ``n`` zero rows appended (items added after training have no learned row)."""
+    out = nn.Embedding(emb.num_embeddings + n, emb.embedding_dim, padding_idx=emb.padding_idx,
+                       device=emb.weight.device, dtype=emb.weight.dtype)
+    with torch.no_grad():
+        out.weight.zero_()
+        out.weight[: emb.num_embeddings] = emb.weight
+    out.weight.requires_grad_(emb.weight.requires_grad)
+    return out

@@ -45,7 +45,7 @@ from torch import nn
 from raypipe.config import ModelConfig
 from raypipe.data.catalogue import ItemCatalogue, domain_norms, query_slot
 from raypipe.data.sequences import pad_left
-from raypipe.models.base import SequentialRecommender, score_candidates
+from raypipe.models.base import SequentialRecommender, extend_embedding, score_candidates
 from raypipe.models.layers import TransformerEncoder, left_padded_gru
 from raypipe.models.spec import BatchSchema, Column, ModelSpec, OptimRecipe
 
@@ -259,6 +259,25 @@ class PreRec(SequentialRecommender):
         else:
             z = self.pop_score(items, self.query_slots(None, 1).reshape((1,) * items.dim()))
         return torch.cat([self.item_vectors(items), z[..., None]], dim=-1)
+
+    def content_dims(self) -> dict[str, int]:
+        """The raw feature view :meth:`content_item_repr` reads, with its width."""
+        return {self.cfg.text_view: int(self.text.shape[1])}
+
+    def extend_items(self, feats: dict[str, torch.Tensor], present: dict[str, torch.Tensor],
+                     domains: torch.Tensor) -> torch.Tensor:
+        """Add items never trained on (text vectors, presence, domain indices) so that histories may hold
+        them (``r_j = 0``, no interactions yet); returns their new indices."""
+        view = self.cfg.text_view
+        x = feats[view].to(self.text) * present[view].to(self.text)[:, None]
+        n0, n = self.text.shape[0], len(x)
+        self.text = torch.cat([self.text, x])
+        self.item_domain = torch.cat([self.item_domain, domains.to(self.item_domain)])
+        if self.residual is not None:
+            self.residual = extend_embedding(self.residual, n)
+        if self.f_pop is not None:  # no interactions in any slot yet
+            self.pop_counts = torch.cat([self.pop_counts, self.pop_counts.new_zeros(self.pop_counts.shape[0], n)], 1)
+        return torch.arange(n0, n0 + n)
 
     def content_item_repr(self, feats: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> torch.Tensor:
         """``[f_e(X_j), Z]`` of items never trained on, from their text vectors alone: no residual (r_j = 0)

@@ -46,7 +46,7 @@ from torch import nn
 from raypipe.config import ConfigError, ModelConfig
 from raypipe.data.catalogue import ItemCatalogue
 from raypipe.data.sequences import pad_left, sequence_windows
-from raypipe.models.base import SequentialRecommender
+from raypipe.models.base import SequentialRecommender, extend_embedding
 from raypipe.models.layers import TransformerEncoder
 from raypipe.models.spec import BatchSchema, Column, ModelSpec
 
@@ -187,6 +187,14 @@ class MultiViewItems(nn.Module):
             out = self.proj[v](feats[v])
             parts.append(out * present[v][:, None].to(out.dtype))
         return torch.cat(parts, -1)
+
+    def extend(self, feats: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> None:
+        """Append items (raw view vectors and presence, in index order after the last) with zero ID rows."""
+        for v in self.views:
+            for name, new in ((f"feat_{v}", feats[v]), (f"present_{v}", present[v])):
+                old = getattr(self, name)
+                setattr(self, name, torch.cat([old, new.to(old.device, old.dtype)]))
+        self.id = extend_embedding(self.id, len(feats[self.views[0]]))
 
     def content(self, items: torch.Tensor) -> torch.Tensor:
         """``ê`` of item indices of any shape ``[...]`` → ``[..., len(views) * hidden]``."""
@@ -336,6 +344,19 @@ class UniM2Rec(SequentialRecommender):
 
     def item_repr(self, items: torch.Tensor) -> torch.Tensor:
         return torch.cat(self._item_heads(items), -1)
+
+    def content_dims(self) -> dict[str, int]:
+        """The raw feature views :meth:`content_item_repr` reads, with their widths."""
+        return {v: int(getattr(self.items, f"feat_{v}").shape[1]) for v in self.items.views}
+
+    def extend_items(self, feats: dict[str, torch.Tensor], present: dict[str, torch.Tensor],
+                     domains: torch.Tensor) -> torch.Tensor:
+        """Add items never trained on (their raw views, presence and domain indices) so that histories may
+        hold them; returns their new indices.  Their vectors equal :meth:`content_item_repr`'s."""
+        n0 = self.items.id.num_embeddings
+        self.items.extend(feats, present)
+        self.item_domain = torch.cat([self.item_domain, domains.to(self.item_domain)])
+        return torch.arange(n0, n0 + len(domains))
 
     def content_item_repr(self, feats: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> torch.Tensor:
         """The retrieval vector of items never trained on, from their raw view vectors alone (``feats[v]``

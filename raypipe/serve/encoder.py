@@ -29,6 +29,10 @@ class HistoryEncoder:
         self.max_len = int(max_len)
         self.position = {iid: i for i, iid in enumerate(index.item_ids, start=1)}
 
+    def add(self, item_ids: Sequence[str], indices: Sequence[int]) -> None:
+        """Make items added to the model after training (``model.extend_items``) known to histories."""
+        self.position.update(zip(item_ids, (int(i) for i in indices)))
+
     def known(self, history: Sequence[str]) -> tuple[np.ndarray, list[str]]:
         idx, skipped, seen = [], [], set()
         for iid in history:

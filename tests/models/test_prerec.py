@@ -193,3 +193,18 @@ def test_content_item_repr_is_f_e_of_the_text_and_the_popularity_of_no_interacti
     np.testing.assert_allclose(new[:, 8].numpy(), [zero, zero], rtol=1e-6)
     with pytest.raises(ValueError, match="'text' view"):
         model.content_item_repr({}, {})
+
+
+def test_items_added_after_training_are_read_in_histories() -> None:
+    torch.manual_seed(0)
+    cat = _catalogue()
+    model = build_model(_cfg(pop_window=2), cat).eval()
+    text = torch.as_tensor(cat.view("text").vectors[[3]])
+    with torch.no_grad():
+        new = model.extend_items({"text": text}, {"text": torch.tensor([True])}, torch.tensor([0]))
+        assert new.tolist() == [8] and model.content_dims() == {"text": 6}
+        u = model.user_vectors(torch.tensor([[1, 2, 3], [1, 2, 8]]))
+        assert torch.allclose(u[0], u[1], atol=1e-5)  # zero residuals: the copy reads as its twin
+        assert torch.allclose(model.item_repr(new)[:, :8], model.content_item_repr(
+            {"text": text}, {"text": torch.tensor([True])})[:, :8], atol=1e-6)
+        assert model.pop_counts.shape[1] == 9 and not model.pop_counts[:, 8].any()

@@ -116,6 +116,26 @@ def test_content_item_repr_of_raw_views_is_the_inductive_item_vector() -> None:
         model.content_item_repr({"text": feats["text"]}, {"text": present["text"]})
 
 
+def test_items_added_after_training_are_read_in_histories_by_their_contents() -> None:
+    torch.manual_seed(0)
+    cat = _catalogue()
+    model = build_model(_cfg(flow="both"), cat).eval()
+    twins = torch.tensor([4, 15])  # one item of each domain, added again under new indices
+    feats = {v: torch.as_tensor(cat.view(v).vectors[twins.numpy()]) for v in ("text", "image")}
+    present = {v: torch.as_tensor(cat.view(v).present[twins.numpy()]) for v in ("text", "image")}
+    assert model.content_dims() == {"text": 16, "image": 8}
+    with torch.no_grad():
+        new = model.extend_items(feats, present, torch.tensor([0, 1]))
+        assert new.tolist() == [25, 26] and model.items.id.num_embeddings == 27
+        assert torch.allclose(model.item_repr(new), model.content_item_repr(feats, present), atol=1e-6)
+        hist = torch.tensor([[1, 13, 2, 4], [1, 13, 2, 25]])  # the same history, the twin's copy last
+        u = model.user_repr(hist)
+        assert torch.allclose(u[0], u[1], atol=1e-5)  # untrained IDs are zero: the copy reads as its twin
+        model.items.id.weight[1:25].normal_()  # trained items have ID offsets, the added ones none
+        u = model.user_repr(hist)
+        assert not torch.allclose(u[0], u[1], atol=1e-3) and torch.count_nonzero(model.items.id.weight[25:]) == 0
+
+
 def test_single_domain_contexts_at_every_position() -> None:
     """Position j's single-domain context is the causal encoding of the row's items of the target's domain
     at j's last such item (one pass per row and domain); later items do not change it, and the last

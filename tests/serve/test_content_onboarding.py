@@ -19,7 +19,8 @@ from raypipe.features.live import ImageInputError, LiveItemEncoder
 from raypipe.models.registry import build_model, get_spec
 from raypipe.serve.artifacts import item_vectors
 from raypipe.serve.catalogue import Catalogue
-from raypipe.serve.content import ContentOnboarder
+from raypipe.serve.content import ContentOnboarder, LiveHistoryItems
+from raypipe.serve.encoder import HistoryEncoder
 from raypipe.serve.onboarding import DuplicateItemError, OnboardingLog
 from raypipe.train.run import item_catalogue
 
@@ -73,6 +74,17 @@ def test_new_item_vector_is_its_contents_and_it_is_retrieved_at_once(served, tin
     assert score == pytest.approx(float(np.dot(records[0]["vector"], u)), rel=1e-4)
     got = replica.get("toys/NEW-TWIN")
     assert got["onboarded"] and got["title"] == twin["title"]
+    # a sequence encoder replica reads the new item inside a history, as its twin (zero ID offsets here)
+    import copy
+
+    enc = HistoryEncoder(copy.deepcopy(model), index, 20)
+    live = LiveHistoryItems(enc.model, enc, OnboardingLog(log_path), sorted(set(index.domains)))
+    known = [i for i in index.item_ids if i.startswith(f"{DOMAIN}/")][:4]
+    before = enc.encode([known + ["toys/NEW-TWIN"]])[0]
+    assert before.skipped == ["toys/NEW-TWIN"] and live.sync() == 1 and live.sync() == 1
+    after, ref = enc.encode([known + ["toys/NEW-TWIN"], known + [twin["item_id"]]])
+    assert after.skipped == [] and after.used == 5
+    np.testing.assert_allclose(after.vector, ref.vector, atol=1e-4)
     # onboarding it again, or a trained id, is refused and writes nothing
     for dup in (new, {**new, "item_id": twin["item_id"]}):
         with pytest.raises(DuplicateItemError):
