@@ -69,7 +69,7 @@ def robustness(runs: dict[str, Path], shares: list[float], seed: int) -> dict[st
         for modality in ("text", "image"):
             for share in shares:
                 if share == 0 and modality != "text":  # nothing removed: the same evaluation as text's 0%
-                    out[name][modality] = {str(share): out[name]["text"][str(share)]}
+                    out[name].setdefault(modality, {})[str(share)] = out[name]["text"][str(share)]
                     continue
                 model, prep, cfg = load_run(run_dir)
                 if modality not in model.items.views:
