@@ -71,6 +71,11 @@ def test_items_are_onboarded_from_text_and_image_and_ranked_by_their_content_vec
     assert len(mine) == 1 and mine[0]["score"] == pytest.approx(want, rel=1e-3, abs=1e-4)
     got = requests.get(f"{content_url}/items/{new['item_id']}", timeout=10).json()
     assert got["onboarded"] is True and got["title"] == new["title"] and got["price"] == 9.5
+    # the new item inside a history is read by its contents, not skipped
+    body = requests.post(f"{content_url}/recommend", json={"history": history + [new["item_id"]], "domain": DOMAIN,
+                                                           "k": 5}, timeout=30).json()
+    assert body["skipped_items"] == [] and body["used_items"] == len(history) + 1 and body["fallback"] is None
+    assert new["item_id"] not in [i["item_id"] for i in body["items"]]  # excluded as part of the history
 
 
 def test_bad_content_items_are_4xx_and_match_is_not_offered(content_url: str) -> None:
