@@ -40,6 +40,9 @@ KS = [5, 10, 20]
 #: the pre-training key names which pre-trained model a variant starts from
 VARIANTS: dict[str, dict[str, Any]] = {
     "sasrec": {"pre": None, "fine": ["model.name=sasrec", "model.loss=ce", "data.flow=domain"], "mode": "transductive"},
+    # SASRec with its own budget (an ID model needs more epochs than the content models' fine-tuning)
+    "sasrec_own_budget": {"pre": None, "fine": ["model.name=sasrec", "model.loss=ce", "data.flow=domain"],
+                          "mode": "transductive", "epochs": 200, "patience": 10},
     "unisrec": {"pre": "unisrec", "fine": [], "mode": "transductive"},
     "unisrec_zero_shot": {"pre": "unisrec", "fine": [], "mode": "zero-shot"},
     "unim2rec": {"pre": "unim2rec", "fine": [], "mode": "transductive"},
@@ -65,7 +68,8 @@ PRETRAIN: dict[str, list[str]] = {
     "wo_cvt": ["model.name=unim2rec", "model.linear_views=[cross,image,text]"],
 }
 #: the model a variant fine-tunes (its pre-training's, else UniM2Rec's)
-PAIRS = [("unim2rec", "sasrec"), ("unim2rec", "unisrec"), ("unisrec", "sasrec"),
+PAIRS = [("unim2rec", "sasrec"), ("unim2rec", "unisrec"), ("unisrec", "sasrec"), ("unim2rec", "sasrec_own_budget"),
+         ("unisrec", "sasrec_own_budget"),
          ("unim2rec_zero_shot", "unisrec_zero_shot")] + [(v, "unim2rec") for v in VARIANTS if v.startswith("wo_")]
 
 
@@ -79,7 +83,7 @@ def base_overrides(args: argparse.Namespace, seed: int) -> list[str]:
 
 def _fine_model(variant: str) -> list[str]:
     pre = VARIANTS[variant]["pre"]
-    if variant == "sasrec":
+    if variant.startswith("sasrec"):
         return []
     return PRETRAIN[pre] if pre else ["model.name=unim2rec"]
 
@@ -201,12 +205,14 @@ def main(argv: list[str] | None = None) -> int:
         for v in variants:
             spec = VARIANTS[v]
             over = base + _fine_model(v) + spec["fine"] + ["run.stage=finetune", f"run.mode={spec['mode']}",
-                                                           f"train.epochs={args.finetune_epochs}"]
+                                                           f"train.epochs={spec.get('epochs', args.finetune_epochs)}",
+                                                           f"train.patience={spec.get('patience', args.patience)}"]
             if spec["pre"]:
                 over.append(f"run.init_from={pre_runs[spec['pre']]}")
             res = run(args, f"{v}-s{seed}", over)
             seed_runs[v] = {"test": res.test, "best_epoch": res.best_epoch, "train_seconds": res.train_seconds,
                             "epochs_run": len(res.history), "run_dir": str(res.run_dir),
+                            "epochs_budget": spec.get("epochs", args.finetune_epochs),
                             "samples_per_s": float(np.median([h["samples_per_s"] for h in res.history]))
                             if res.history else None}
             if seed == seeds[0]:
