@@ -32,7 +32,7 @@ from raypipe.io import write_json_atomic, write_text_atomic  # noqa: E402
 
 log = logging.getLogger("unim2rec_analysis")
 ROBUST = ["unisrec_zero_shot", "unim2rec_zero_shot", "unisrec", "unim2rec"]
-FEW_SHOT = ["sasrec", "unisrec", "unim2rec"]
+FEW_SHOT = ["sasrec", "sasrec_own_budget", "unisrec", "unim2rec"]
 EDGES = [0, 5, 10, 20, 40, np.inf]
 
 
@@ -98,6 +98,8 @@ def few_shot(runs: dict[str, Path]) -> dict[str, Any]:
         es = prep.eval_set("test", d, ref.data.max_len)
         target_of[d] = dict(zip(map(str, es.user_ids), es.target.tolist()))
     for name in FEW_SHOT:
+        if name not in runs:
+            continue
         ranks = load_ranks(runs[name])
         vals: dict[int, list[float]] = {}
         for d, per_user in ranks.items():
@@ -169,18 +171,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="the bench seed whose runs are analysed")
     p.add_argument("--shares", default="0,0.3,0.6,1.0")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "unim2rec_small_analysis")
+    p.add_argument("--only", choices=["robustness", "few_shot"], help="recompute one part, keep the other from <out>.json")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     runs = {v: args.storage_path / f"{v}-s{args.seed}" for v in dict.fromkeys(ROBUST + FEW_SHOT)}
-    missing = [str(r) for r in runs.values() if not (r / "metrics.json").is_file()]
+    optional = {"sasrec_own_budget"}
+    missing = [str(r) for v, r in runs.items() if not (r / "metrics.json").is_file() and v not in optional]
     if missing:
         p.error(f"unfinished runs: {missing} (run bench/bench_unim2rec.py first)")
+    runs = {v: r for v, r in runs.items() if (r / "metrics.json").is_file()}
+    import json
+
     import torch
 
     torch.set_num_threads(1)
     shares = [float(s) for s in args.shares.split(",")]
+    old = json.loads(args.out.with_suffix(".json").read_text()) if args.only else {}
     res = {"storage_path": str(args.storage_path), "seed": args.seed, "shares": shares,
-           "robustness": robustness({k: runs[k] for k in ROBUST}, shares, args.seed), "few_shot": few_shot(runs)}
+           "robustness": old["robustness"] if args.only == "few_shot" else
+           robustness({k: runs[k] for k in ROBUST}, shares, args.seed),
+           "few_shot": old["few_shot"] if args.only == "robustness" else few_shot(runs)}
     write_json_atomic(args.out.with_suffix(".json"), res)
     write_text_atomic(args.out.with_suffix(".md"), markdown(res) + "\n")
     plot(res, args.out.with_suffix(".png"))
