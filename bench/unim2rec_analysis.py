@@ -32,7 +32,7 @@ from raypipe.io import write_json_atomic, write_text_atomic  # noqa: E402
 
 log = logging.getLogger("unim2rec_analysis")
 ROBUST = ["unisrec_zero_shot", "unim2rec_zero_shot", "unisrec", "unim2rec"]
-FEW_SHOT = ["sasrec", "sasrec_own_budget", "unisrec", "unim2rec"]
+FEW_SHOT = ["sasrec", "sasrec_own_budget", "unisrec", "unim2rec", "unim2rec_own_budget"]
 EDGES = [0, 5, 10, 20, 40, np.inf]
 
 
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     runs = {v: args.storage_path / f"{v}-s{args.seed}" for v in dict.fromkeys(ROBUST + FEW_SHOT)}
-    optional = {"sasrec_own_budget"}
+    optional = {"sasrec_own_budget", "unim2rec_own_budget"}
     missing = [str(r) for v, r in runs.items() if not (r / "metrics.json").is_file() and v not in optional]
     if missing:
         p.error(f"unfinished runs: {missing} (run bench/bench_unim2rec.py first)")
