@@ -165,6 +165,7 @@ def run_aligner(text: FeatureView, image: FeatureView, seed: int, look_in: Seque
             aligner = CrossAligner.load(Path(d) / ALIGNER_FILE)
             log.info("cross view from the aligner saved in %s", d)
             if save_to is not None and Path(save_to).resolve() != Path(d).resolve():
+                Path(save_to).mkdir(parents=True, exist_ok=True)
                 aligner.save(Path(save_to) / ALIGNER_FILE)  # the run keeps the heads it was trained with
             return aligner
     aligner = fit_cross_aligner(text, image, AlignConfig(seed=seed))

@@ -142,7 +142,15 @@ class ServingSpec:
         if onboarding == "content" and "content_items" not in caps:
             raise ValueError(f"onboarding=content: the served model {cfg.model.name} cannot embed an item from its "
                              "contents alone (no content_items capability); use onboarding=cdim")
-        method = "content" if onboarding == "content" or (onboarding == "auto" and "content_items" in caps) else "cdim"
+        live_store = _live_store(cfg, run)
+        if onboarding == "content" and live_store is None:
+            raise ValueError(f"onboarding=content: {run} has no feature store with a manifest (data.features="
+                             f"{cfg.data.features}) to encode new items with")
+        method = "content" if onboarding == "content" or (
+            onboarding == "auto" and "content_items" in caps and live_store is not None) else "cdim"
+        if onboarding == "auto" and "content_items" in caps and method == "cdim":
+            log.warning("%s: no feature store with a manifest on this machine (data.features=%s); new items "
+                        "are onboarded by CDIM instead of %s's own projectors", run, cfg.data.features, cfg.model.name)
         desc = {"run_dir": str(run), "model": cfg.model.name, "stage": cfg.run.stage, "mode": cfg.run.mode,
                 "live_popularity": live, "onboarding": method}
         if method == "cdim":
@@ -154,6 +162,18 @@ class ServingSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _live_store(cfg: ExperimentConfig, run: Path) -> Path | None:
+    """The run's feature store directory when it has a manifest here (what live encoding needs)."""
+    from raypipe.features.store import MANIFEST_FILE
+
+    if cfg.data.features is None:
+        return None
+    store = Path(cfg.data.features)
+    if not store.is_absolute():
+        store = find_relative(cfg.data.features, run) or store
+    return store if (store / MANIFEST_FILE).is_file() else None
 
 
 def _pretrained_domains(run: Path, dataset: Path | None, domains: list[str]) -> list[str]:

@@ -41,7 +41,10 @@ def served(tiny_dataset: Path, tiny_store: Path, tmp_path_factory):
     torch.manual_seed(0)
     model = build_model(cfg.model, item_catalogue(cfg, prep, tiny_dataset, run, save_aligner=True)).eval()
     encoder = LiveItemEncoder(tiny_store, cfg.model.views, CrossAligner.load(run / ALIGNER_FILE))
-    return model, prep.index, encoder, item_vectors(model, len(prep.index))
+    cfg.save(run / "config.yaml")  # a run directory the Serve app can resolve
+    prep.index.save(run / "item_index.parquet")
+    torch.save(model.state_dict(), run / "model.pt")
+    return model, prep.index, encoder, item_vectors(model, len(prep.index)), run
 
 
 def _item(tiny_dataset: Path, index, with_image: bool) -> dict:
@@ -52,7 +55,7 @@ def _item(tiny_dataset: Path, index, with_image: bool) -> dict:
 
 
 def test_new_item_vector_is_its_contents_and_it_is_retrieved_at_once(served, tiny_dataset, tmp_path) -> None:
-    model, index, encoder, vecs = served
+    model, index, encoder, vecs, _ = served
     log_path = tmp_path / "onboarded.jsonl"
     onboarder = ContentOnboarder(model, encoder, list(index.item_ids), OnboardingLog(log_path))
     replica = Catalogue(list(index.item_ids), list(index.domains), vecs, None, None, OnboardingLog(log_path),
@@ -93,7 +96,7 @@ def test_new_item_vector_is_its_contents_and_it_is_retrieved_at_once(served, tin
 
 
 def test_items_with_one_modality_and_bad_images(served, tiny_dataset, tmp_path) -> None:
-    model, index, encoder, vecs = served
+    model, index, encoder, vecs, _ = served
     onboarder = ContentOnboarder(model, encoder, list(index.item_ids), OnboardingLog(tmp_path / "log.jsonl"))
     text_only = _item(tiny_dataset, index, with_image=False)
     picture = _item(tiny_dataset, index, with_image=True)
@@ -118,3 +121,27 @@ def test_items_with_one_modality_and_bad_images(served, tiny_dataset, tmp_path) 
                            {"item_id": "toys/BAD", "domain": DOMAIN,
                             "attributes": {"title": "x", "image": base64.b64encode(b"not an image").decode()}}])
     assert onboarder.sync() == 2  # nothing of the failed request was logged
+
+
+def test_the_app_onboards_by_content_only_where_it_can_encode_new_items(served, tmp_path) -> None:
+    from raypipe.config import load_config as load
+    from raypipe.serve.artifacts import ServingSpec
+
+    run = served[4]
+    spec = ServingSpec.resolve(run, state_dir=tmp_path / "state")
+    assert spec.onboarding == "content" and spec.description["onboarding"] == "content"
+    assert ServingSpec.resolve(run, state_dir=tmp_path / "state", onboarding="cdim").onboarding == "cdim"
+    # without a feature store on this machine, auto falls back to CDIM and content is refused
+    cfg = load(run / "config.yaml")
+    store = cfg.data.features
+    cfg.data.features = str(tmp_path / "no-such-store")
+    cfg.save(run / "config.yaml")
+    try:
+        assert ServingSpec.resolve(run, state_dir=tmp_path / "state").onboarding == "cdim"
+        with pytest.raises(ValueError, match="no feature store"):
+            ServingSpec.resolve(run, state_dir=tmp_path / "state", onboarding="content")
+    finally:
+        cfg.data.features = store
+        cfg.save(run / "config.yaml")
+    with pytest.raises(ValueError, match="choose auto, cdim or content"):
+        ServingSpec.resolve(run, state_dir=tmp_path / "state", onboarding="clip")
