@@ -14,7 +14,7 @@ Deployments (composed with ``DeploymentHandle``s; the logic lives in :mod:`raypi
   model (PreRec) also the ``POST /events`` counts (:mod:`raypipe.serve.popularity`), applied from their
   shared log likewise;
 * ``CDIMMatcher`` — text → CDIM vector → top-m pre-trained items → eq. 9 ID embedding → onboarding log;
-  or, for a served model with the ``content_items`` capability (UniM2Rec, UniSRec), ``ContentOnboarder`` —
+  or, for a served model with the ``content_items`` capability (UniM2Rec, UniSRec, PreRec), ``ContentOnboarder`` —
   the item's own text and image → live feature views → the model's projectors → onboarding log;
 * ``Reranker`` (optional, ``reranker_run=<run dir>``) — a second model re-scores the candidates.
 """
@@ -45,7 +45,7 @@ log = logging.getLogger("raypipe.serve.app")
 
 api = FastAPI(title="raypipe recommender", version="1.0",
               description="Sequential recommendation with live cold-start items (IDP's CDIM matcher, or the served content "
-                          "model's projectors for UniM2Rec / UniSRec).")
+                          "model's projectors for UniM2Rec, UniSRec and PreRec).")
 api.state.max_body_bytes = DEFAULT_MAX_BODY_BYTES
 errors.install(api, limit=lambda: api.state.max_body_bytes)
 BAD = {400: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
@@ -227,7 +227,7 @@ class CDIMMatcher:
 
 @serve.deployment
 class ContentOnboarder:
-    """New items through the served content model's projectors (UniM2Rec / UniSRec, inductive): their
+    """New items through the served content model's item encoder (UniM2Rec / UniSRec: inductive; PreRec: f_e): their
     text and image are encoded live with the feature store's encoders (:mod:`raypipe.serve.content`)."""
 
     def __init__(self, spec: dict[str, Any]) -> None:

@@ -1,6 +1,6 @@
 """Live cold-start items for content models: a new item's retrieval vector from its own text and image.
 
-A model with the ``content_items`` capability (UniM2Rec, UniSRec) scores items by their contents passed
+A model with the ``content_items`` capability (UniM2Rec, UniSRec; PreRec) scores items by their contents passed
 through its projectors, so a brand-new item needs no matcher and no neighbours: its feature views are
 computed live with the encoders the catalogue's store was built with
 (:class:`raypipe.features.live.LiveItemEncoder`; the derived cross view through the run's

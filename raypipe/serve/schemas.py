@@ -122,7 +122,7 @@ class OnboardedItemOut(BaseModel):
     domain: str
     method: Literal["cdim", "content"] = Field(
         description="cdim: IDP's generated ID embedding from the item's text (eq. 8-9); content: the served "
-                    "content model's projection of the item's own views (UniM2Rec / UniSRec, inductive)")
+                    "content model's projection of the item's own views (UniM2Rec, UniSRec, PreRec)")
     views: list[str] = Field(description="the item's inputs that shaped its vector (text, image, cross)")
     neighbours: list[Neighbour] = Field(default_factory=list, description="cdim: the pre-trained items averaged")
 
