@@ -7,7 +7,7 @@ and the same image decoding (:func:`~raypipe.features.pipeline.prepare_batch`); 
 hash must equal the manifest's, so a served item is never encoded by another model than the one its
 catalogue was.  A derived ``cross`` view (no vision-language weights offline) comes from the run's
 :class:`~raypipe.features.aligned.CrossAligner`.  Used by the Serve app to onboard items through a
-content model's projectors (UniM2Rec, UniSRec).
+content model's item encoder (UniM2Rec, UniSRec, PreRec).
 """
 from __future__ import annotations
 
