@@ -110,10 +110,6 @@ class LiveItemEncoder:
         log.info("live item encoder over %s (views %s, cross %s)", store, self.views,
                  "derived by the run's aligner" if self.derived_cross else "from the store's encoder")
 
-    @property
-    def reads_images(self) -> bool:
-        return self.preprocess is not None
-
     def encode(self, items: Sequence[Mapping[str, Any]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """``{view: (vectors [n, d] float32, present [n] bool)}`` for items given as dicts of the canonical
         item fields (``image``: PNG/JPEG bytes).  Raises :class:`ImageInputError` naming every item whose

@@ -168,12 +168,16 @@ def _live_store(cfg: ExperimentConfig, run: Path) -> Path | None:
     """The run's feature store directory when it has a manifest here (what live encoding needs)."""
     from raypipe.features.store import MANIFEST_FILE
 
+    store = features_path(cfg, run)
+    return store if store is not None and (store / MANIFEST_FILE).is_file() else None
+
+
+def features_path(cfg: ExperimentConfig, run: Path) -> Path | None:
+    """``data.features`` of a run, a relative path found from the working directory or the run's ancestors."""
     if cfg.data.features is None:
         return None
     store = Path(cfg.data.features)
-    if not store.is_absolute():
-        store = find_relative(cfg.data.features, run) or store
-    return store if (store / MANIFEST_FILE).is_file() else None
+    return store if store.is_absolute() else (find_relative(cfg.data.features, run) or store)
 
 
 def _pretrained_domains(run: Path, dataset: Path | None, domains: list[str]) -> list[str]:
@@ -209,10 +213,8 @@ def load_model(run_dir: str | Path, counts: np.ndarray | None = None, torch_thre
     run_dir = Path(run_dir)
     cfg = load_config(run_dir / CONFIG_FILE)
     index = ItemIndex.load(run_dir / INDEX_FILE)
-    if cfg.data.features is not None and not Path(cfg.data.features).is_absolute():
-        anchored = find_relative(cfg.data.features, run_dir)
-        if anchored is not None:
-            cfg.data.features = str(anchored)
+    if cfg.data.features is not None:
+        cfg.data.features = str(features_path(cfg, run_dir))
     events = dataset_events(events_dataset, index) if events_dataset is not None else None
     model = build_model(cfg.model, ItemCatalogue(index, counts, load_features(cfg, index, run_dir=run_dir),
                                                  events=events,

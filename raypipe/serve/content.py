@@ -44,10 +44,6 @@ class ContentOnboarder:
         self.model, self.encoder, self.log = model, encoder, onboarding_log
         self.known = set(item_ids)
 
-    @property
-    def count(self) -> int:
-        return self.log.count
-
     def sync(self) -> int:
         self.log.poll()
         return self.log.count

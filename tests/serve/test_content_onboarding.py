@@ -110,11 +110,11 @@ def test_items_with_one_modality_and_bad_images(served, tiny_dataset, tmp_path) 
     # the image-only item's image slot equals its twin's: the projections of the same image
     width = model.items.width
     img = slice(model.cfg.hidden, 2 * model.cfg.hidden)
+    views = encoder.encode([{"image": picture["image"]}])
     with torch.no_grad():
         twin = model.items.content(torch.tensor([index.lookup([picture["item_id"]])[0]]))[0]
-        mine = model.items.project({v: torch.as_tensor(x) for v, (x, _) in encoder.encode(
-            [{"image": picture["image"]}]).items()}, {v: torch.as_tensor(p) for v, (_, p) in encoder.encode(
-                [{"image": picture["image"]}]).items()})[0]
+        mine = model.items.project({v: torch.as_tensor(x) for v, (x, _) in views.items()},
+                                   {v: torch.as_tensor(p) for v, (_, p) in views.items()})[0]
     assert mine.shape == (width,) and torch.allclose(mine[img], twin[img], atol=1e-4)
     with pytest.raises(ImageInputError, match=r"items\[1\]\.image"):
         onboarder.onboard([{"item_id": "toys/OK", "domain": DOMAIN, "attributes": {"title": "fine"}},
