@@ -34,6 +34,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cross-model", default=DEFAULT_CROSS_MODEL, help="open_clip ARCH[:CKPT] or local-dir:DIR")
     p.add_argument("--image-size", type=int, default=None, help="encoder input side (default: native, 224)")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--image-chunk", type=int, default=None,
+                   help="images per forward pass (default: 8 on the CPU, the whole batch on a GPU)")
     p.add_argument("--num-gpus", type=float, default=None, help="GPUs per encoder actor (default: 1 if any, else 0)")
     p.add_argument("--num-actors", type=int, default=None, help="largest encoder actor pool (default: auto)")
     p.add_argument("--torch-threads", type=int, default=None, help="torch threads per actor (default: 1)")
@@ -59,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         views=[v.strip() for v in args.views.split(",") if v.strip()],
         text_model=args.text_model, text_template=args.text_template, image_model=args.image_model,
         cross_model=args.cross_model, image_size=args.image_size, batch_size=args.batch_size,
+        image_chunk=args.image_chunk,
         num_gpus=args.num_gpus, num_actors=args.num_actors, torch_threads=args.torch_threads,
         rows_per_file=args.rows_per_file, seed=args.seed, force=args.force, image_grid=args.image_grid,
     )

@@ -46,6 +46,7 @@ import pyarrow.parquet as pq
 from raypipe.data.schema import ITEMS_FILE
 from raypipe.data.text import TEMPLATES, render
 from raypipe.features.encoders import (
+    CPU_IMAGE_CHUNK,
     DEFAULT_CROSS_MODEL,
     DEFAULT_IMAGE_MODEL,
     ImageDecodeError,
@@ -100,6 +101,9 @@ class FeatureConfig:
     image_grid: int = 3
     #: rows per encoder call (and per decoding batch)
     batch_size: int = 64
+    #: images per forward pass of the image and cross encoders; ``None`` = CPU_IMAGE_CHUNK on the CPU
+    #: (small batches keep a convolutional network's activations in cache) and the whole batch on a GPU
+    image_chunk: int | None = None
     #: GPUs per encoder actor; ``None`` = 1 when the cluster has GPUs, else 0 (CPU)
     num_gpus: float | None = None
     #: largest encoder actor pool; ``None`` = one per GPU, or on CPU about one per core (a quarter kept
@@ -125,6 +129,8 @@ class FeatureConfig:
             raise ValueError(f"unknown text template {self.text_template!r}; choose from {sorted(TEMPLATES)}")
         if min(self.batch_size, self.block_rows, self.rows_per_file) < 1:
             raise ValueError("batch_size, block_rows and rows_per_file must be >= 1")
+        if self.image_chunk is not None and self.image_chunk < 1:
+            raise ValueError(f"image_chunk must be >= 1, got {self.image_chunk}")
         if self.num_gpus is not None and self.num_gpus < 0:
             raise ValueError("num_gpus must be >= 0")
         if self.num_actors is not None and self.num_actors < 1:
@@ -324,12 +330,14 @@ class EncodeBatch:
     CPU — the same code either way."""
 
     def __init__(self, view: str, model: str, num_gpus: float, torch_threads: int, image_size: int | None,
-                 seed: int, text_max_length: int, grid: int = 0) -> None:
+                 seed: int, text_max_length: int, grid: int = 0, image_chunk: int | None = None) -> None:
         import torch
 
         torch.set_num_threads(max(1, torch_threads))
         device = "cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu"
         self.view = view
+        #: images per forward pass (0 = the whole batch)
+        self.image_chunk = image_chunk or (CPU_IMAGE_CHUNK if device == "cpu" else 0)
         if view == "text":
             from raypipe.features.text import TextEncoder
 
@@ -360,12 +368,13 @@ class EncodeBatch:
         elif self.view in IMAGE_VIEWS:
             present = image_status == OK
             if present.any():
-                vectors[present] = self.encoder.encode(batch["pixels"][present], batch_size=max(1, n))
+                vectors[present] = self.encoder.encode(batch["pixels"][present], batch_size=self.image_chunk or n)
         else:
             has_text = text_status == OK
             has_image = image_status == OK
             texts = [t if ok else None for t, ok in zip(batch["text"], has_text)]
-            vectors, present = self.encoder.encode_items(texts, batch["pixels"], has_image)
+            vectors, present = self.encoder.encode_items(texts, batch["pixels"], has_image,
+                                                         image_batch=self.image_chunk or max(1, n))
         return to_output_table(ids, vectors, present, text_status, image_status, errors)
 
 
@@ -505,7 +514,8 @@ def _run_view(plan: _ViewPlan, cfg: FeatureConfig, res: _Resources, items: Path,
                                _spec_string(plan), "num_gpus": res.num_gpus, "torch_threads": res.torch_threads,
                                "image_size": cfg.image_size, "seed": cfg.seed,
                                "text_max_length": cfg.text_max_length,
-                               "grid": cfg.image_grid if plan.view == "image_grid" else 0},
+                               "grid": cfg.image_grid if plan.view == "image_grid" else 0,
+                               "image_chunk": cfg.image_chunk},
     )
     if interrupt_after is not None:
         ds = ds.limit(interrupt_after)
@@ -592,7 +602,8 @@ def extract_features(cfg: FeatureConfig, *, _interrupt_after: dict[str, int] | N
             "items_size_mtime": [stamp["size"], stamp["mtime_ns"]], **stats,
             "run": {"encoded": pending, "resumed_from": len(done), "seconds": round(seconds, 3),
                     "items_per_s": round(pending / seconds, 2) if seconds > 0 and pending else None,
-                    "actors": res.n_actors, "num_gpus_per_actor": res.num_gpus, "batch_size": cfg.batch_size,
+                    "actors": res.n_actors, "torch_threads_per_actor": res.torch_threads,
+                    "num_gpus_per_actor": res.num_gpus, "batch_size": cfg.batch_size,
                     "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")},
         }
         write_json_atomic(work / VIEW_INFO_FILE, entry)

@@ -184,3 +184,25 @@ def test_region_grid_features_pool_to_the_image_vector():
     assert three.shape == (1, 9 * 1280)
     with pytest.raises(ValueError, match="timm image model"):
         ImageEncoder("resnet50", device="cpu", grid=3)
+
+
+def test_forward_chunks_change_speed_not_vectors():
+    """The CPU encodes images in chunks of CPU_IMAGE_CHUNK (cache-sized activations): the vectors must be
+    those of one whole-batch forward pass."""
+    from raypipe.features.encoders import CPU_IMAGE_CHUNK
+    from raypipe.features.pipeline import EncodeBatch, FeatureConfig
+
+    enc = EncodeBatch("image", "efficientnet_lite0", num_gpus=0, torch_threads=1, image_size=64, seed=0,
+                      text_max_length=16)
+    assert enc.image_chunk == CPU_IMAGE_CHUNK == 8
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(11, 64, 64, 3), dtype=np.uint8)
+    whole = enc.encoder.encode(pixels, batch_size=len(pixels))
+    status = np.array(["ok"] * 10 + ["missing"], dtype=object)
+    table = enc({"item_id": np.array([f"i{k}" for k in range(11)], dtype=object), "pixels": pixels,
+                 "image_status": status, "error": np.array([""] * 11, dtype=object)})
+    got = np.asarray(table.column("vector").to_pylist()[:10], dtype=np.float32)
+    assert np.allclose(got, whole[:10], atol=1e-5) and table.column("vector")[10].as_py() is None
+    assert np.allclose(enc.encoder.encode(pixels, batch_size=3), whole, atol=1e-5)
+    with pytest.raises(ValueError, match="image_chunk must be >= 1"):
+        FeatureConfig(dataset=".", out=".", image_chunk=0).validate()
