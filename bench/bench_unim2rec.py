@@ -52,12 +52,17 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # Table 3 ablations
     "wo_id": {"pre": "unim2rec", "fine": ["model.item_input=content"], "mode": "transductive"},
     "wo_mix": {"pre": "unim2rec", "fine": ["model.flow=single"], "mode": "transductive"},
+    # Table 4: the mixed-flow prediction alone (wo_mix is the target-only one; unim2rec fuses both)
+    "mixed_only": {"pre": "unim2rec", "fine": ["model.flow=mixed"], "mode": "transductive"},
     "wo_cl": {"pre": None, "fine": [], "mode": "transductive"},
     "wo_cp": {"pre": "wo_cp", "fine": [], "mode": "transductive"},
     "wo_tp": {"pre": "wo_tp", "fine": [], "mode": "transductive"},
     "wo_vp": {"pre": "wo_vp", "fine": [], "mode": "transductive"},
     "wo_vt": {"pre": "wo_vt", "fine": [], "mode": "transductive"},
     "wo_cvt": {"pre": "wo_cvt", "fine": [], "mode": "transductive"},
+    # Fig. 4: fewer pre-training domains (the embedded benchmark's sources: books, movies, electronics)
+    "sources_1": {"pre": "sources_1", "fine": [], "mode": "transductive"},
+    "sources_2": {"pre": "sources_2", "fine": [], "mode": "transductive"},
 }
 MAIN = ["sasrec", "unisrec", "unisrec_zero_shot", "unim2rec", "unim2rec_zero_shot"]
 PRETRAIN: dict[str, list[str]] = {
@@ -68,11 +73,14 @@ PRETRAIN: dict[str, list[str]] = {
     "wo_vp": ["model.name=unim2rec", "model.linear_views=[image]"],
     "wo_vt": ["model.name=unim2rec", "model.linear_views=[image,text]"],
     "wo_cvt": ["model.name=unim2rec", "model.linear_views=[cross,image,text]"],
+    "sources_1": ["model.name=unim2rec", "data.domains=[books]"],
+    "sources_2": ["model.name=unim2rec", "data.domains=[books,movies]"],
 }
 #: the model a variant fine-tunes (its pre-training's, else UniM2Rec's)
 PAIRS = [("unim2rec", "sasrec"), ("unim2rec", "unisrec"), ("unisrec", "sasrec"), ("unim2rec", "sasrec_own_budget"),
          ("unisrec", "sasrec_own_budget"), ("unim2rec_own_budget", "sasrec_own_budget"),
-         ("unim2rec_zero_shot", "unisrec_zero_shot")] + [(v, "unim2rec") for v in VARIANTS if v.startswith("wo_")]
+         ("unim2rec_zero_shot", "unisrec_zero_shot")] + [
+    (v, "unim2rec") for v in VARIANTS if v.startswith(("wo_", "sources_")) or v == "mixed_only"]
 
 
 def base_overrides(args: argparse.Namespace, seed: int) -> list[str]:
@@ -87,7 +95,8 @@ def _fine_model(variant: str) -> list[str]:
     pre = VARIANTS[variant]["pre"]
     if variant.startswith("sasrec"):
         return []
-    return PRETRAIN[pre] if pre else ["model.name=unim2rec"]
+    # the pre-training's model options (and flow), not its choice of domains
+    return [o for o in PRETRAIN[pre] if not o.startswith("data.domains=")] if pre else ["model.name=unim2rec"]
 
 
 def run(args: argparse.Namespace, name: str, overrides: list[str]):
