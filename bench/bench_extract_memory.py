@@ -28,6 +28,9 @@ import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_features import bench_dataset  # noqa: E402
 
 from raypipe.data.schema import ITEMS_FILE  # noqa: E402
 from raypipe.features.pipeline import WORK_DIR, FeatureConfig, extract_features  # noqa: E402
@@ -101,14 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "extract_memory_large")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.dataset:
-        dataset = Path(args.dataset)
-    else:
-        from raypipe.data import builtin
-
-        dataset = Path(tempfile.gettempdir()) / f"raypipe-bench-builtin-{args.size}"
-        if not (dataset / ITEMS_FILE).exists():
-            builtin.write(dataset, args.size)
+    dataset = bench_dataset(args.dataset, args.size)
     store = Path(args.store or tempfile.mkdtemp(prefix="raypipe-bench-memory-"))
     cfg = FeatureConfig(dataset=str(dataset), out=str(store), views=args.views.split(","), force=True)
     cfg.validate()

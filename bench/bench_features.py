@@ -178,6 +178,18 @@ def chunk_sweep(cfg: FeatureConfig, chunks: list[int], threads: list[int], n: in
     return rows
 
 
+def bench_dataset(path: str | None, size: str) -> Path:
+    """``path`` when given, else the builtin catalogue of ``size``, generated once into the temp dir."""
+    if path:
+        return Path(path)
+    from raypipe.data import builtin
+
+    dataset = Path(tempfile.gettempdir()) / f"raypipe-bench-builtin-{size}"
+    if not (dataset / ITEMS_FILE).exists():
+        builtin.write(dataset, size)
+    return dataset
+
+
 def photo_catalogue(src: Path, side: int, out: Path, seed: int = 0) -> Path:
     """A copy of ``src``'s items whose images are ``side`` px JPEG photos (quality 90): each item's picture
     upscaled, with per-pixel noise so that decoding does the work a real photo needs (a flat synthetic
@@ -227,14 +239,7 @@ def run(args: argparse.Namespace) -> dict:
 
     from raypipe.runtime import init_ray
 
-    if args.dataset:
-        dataset = Path(args.dataset)
-    else:
-        from raypipe.data import builtin
-
-        dataset = Path(tempfile.gettempdir()) / f"raypipe-bench-builtin-{args.size}"
-        if not (dataset / ITEMS_FILE).exists():
-            builtin.write(dataset, args.size)
+    dataset = bench_dataset(args.dataset, args.size)
     if args.photo_size:
         dataset = photo_catalogue(dataset, args.photo_size, dataset.with_name(f"{dataset.name}-photo{args.photo_size}"))
     n_items = pq.ParquetFile(dataset / ITEMS_FILE).metadata.num_rows
