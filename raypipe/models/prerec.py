@@ -108,6 +108,10 @@ class PreRecConfig(ModelConfig):
 
 
 class PreRec(SequentialRecommender):
+    #: state entries tied to one catalogue (item residuals, the domains' confounders), left out when a
+    #: pre-trained model starts a run on another dataset: its domains start untrained, do(D = 0)
+    catalogue_state = ("residual.", "domain.", "domain_trained")
+
     def __init__(self, cfg: PreRecConfig, catalogue: ItemCatalogue) -> None:
         super().__init__()
         if cfg.max_len is None:

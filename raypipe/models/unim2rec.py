@@ -256,6 +256,9 @@ def info_nce(query: torch.Tensor, keys: torch.Tensor, labels: torch.Tensor, temp
 class UniM2Rec(SequentialRecommender):
     #: a batch may leave a head without a valid position: DDP must tolerate parameters without gradients
     ddp_kwargs = {"find_unused_parameters": True}
+    #: state entries tied to one catalogue (the item ID offsets), left out when a pre-trained model starts
+    #: a run on another dataset (:func:`raypipe.train.finetune.cross_catalogue_state`)
+    catalogue_state = ("items.id.",)
 
     def __init__(self, cfg: UniM2RecConfig, catalogue: ItemCatalogue) -> None:
         super().__init__()

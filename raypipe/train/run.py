@@ -31,7 +31,7 @@ from raypipe.io import write_json_atomic
 from raypipe.models.registry import build_model, get_spec
 from raypipe.rundir import (CONFIG_FILE, CURVES_FILE, INDEX_FILE, METRICS_FILE, RANKS_FILE, WEIGHTS_FILE, load_weights,
                             save_weights)
-from raypipe.train.finetune import trainable_filter_for
+from raypipe.train.finetune import cross_catalogue_state, trainable_filter_for
 from raypipe.train.loop import (
     BEST_FILE, ModelFactory, RankingValidator, TrainPayload, load_workers, train_loop_per_worker,
 )
@@ -169,20 +169,26 @@ def valid_sets(prep: Prepared, domains: list[str], max_len: int, budget: int | N
     return out
 
 
-def _init_state(cfg: ExperimentConfig, index: ItemIndex) -> dict[str, torch.Tensor] | None:
+def _init_state(cfg: ExperimentConfig, index: ItemIndex, model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+    """The pre-trained weights a run starts from (``run.init_from``).  Over the same item index, all of
+    them; over another catalogue (another dataset: ML-1M -> ML-100k), what a content model can carry over
+    (:func:`cross_catalogue_state`: everything but its item- and domain-indexed entries)."""
     if cfg.run.init_from is None:
         return None
     src = Path(cfg.run.init_from)
     weights = src / WEIGHTS_FILE if src.is_dir() else src
     if not weights.exists():
         raise FileNotFoundError(f"run.init_from: no {WEIGHTS_FILE} in {src}")
+    state = torch.load(weights, map_location="cpu")
     idx_file = weights.parent / INDEX_FILE
     if idx_file.exists():
         other = ItemIndex.load(idx_file)
         if not np.array_equal(other.item_ids, index.item_ids):
-            raise ValueError(f"{idx_file}: the pre-trained item index differs from this dataset's "
-                             "(same dataset and k_core are needed to reuse ID embeddings)")
-    return torch.load(weights, map_location="cpu")
+            state, dropped = cross_catalogue_state(model, state, str(idx_file))
+            log.info("starting from %s over another catalogue (%d pre-trained items, %d here): %d entries carried "
+                     "over, %s initialised afresh", src, len(other.item_ids), len(index.item_ids), len(state),
+                     dropped)
+    return state
 
 
 def eval_protocol(cfg: ExperimentConfig, es: EvalSet, what: str = "eval") -> str:
@@ -313,8 +319,8 @@ def run_experiment(cfg: ExperimentConfig, callbacks: Sequence[Any] = ()) -> RunR
     catalogue = item_catalogue(cfg, prep, path, run_dir, save_aligner=True)
     cfg.save(run_dir / CONFIG_FILE)
     prep.index.save(run_dir / INDEX_FILE)
-    init_state = _init_state(cfg, prep.index)
     model = build_model(cfg.model, catalogue)
+    init_state = _init_state(cfg, prep.index, model)
     history: list[dict[str, float]] = []
     workers: list[dict[str, Any]] = []  # where each Train worker ran (rank, node id, ...)
     n_rows, untrained_valid = 0, None
