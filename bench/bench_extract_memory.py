@@ -14,6 +14,7 @@ a peak far below them is what streaming means.  Writes ``<out>.json`` (peaks + t
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -82,9 +83,9 @@ def plot(res: dict[str, Any], path: Path) -> None:
     ax.set_xlabel("seconds")
     ax.set_ylabel("GiB")
     ax2 = ax.twinx()
-    ax2.plot(t, [x["items_written"] for x in s], c="k", lw=1, label="rows written (all views)")
+    ax2.plot(t, [x["items_written"] for x in s], c="k", lw=1, label="rows written (view in progress)")
     ax2.set_ylabel("rows written")
-    fig.legend(loc="upper left", fontsize=8)
+    fig.legend(loc="lower right", fontsize=8, bbox_to_anchor=(0.88, 0.18))
     ax.set_title(f"Feature extraction of {res['n_items']:,} items ({', '.join(res['views'])})")
     fig.tight_layout()
     tmp = path.with_name("." + path.name)
@@ -102,7 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--interval", type=float, default=2.0)
     p.add_argument("--store", default=None, help="feature store directory (default: a temporary one)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "extract_memory_large")
+    p.add_argument("--replot", action="store_true", help="only redraw <out>.png from <out>.json")
     args = p.parse_args(argv)
+    if args.replot:
+        plot(json.loads(args.out.with_suffix(".json").read_text()), args.out.with_suffix(".png"))
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     dataset = bench_dataset(args.dataset, args.size)
     store = Path(args.store or tempfile.mkdtemp(prefix="raypipe-bench-memory-"))
