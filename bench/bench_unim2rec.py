@@ -157,11 +157,16 @@ def markdown(results: dict[str, Any]) -> str:
                 xs = np.array([v[k] for v in vals])
                 cells.append(f"{xs.mean():.4f}" + (f" ± {xs.std(ddof=1):.4f}" if len(xs) > 1 else ""))
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
-    lines += ["", "Paired bootstrap of per-user NDCG@10 (seed 0): A − B, p", "",
-              "| A vs B | Domain | A | B | A − B | p |", "|---|---|---:|---:|---:|---:|"]
-    for name, per_domain in results["paired"].items():
-        for d, r in per_domain.items():
-            lines.append(f"| {name} | {d} | {r['mean_a']:.4f} | {r['mean_b']:.4f} | {r['diff']:+.4f} | {r['p_value']:.3f} |")
+    by_seed = results.get("paired_by_seed") or {str(results["seeds"][0]): results["paired"]}
+    seeds = [s for s in map(str, results["seeds"]) if s in by_seed]
+    lines += ["", "Paired bootstrap of per-user NDCG@10, per seed: A − B (p)", "",
+              "| A vs B | Domain | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+              "|---|---|" + "---:|" * len(seeds)]
+    for name in by_seed[seeds[0]]:
+        for d in by_seed[seeds[0]][name]:
+            cells = [f"{by_seed[s][name][d]['diff']:+.4f} ({by_seed[s][name][d]['p_value']:.3f})"
+                     if name in by_seed[s] else "" for s in seeds]
+            lines.append(f"| {name} | {d} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -200,8 +205,8 @@ def main(argv: list[str] | None = None) -> int:
                                "replacements": {"text": "packaged MiniLM-L6 (BERT in the paper)",
                                                 "image": "packaged ImageNet EfficientNet-Lite0 (ResNet-50 in the paper)",
                                                 "cross": "text+image aligned on the catalogue (VisualBERT in the paper)"}}
-    per_user: dict[str, dict[str, dict[str, float]]] = {}
     for seed in seeds:
+        per_user: dict[str, dict[str, dict[str, float]]] = {}  # this seed's runs
         base = base_overrides(args, seed)
         pre_runs: dict[str, Path] = {}
         for key in dict.fromkeys(VARIANTS[v]["pre"] for v in variants if VARIANTS[v]["pre"]):
@@ -226,13 +231,14 @@ def main(argv: list[str] | None = None) -> int:
                             "epochs_budget": spec.get("epochs", args.finetune_epochs),
                             "samples_per_s": float(np.median([h["samples_per_s"] for h in res.history]))
                             if res.history else None}
-            if seed == seeds[0]:
-                per_user[v] = per_user_ndcg(res.run_dir)
+            per_user[v] = per_user_ndcg(res.run_dir)
         results["runs"][str(seed)] = seed_runs
         results["wall_seconds"] = time.time() - t_start
+        by_seed = results.setdefault("paired_by_seed", {}).setdefault(str(seed), {})
         for a, b in PAIRS:
             if a in per_user and b in per_user:
-                results["paired"][f"{a} vs {b}"] = paired(per_user, a, b, seed=0)
+                by_seed[f"{a} vs {b}"] = paired(per_user, a, b, seed=0)
+        results["paired"] = results["paired_by_seed"][str(seeds[0])]
         md = markdown(results)
         write_json_atomic(args.out.with_suffix(".json"), results)  # after every seed
         write_text_atomic(args.out.with_suffix(".md"), md + "\n")
