@@ -152,7 +152,7 @@ def markdown(results: dict[str, Any]) -> str:
         cells = []
         for d in domains:
             vals = [results["runs"][str(s)][variant]["test"][d] for s in results["seeds"]
-                    if variant in results["runs"][str(s)]]
+                    if variant in results["runs"].get(str(s), {})]  # seeds still to run are left out
             for k in ("recall@10", "ndcg@10"):
                 xs = np.array([v[k] for v in vals])
                 cells.append(f"{xs.mean():.4f}" + (f" ± {xs.std(ddof=1):.4f}" if len(xs) > 1 else ""))

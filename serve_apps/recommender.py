@@ -35,7 +35,7 @@ from raypipe.serve import errors
 from raypipe.serve.errors import ApiError, error_result, raise_if_error
 from raypipe.serve.loopback import pin_internal_grpc_to_loopback
 from raypipe.serve.schemas import (
-    DEFAULT_MAX_BODY_BYTES, ErrorResponse, EventsRequest, EventsResponse, ExplainRequest, ExplainResponse, ItemOut,
+    DEFAULT_MAX_BODY_BYTES, DomainRequest, DomainResponse, ErrorResponse, EventsRequest, EventsResponse, ExplainRequest, ExplainResponse, ItemOut,
     MatchRequest, MatchResponse,
     OnboardRequest, OnboardResponse,
     RecommenderArgs, RecommendRequest, RecommendResponse,
@@ -99,6 +99,7 @@ class ANNRetriever:
             dataset_events, item_attributes, item_vectors, load_model, popularity, weights_key,
         )
         from raypipe.serve.catalogue import Catalogue
+        from raypipe.serve.domains import DOMAINS_FILE, DomainRegistry
         from raypipe.serve.onboarding import LOG_FILE, OnboardingLog
         from raypipe.serve.popularity import EVENTS_FILE, ServedPopularity
 
@@ -118,19 +119,26 @@ class ANNRetriever:
             ef_construction=ef_construction,
             # live popularity rewrites the graphs after start-up: a disk cache would hold stale terms
             cache_dir=None if live else state / "ann" / key)
+        self.registry = DomainRegistry(state / DOMAINS_FILE, index.domains)
         self.popularity = None
         if live:
             clock = (lambda: float(popularity_clock)) if popularity_clock is not None else time.time
             self.popularity = ServedPopularity(model, list(index.item_ids), list(index.domains), self.catalogue,
                                                events, str(state / EVENTS_FILE), clock)
 
+    def _sync(self) -> None:
+        """Domains added and, with live popularity, events and items logged since the last read."""
+        for d in self.registry.poll():
+            self.catalogue.add_domain(d)
+        if self.popularity is not None:
+            self.popularity.refresh()
+
     async def retrieve(self, queries: list[dict[str, Any]]) -> list[Any]:
         """Many look-ups in one call (an ingress batch): ``{"vector", "domain", "k", "exclude"}`` each; a
         ``None`` vector gets the domain's popular items.  Per-query errors come back as error values."""
         from raypipe.serve.catalogue import UnknownDomainError
 
-        if self.popularity is not None:
-            self.popularity.refresh()
+        self._sync()
         out: list[Any] = []
         for q in queries:
             try:
@@ -147,21 +155,21 @@ class ANNRetriever:
 
         if self.popularity is None:
             return error_result(400, "no_live_popularity", "the served model has no popularity term to update")
+        self._sync()
         try:
             return self.popularity.add(events)
         except EventValidationError as e:
             return error_result(422, "invalid_events", e.problems)
 
     async def get_item(self, item_id: str) -> Any:
-        if self.popularity is not None:
-            self.popularity.refresh()
+        self._sync()
         item = self.catalogue.get(item_id)
         return item if item is not None else error_result(404, "unknown_item", f"no item {item_id!r}")
 
     async def stats(self) -> dict[str, Any]:
+        self._sync()
         if self.popularity is None:
             return self.catalogue.stats()
-        self.popularity.refresh()
         return {**self.catalogue.stats(), "live_popularity": self.popularity.stats()}
 
 
@@ -290,10 +298,14 @@ class Recommender:
     def __init__(self, encoder: DeploymentHandle, retriever: DeploymentHandle, matcher: DeploymentHandle,
                  reranker: DeploymentHandle | None, domains: list[str], description: dict[str, Any],
                  retries: int, rerank_depth: int, max_body_bytes: int, max_batch: int = 32,
-                 batch_wait_s: float = 0.002, explain_timeout_s: float = 30.0) -> None:
+                 batch_wait_s: float = 0.002, explain_timeout_s: float = 30.0, *, state_dir: str) -> None:
         pin_internal_grpc_to_loopback()
+        from pathlib import Path
+
+        from raypipe.serve.domains import DOMAINS_FILE, DomainRegistry
+
         self.encoder, self.retriever, self.matcher, self.reranker = encoder, retriever, matcher, reranker
-        self.domains = set(domains)
+        self.domains = DomainRegistry(Path(state_dir) / DOMAINS_FILE, domains)
         self.description = description
         self.retries, self.rerank_depth = retries, rerank_depth
         self.explain_timeout_s = explain_timeout_s
@@ -318,8 +330,9 @@ class Recommender:
         raise ApiError(503, "unavailable", f"{type(last).__name__}: a replica is unavailable, retry later")
 
     def _check_domain(self, domain: str | None) -> None:
-        if domain is not None and domain not in self.domains:
-            raise ApiError(422, "unknown_domain", f"unknown domain {domain!r}; known: {sorted(self.domains)}")
+        if domain is not None and not self.domains.known(domain):
+            raise ApiError(422, "unknown_domain", f"unknown domain {domain!r}; known: {self.domains.names()} "
+                           "(POST /domains adds one, for a content model)")
 
     @api.post("/recommend", response_model=RecommendResponse, responses=BAD)
     async def recommend(self, req: RecommendRequest) -> RecommendResponse:
@@ -377,6 +390,24 @@ class Recommender:
                   "attributes": it.attributes() if content else it.model_dump(exclude={"item_id", "domain", "image"})}
                  for it in req.items]
         return OnboardResponse(**await self._call(self.matcher.onboard, items, idempotent=False))
+
+    @api.post("/domains", status_code=201, response_model=DomainResponse,
+              responses={**BAD, 409: {"model": ErrorResponse}})
+    async def add_domain(self, req: DomainRequest) -> DomainResponse:
+        """Add a domain the model was not trained on (a new market or category), served zero-shot: onboard
+        its items with ``POST /items``, count its interactions with ``POST /events``.  Content models only
+        (``onboarding=content``): their item vectors need no training in the domain."""
+        from raypipe.serve.domains import DuplicateDomainError
+
+        if self.description.get("onboarding") != "content":
+            raise ApiError(400, "no_new_domains", f"the served model ({self.description.get('model')}) onboards "
+                           "items by CDIM neighbours of its trained domains; a new domain needs a content model "
+                           "(UniM2Rec, UniSRec, PreRec)")
+        try:
+            self.domains.register(req.domain)
+        except DuplicateDomainError as e:
+            raise ApiError(409, "duplicate_domain", str(e)) from None
+        return DomainResponse(domain=req.domain, domains=self.domains.names())
 
     @api.post("/match", response_model=MatchResponse, responses=BAD)
     async def match(self, req: MatchRequest) -> MatchResponse:
@@ -463,4 +494,5 @@ def build_app(args: RecommenderArgs) -> Application:
     return Recommender.options(**opts("Recommender")).bind(encoder, retriever, matcher, reranker, spec.domains,
                                                            description, args.retries, args.rerank_depth,
                                                            args.max_body_bytes, args.ingress_max_batch,
-                                                           args.ingress_batch_wait_s, args.explain_timeout_s)
+                                                           args.ingress_batch_wait_s, args.explain_timeout_s,
+                                                           state_dir=spec.state_dir)

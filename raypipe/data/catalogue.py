@@ -294,6 +294,23 @@ def domain_norms(counts: np.ndarray, domain_ranges: np.ndarray, orders: Sequence
     return norms
 
 
+def group_norms(counts: np.ndarray, groups: np.ndarray, orders: Sequence[int]) -> np.ndarray:
+    """:func:`domain_norms` of one window's counts ``[M]`` over arbitrary item groups: ``groups[j]`` is entry
+    j's domain (``< 0``: left out, e.g. the padding row), float32 ``[max(groups) + 1, W]`` (0 for a group
+    without interactions or without items).  Serving uses it when items and domains arrive after training."""
+    counts, groups = np.asarray(counts, np.float64), np.asarray(groups, np.int64)
+    if counts.shape != groups.shape or counts.ndim != 1:
+        raise ValueError(f"need one group per count, got shapes {counts.shape} and {groups.shape}")
+    keep = groups >= 0
+    n_groups = int(groups.max()) + 1 if keep.any() else 0
+    size = np.bincount(groups[keep], minlength=n_groups).astype(np.float64)
+    norms = np.zeros((n_groups, len(orders)), np.float32)
+    for w_i, w in enumerate(orders):
+        total = np.bincount(groups[keep], weights=counts[keep] ** w, minlength=n_groups)
+        norms[:, w_i] = np.where(size > 0, total / np.maximum(size, 1), 0.0) ** (1.0 / w)
+    return norms
+
+
 def query_slot(timestamps: np.ndarray, start: int, slot_seconds: int, n_slots: int) -> np.ndarray:
     """The query slot of :meth:`ItemCatalogue.prior_popularity` for Unix times: the slot ``(t - start) //
     slot_seconds`` they fall in, clipped to ``[0, n_slots]`` (times after the data read the latest window,

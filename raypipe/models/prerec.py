@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from raypipe.config import ModelConfig
-from raypipe.data.catalogue import ItemCatalogue, domain_norms, query_slot
+from raypipe.data.catalogue import ItemCatalogue, group_norms, query_slot
 from raypipe.data.sequences import pad_left
 from raypipe.models.base import SequentialRecommender, extend_embedding, score_candidates
 from raypipe.models.layers import TransformerEncoder, left_padded_gru
@@ -211,19 +211,27 @@ class PreRec(SequentialRecommender):
         return self.f_pop(f).squeeze(-1)[inv].reshape(counts.shape)  # type: ignore[misc]
 
     @torch.inference_mode()
-    def live_pop_scores(self, counts: np.ndarray) -> np.ndarray:
-        """Z of every item index (float32 ``[N+1]``, row 0 = 0) from window counts ``c_j`` observed at
-        serving time (e.g. :class:`raypipe.serve.popularity.LivePopularity`): the same factors and f_pop as
-        training, with each domain's norms s_w recomputed from these counts."""
+    def live_pop_scores(self, counts: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+        """Z of every entry of ``counts`` (float32, entry 0 = the padding row = 0), window counts ``c_j``
+        observed at serving time (e.g. :class:`raypipe.serve.popularity.LivePopularity`): the same factors
+        and f_pop as training, each domain's norms s_w recomputed from these counts.
+
+        ``groups[j]`` is entry j's domain index; the default is the model's item domains (one count per
+        item index).  Serving passes longer arrays when items were onboarded after training (their own
+        domain's J_k grows) or whole domains are new (indices past the model's: their own norms, eq. 5)."""
         if self.f_pop is None:
             raise ValueError("this PreRec has no popularity confounder (popularity=false)")
         counts = np.asarray(counts, dtype=np.float32)
-        if counts.shape != (self.item_domain.shape[0],):
-            raise ValueError(f"counts must have one entry per item index ({self.item_domain.shape[0]}), "
+        groups = self.item_domain.cpu().numpy() if groups is None else np.asarray(groups, np.int64)
+        if counts.shape != groups.shape or counts.ndim != 1 or not len(counts):
+            raise ValueError(f"counts must have one entry per item index and group ({groups.shape[0]}), "
                              f"got shape {counts.shape}")
-        norms = domain_norms(counts[None], self.domain_ranges, self.cfg.pop_orders)[0]
+        groups = groups.copy()
+        groups[0] = -1  # the padding row belongs to no domain
+        norms = group_norms(counts, groups, self.cfg.pop_orders)
         dev = self.pop_counts.device
-        z = self._z(torch.as_tensor(counts, device=dev), self.item_domain, torch.as_tensor(norms, device=dev))
+        z = self._z(torch.as_tensor(counts, device=dev), torch.as_tensor(groups.clip(0), device=dev),
+                    torch.as_tensor(norms, device=dev))
         z[0] = 0.0
         return z.float().cpu().numpy()
 
@@ -240,7 +248,10 @@ class PreRec(SequentialRecommender):
         if self.domain is None:
             return torch.zeros(*items.shape, self.cfg.hidden, device=items.device)
         k = self.item_domain[items]
-        return self.domain(k) * (self.domain_trained[k] & (items > 0))[..., None]
+        n = self.domain_trained.shape[0]
+        known = k < n  # a domain added at serving time (extend_items) has no confounder: do(D = 0)
+        k = k.clamp_max(n - 1)
+        return self.domain(k) * (self.domain_trained[k] & known & (items > 0))[..., None]
 
     def user_vectors(self, history: torch.Tensor) -> torch.Tensor:
         """U_i = f_seq(H_i + D_k): the encoder's output at the most recent position."""

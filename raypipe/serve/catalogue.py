@@ -5,11 +5,15 @@
   per-candidate filter callback; a query without a domain merges the per-domain top-k.
 * ``exclude`` (e.g. the user's history) is honoured by over-fetching ``k + |exclude|`` and dropping.
 * Popularity fallback: a domain's items by interaction count (ties: item index order), for histories
-  the model knows nothing about.  Onboarded items have no interactions and never appear there.
+  the model knows nothing about.  Without live popularity, onboarded items have no interactions and
+  never appear there.
 * Live popularity (:meth:`Catalogue.apply_popularity`, models with a popularity coordinate such as
   PreRec's ``[V, Z]``): the items whose popularity term changed get their vectors replaced in the graphs
-  (hnswlib updates a point in place), onboarded items get the term of an item without interactions,
-  and the fallback ranks by recent interactions (then by all of them).
+  (hnswlib updates a point in place), onboarded items included (their terms come from their own live
+  counts; before any, the term of an item without interactions), and the fallback ranks trained and
+  onboarded items by recent interactions (then trained items by all of them, then onboarded ones).
+* Domains can be added while serving (:meth:`Catalogue.add_domain`, a brand-new market or category):
+  an empty graph that onboarded items fill.
 * Onboarded items arrive through :class:`raypipe.serve.onboarding.OnboardingLog`; :meth:`Catalogue.sync`
   applies new records (one ``stat`` when there are none) and is called before every read.
 * The graphs of the trained items are cached on disk, keyed by the model weights and HNSW settings,
@@ -21,7 +25,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Collection, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -71,6 +75,10 @@ class Catalogue:
         self.zero_term: float | None = None
         self.domains = sorted(set(self.domain_arr))
         self.onboarded: dict[str, dict[str, Any]] = {}
+        #: with live popularity: onboarded items' terms as applied to the graphs, and their recent counts
+        self.onboarded_term: dict[str, float] = {}
+        self.onboarded_recent: dict[str, int] = {}
+        self._popular_onboarded: dict[str | None, list[tuple[str, str, int]]] = {}
         self.indexes: dict[str, HNSWIndex] = {}
         self.popular: dict[str, np.ndarray] = {}
         t0 = time.time()
@@ -103,27 +111,40 @@ class Catalogue:
         new = self.log.poll()
         for d in {r["domain"] for r in new}:
             recs = [r for r in new if r["domain"] == d]
-            if d not in self.indexes:  # a domain known to the app but absent from the model's catalogue
-                self.indexes[d] = HNSWIndex(space="ip", dim=self.dim, ef_search=64)
-                self.domains = sorted(set(self.domains) | {d})
+            self.add_domain(d)  # a domain known to the app but absent from the model's catalogue
             self.indexes[d].add_items(self._onboarded_vectors(recs), [r["item_id"] for r in recs])
             for r in recs:
                 self.onboarded[r["item_id"]] = r
         return self.log.count
 
+    def add_domain(self, domain: str) -> bool:
+        """An empty graph for a domain the model was not trained on (filled by onboarded items); False when
+        the domain exists."""
+        if domain in self.indexes:
+            return False
+        self.indexes[domain] = HNSWIndex(space="ip", dim=self.dim, ef_search=64)
+        self.domains = sorted(set(self.domains) | {domain})
+        return True
+
     def _onboarded_vectors(self, recs: list[dict[str, Any]]) -> np.ndarray:
         v = np.asarray([record_vector(r) for r in recs], np.float32).reshape(len(recs), self.dim)
-        if self.zero_term is not None:
-            v[:, -1] = self.zero_term  # no interactions yet: the popularity term of a count of 0
+        if self.zero_term is not None:  # its live term; before any counts, the term of a count of 0
+            v[:, -1] = [self.onboarded_term.get(r["item_id"], self.zero_term) for r in recs]
         return v
 
-    def apply_popularity(self, term: np.ndarray, recent: np.ndarray, zero_term: float) -> int:
+    def apply_popularity(self, term: np.ndarray, recent: np.ndarray, zero_term: float,
+                         onboarded: Mapping[str, tuple[float, int]] | None = None) -> int:
         """Set the popularity coordinate (the vectors' last) of every trained item to ``term`` and rank the
-        fallback by ``recent`` interactions; returns how many item vectors changed."""
+        fallback by ``recent`` interactions; ``onboarded``: ``item_id -> (term, recent)`` of onboarded items
+        (the others get ``zero_term`` and 0).  Returns how many trained and onboarded item vectors changed."""
         term, recent = np.asarray(term, np.float32), np.asarray(recent, np.int64)
         if term.shape != (len(self.item_ids),) or recent.shape != term.shape:
             raise ValueError(f"need {len(self.item_ids)} popularity terms and counts, got {term.shape}, {recent.shape}")
         self.sync()
+        onboarded = dict(onboarded or {})
+        unknown = set(onboarded) - set(self.onboarded)
+        if unknown:
+            raise ValueError(f"popularity for items that are not onboarded: {sorted(unknown)[:5]}")
         if not self._own_vectors:
             self.vectors, self._own_vectors = self.vectors.copy(), True
         changed = np.flatnonzero(self.vectors[:, -1] != term)
@@ -132,17 +153,24 @@ class Catalogue:
             rows = changed[self.domain_arr[changed] == d]
             if len(rows):
                 self.indexes[d].add_items(self.vectors[rows], list(self.item_ids[rows]))
-        if self.zero_term != float(zero_term):
-            self.zero_term = float(zero_term)
-            for d in {r["domain"] for r in self.onboarded.values()}:
-                recs = [r for r in self.onboarded.values() if r["domain"] == d]
-                self.indexes[d].add_items(self._onboarded_vectors(recs), [r["item_id"] for r in recs])
+        old_zero, self.zero_term = self.zero_term, float(zero_term)
+        new_term = {i: float(np.float32(onboarded.get(i, (zero_term, 0))[0])) for i in self.onboarded}
+        moved = [i for i in self.onboarded if old_zero is None or new_term[i] != self.onboarded_term.get(i, old_zero)]
+        self.onboarded_term = new_term
+        self.onboarded_recent = {i: int(onboarded.get(i, (0.0, 0))[1]) for i in self.onboarded}
+        for d in {self.onboarded[i]["domain"] for i in moved}:
+            recs = [self.onboarded[i] for i in moved if self.onboarded[i]["domain"] == d]
+            self.indexes[d].add_items(self._onboarded_vectors(recs), [r["item_id"] for r in recs])
         self.recent = recent
         for d in self.domains:
             rows = np.flatnonzero(self.domain_arr == d)
             self.popular[d] = rows[np.lexsort((-self.counts[rows], -recent[rows]))]
         self.popular_all = np.lexsort((-self.counts, -recent))
-        return len(changed)
+        # onboarded items by recent interactions, onboarding order among ties (a stable sort)
+        ranked = sorted(((i, self.onboarded[i]["domain"], n) for i, n in self.onboarded_recent.items()),
+                        key=lambda t: -t[2])
+        self._popular_onboarded = {None: ranked, **{d: [t for t in ranked if t[1] == d] for d in self.domains}}
+        return len(changed) + len(moved)
 
     # ------------------------------------------------------------------------------------ reads
     def check_domain(self, domain: str | None) -> None:
@@ -173,15 +201,19 @@ class Catalogue:
         self.check_domain(domain)
         rows = self.popular.get(domain, np.zeros(0, np.int64)) if domain is not None else self.popular_all
         excl = set(exclude)
-        out = []
-        for r in rows:
-            iid = self.item_ids[r]
-            if iid in excl:
-                continue
-            count = self.counts[r] if self.recent is None else self.recent[r]
-            out.append((str(iid), str(self.domain_arr[r]), float(count)))
-            if len(out) == k:
-                break
+        counts = self.counts if self.recent is None else self.recent
+        trained = ((str(self.item_ids[r]), str(self.domain_arr[r]), int(counts[r])) for r in rows)
+        extra = iter(self._popular_onboarded.get(domain, []) if self.recent is not None else [])
+        out: list[tuple[str, str, float]] = []
+        a, b = next(trained, None), next(extra, None)
+        while (a is not None or b is not None) and len(out) < k:
+            # merge two lists sorted by count: a trained item first among ties
+            if b is None or (a is not None and a[2] >= b[2]):
+                hit, a = a, next(trained, None)
+            else:
+                hit, b = b, next(extra, None)
+            if hit[0] not in excl:
+                out.append((hit[0], hit[1], float(hit[2])))
         return out
 
     def get(self, item_id: str) -> dict[str, Any] | None:
@@ -198,8 +230,9 @@ class Catalogue:
         rec = self.onboarded.get(item_id)
         if rec is None:
             return None
+        recent = self.onboarded_recent.get(item_id, 0)
         return {"item_id": item_id, "domain": rec["domain"], "onboarded": True, "popularity": 0,
-                **({"recent_interactions": 0} if self.recent is not None else {}),
+                **({"recent_interactions": recent} if self.recent is not None else {}),
                 **{k: _clean(v) for k, v in rec.get("attributes", {}).items()}}
 
     def stats(self) -> dict[str, Any]:

@@ -132,9 +132,12 @@ class LiveHistoryItems:
     @torch.inference_mode()
     def sync(self) -> int:
         """Apply new records (one ``stat`` when there are none); returns how many items were added so far.
-        Records of another method (CDIM) or of a domain the model has no index for are left out."""
-        new = [r for r in self.log.poll() if r.get("method") == "content" and r["domain"] in self.domain_index
-               and r["item_id"] not in self.encoder.position]
+        Records of another method (CDIM) are left out.  An item of a domain added while serving
+        (:mod:`raypipe.serve.domains`) gets that domain the next index past the model's: a domain with no
+        trained parameters (PreRec reads its confounder as 0, do(D = 0))."""
+        new = [r for r in self.log.poll() if r.get("method") == "content" and r["item_id"] not in self.encoder.position]
+        for r in new:
+            self.domain_index.setdefault(r["domain"], len(self.domain_index))
         if new:
             feats, present = record_views(new, self.dims)
             idx = self.model.extend_items(feats, present, torch.tensor([self.domain_index[r["domain"]] for r in new]))

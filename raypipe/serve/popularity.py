@@ -70,6 +70,11 @@ class LivePopularity:
         return self.window_version, self.now_slot()
 
     # -- updates -----------------------------------------------------------------------------------------
+    def grow(self, n: int) -> None:
+        """Room for ``n`` more items (onboarded while serving), without interactions."""
+        if n > 0:
+            self.ring = np.concatenate([self.ring, np.zeros((len(self.ring), n), np.int64)], axis=1)
+
     def add(self, items: np.ndarray, timestamps: np.ndarray) -> tuple[int, int]:
         """Count events (item indices, Unix times); returns ``(counted, stale)``.  An event is stale when
         its slot is more than ``window`` slots before now (it can no longer enter any window) and is
@@ -114,7 +119,7 @@ class EventLog(JsonLinesLog):
 def validate_events(events: Sequence[Mapping[str, Any]], position: Mapping[str, int], domain_of: Sequence[str],
                     now: float, future_tolerance_s: int = FUTURE_TOLERANCE_S) -> tuple[np.ndarray, np.ndarray]:
     """``(item indices, timestamps)`` of events ``{"item_id", "domain", "timestamp"}`` whose items are
-    trained items (``position``: item id -> index, ``domain_of[index]``), or :class:`EventValidationError`
+    known (``position``: item id -> index, ``domain_of[index]``), or :class:`EventValidationError`
     listing every problem, each at ``["body", "events", i, field]``."""
     problems: list[dict[str, Any]] = []
     items = np.zeros(len(events), np.int64)
@@ -124,8 +129,8 @@ def validate_events(events: Sequence[Mapping[str, Any]], position: Mapping[str, 
         loc = ["body", "events", i]
         idx = position.get(e["item_id"])
         if idx is None:
-            problems.append({"loc": loc + ["item_id"], "msg": f"unknown item {e['item_id']!r} (only the served "
-                             "model's trained items carry a popularity term)", "type": "unknown_item"})
+            problems.append({"loc": loc + ["item_id"], "msg": f"unknown item {e['item_id']!r} (neither trained "
+                             "nor onboarded)", "type": "unknown_item"})
         else:
             items[i] = idx
             if e.get("domain") is not None and e["domain"] != domain_of[idx]:
@@ -143,7 +148,12 @@ def validate_events(events: Sequence[Mapping[str, Any]], position: Mapping[str, 
 class ServedPopularity:
     """A retriever replica's live popularity: the dataset's interactions plus the shared event log,
     turned into the served model's popularity term (``model.live_pop_scores``) and applied to the
-    catalogue whenever the counts can have changed (new events, or a new slot)."""
+    catalogue whenever the terms can have changed (new events, a new slot, or new items).
+
+    Items onboarded while serving (the catalogue's onboarding log) get count columns after the trained
+    ones, in log order, so events may name them; they join their domain's norms (``J_k`` grows).  An
+    item of a domain the model was not trained on (a brand-new market) is normalised within that domain
+    alone: eq. 5's ``Z`` from the target domain's own statistics."""
 
     def __init__(self, model: Any, item_ids: Sequence[str], domains: Sequence[str], catalogue: Any,
                  events: tuple[np.ndarray, np.ndarray], log_path: str, clock: Callable[[], float] = time.time) -> None:
@@ -153,31 +163,57 @@ class ServedPopularity:
                                    model.cfg.pop_window, clock)
         past = ts <= int(clock())  # a replay clock set inside the data sees only the events before it
         self.live.add(items[past], ts[past])
+        self.n_trained = len(item_ids)
         self.position = {iid: i + 1 for i, iid in enumerate(item_ids)}
         self.domain_of = [""] + list(domains)
+        # the model's domain index of each entry; new domains get the next indices, in order of arrival
+        groups = model.item_domain.cpu().numpy().astype(np.int64)[:len(item_ids) + 1]
+        self.group_of = {d: int(g) for d, g in zip(domains, groups[1:])}
+        self.groups = list(groups)
+        self.extra_ids: list[str] = []
         self.log = EventLog(log_path)
-        self.zero_term = float(model.live_pop_scores(np.zeros(len(item_ids) + 1, np.float32))[1])
-        self._key: tuple[int, int] | None = None
+        self.zero_term = float(model.live_pop_scores(np.zeros(len(item_ids) + 1, np.float32), np.asarray(groups))[1])
+        self._key: tuple[int, int, int] | None = None
         self.refresh()
+
+    def _sync_items(self) -> None:
+        """Count columns for items onboarded since the last call."""
+        self.catalogue.sync()
+        new = list(self.catalogue.onboarded)[len(self.extra_ids):]
+        for iid in new:
+            d = self.catalogue.onboarded[iid]["domain"]
+            self.position[iid] = len(self.domain_of)
+            self.domain_of.append(d)
+            self.groups.append(self.group_of.setdefault(d, max(self.group_of.values(), default=-1) + 1))
+            self.extra_ids.append(iid)
+        self.live.grow(len(new))
 
     def refresh(self) -> bool:
         """Apply logged events and, when the counts may have changed, the new popularity terms."""
+        self._sync_items()
         new = self.log.read_new()
         if new:
+            if any(r.get("item_id") not in self.position for r in new):
+                self._sync_items()  # an item onboarded after our last look, then named by an event
             idx = np.asarray([self.position.get(r.get("item_id"), 0) for r in new], np.int64)
             ts = np.asarray([int(r.get("timestamp", 0)) for r in new], np.int64)
             self.live.add(idx[idx > 0], ts[idx > 0])
-        key = self.live.key()
+        key = (*self.live.key(), len(self.extra_ids))
         if key == self._key:
             return False
         counts = self.live.window_counts()
-        self.catalogue.apply_popularity(self.model.live_pop_scores(counts)[1:], counts[1:], self.zero_term)
+        terms = self.model.live_pop_scores(counts, np.asarray(self.groups))
+        n = self.n_trained + 1
+        self.catalogue.apply_popularity(terms[1:n], counts[1:n], self.zero_term,
+                                        {iid: (float(terms[n + j]), int(counts[n + j]))
+                                         for j, iid in enumerate(self.extra_ids)})
         self._key = key
         return True
 
     def add(self, events: Sequence[Mapping[str, Any]]) -> dict[str, int]:
         """Validate a batch (:class:`EventValidationError` naming every bad field), log the events that can
         still count, apply them; ``{"accepted", "stale", "version"}``."""
+        self._sync_items()
         items, ts = validate_events(events, self.position, self.domain_of, self.clock(),
                                     self.live.future_tolerance_s)
         fresh = self.live.slot_of(ts) >= self.live.now_slot() - self.live.window
@@ -190,4 +226,5 @@ class ServedPopularity:
         counts = self.live.window_counts()
         return {"version": self.live.version, "stale_events": self.live.stale, "now_slot": self.live.now_slot(),
                 "slot_seconds": self.live.slot_seconds, "window_slots": self.live.window,
-                "events_in_window": int(counts.sum()), "items_with_events": int((counts > 0).sum())}
+                "events_in_window": int(counts.sum()), "items_with_events": int((counts > 0).sum()),
+                "onboarded_items_counted": len(self.extra_ids)}

@@ -132,6 +132,17 @@ class OnboardResponse(BaseModel):
     catalogue_version: int = Field(description="number of items onboarded so far (all replicas)")
 
 
+class DomainRequest(_Strict):
+    """A domain the served model was not trained on (a new market, category or platform)."""
+
+    domain: Domain
+
+
+class DomainResponse(BaseModel):
+    domain: str
+    domains: list[str] = Field(description="every domain served now: the model's and those added")
+
+
 class MatchRequest(_Strict):
     text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT)]
     k: int = Field(10, ge=1, le=MAX_MATCH_K)
@@ -179,7 +190,7 @@ class ItemOut(BaseModel):
     item_id: str
     domain: str
     onboarded: bool
-    popularity: int
+    popularity: int = Field(description="the dataset's interactions with the item (0 for an onboarded item)")
     recent_interactions: int | None = Field(None, description="interactions in the popularity window before "
                                             "now (models with live popularity only)")
     title: str | None = None

@@ -60,7 +60,9 @@ def test_validation_names_every_bad_field_and_accepts_good_batches() -> None:
 
 def _prerec_served(tmp_path, clock: float) -> tuple[ServedPopularity, Catalogue, torch.nn.Module]:
     """PreRec over domains a (items 1..4) and b (5..7), f_pop monotone in the counts; the dataset's
-    events are 20 days old (stale at ``clock``)."""
+    events are 20 days old (stale at ``clock``); items onboarded through ``tmp_path/onboarded.jsonl``."""
+    from raypipe.serve.onboarding import OnboardingLog
+
     ids = [f"a/{i}" for i in range(4)] + [f"b/{i}" for i in range(3)]
     index = ItemIndex.build(pd.Series(ids), pd.Series([i[0] for i in ids]))
     vec = np.random.default_rng(0).normal(size=(8, 6)).astype(np.float32)
@@ -77,7 +79,7 @@ def _prerec_served(tmp_path, clock: float) -> tuple[ServedPopularity, Catalogue,
     events = (np.array([1, 1, 2, 6]), np.array([T0, T0 + 60, T0 + 90, T0 + 120]))
     all_time = np.bincount(events[0], minlength=8)[1:]  # a/0: 2, a/1: 1, b/1: 1
     served_cat = Catalogue(list(index.item_ids), list(index.domains), item_vectors(model, len(index)), all_time,
-                           ef_search=64)
+                           onboarding_log=OnboardingLog(tmp_path / "onboarded.jsonl"), ef_search=64)
     return ServedPopularity(model, list(index.item_ids), list(index.domains), served_cat, events,
                             str(tmp_path / "events.jsonl"), clock=lambda: clock), served_cat, model
 
@@ -138,7 +140,8 @@ def test_onboarded_items_get_the_popularity_term_of_an_item_without_interactions
     log.append([{"item_id": "new", "domain": "a", "id_embedding": [1.0, 1.0, 5.0]}])
     cat.sync()
     assert cat.indexes["a"].get_vectors(["new"])[0].tolist() == [1.0, 1.0, 5.0]  # eq. 9's mean, as logged
-    assert cat.apply_popularity(np.array([0.5, 0.25, 3.0]), np.array([0, 0, 7]), zero_term=-2.0) == 2
+    # y and z change (x's term already was its last coordinate), and the onboarded item gets the zero term
+    assert cat.apply_popularity(np.array([0.5, 0.25, 3.0]), np.array([0, 0, 7]), zero_term=-2.0) == 3
     assert cat.indexes["a"].get_vectors(["new", "x", "y", "z"])[:, -1].tolist() == [-2.0, 0.5, 0.25, 3.0]
     log.append([{"item_id": "new2", "domain": "a", "id_embedding": [0.0, 0.0, 9.0]}])
     assert cat.search(np.array([0, 0, 1], np.float32), "a", 5)[0][:1] == ("z",)
@@ -146,3 +149,76 @@ def test_onboarded_items_get_the_popularity_term_of_an_item_without_interactions
     assert cat.get("new")["recent_interactions"] == 0 and cat.get("z")["recent_interactions"] == 7
     with pytest.raises(ValueError, match="popularity terms"):
         cat.apply_popularity(np.zeros(2), np.zeros(2), 0.0)
+
+
+def _onboard(tmp_path, model, items: dict[str, str], seed: int) -> None:
+    """Content-onboard ``item_id -> domain`` with random text vectors, as the ContentOnboarder logs them."""
+    from raypipe.serve.onboarding import OnboardingLog
+
+    x = torch.as_tensor(np.random.default_rng(seed).normal(size=(len(items), 6)).astype(np.float32))
+    with torch.no_grad():
+        vec = model.content_item_repr({"text": x}, {"text": torch.ones(len(items), dtype=torch.bool)}).numpy()
+    OnboardingLog(tmp_path / "onboarded.jsonl").append(
+        [{"item_id": i, "domain": d, "method": "content", "vector": v.tolist()} for (i, d), v in zip(items.items(), vec)])
+
+
+def _z(model, counts: list[float]) -> list[float]:
+    """f_pop of each count over one domain's counts, the norms s_1, s_2 worked out here (appendix E)."""
+    c = np.asarray(counts, np.float64)
+    s = [c.mean(), np.sqrt((c ** 2).mean())]
+    f = torch.tensor([[x / s[0], x / s[1]] if s[0] > 0 else [0.0, 0.0] for x in c], dtype=torch.float32)
+    with torch.no_grad():
+        return model.f_pop(f).squeeze(-1).tolist()
+
+
+def test_events_for_onboarded_items_move_their_term_and_join_their_domains_norms(tmp_path) -> None:
+    now = T0 + 20 * DAY
+    pop, cat, model = _prerec_served(tmp_path, now)
+    _onboard(tmp_path, model, {"a/NEW": "a"}, seed=1)
+    out = pop.add([{"item_id": "a/NEW", "domain": "a", "timestamp": now - DAY + t} for t in range(30)]
+                  + [{"item_id": "a/1", "timestamp": now - DAY}])
+    assert out["accepted"] == 31 and pop.stats()["onboarded_items_counted"] == 1
+    # domain a is now 5 items with window counts [0, 1, 0, 0, 30]: s_1 = 31/5, s_2 = sqrt(901/5)
+    z = _z(model, [0, 1, 0, 0, 30])
+    got = cat.indexes["a"].get_vectors(["a/0", "a/1", "a/2", "a/3", "a/NEW"])[:, -1]
+    np.testing.assert_allclose(got, z, rtol=1e-5, atol=1e-6)
+    assert cat.get("a/NEW")["recent_interactions"] == 30 and cat.get("a/NEW")["popularity"] == 0
+    assert [h[:2] for h in cat.popular_items("a", 3)] == [("a/NEW", "a"), ("a/1", "a"), ("a/0", "a")]
+    u = model.user_repr(torch.tensor([[0, 0, 1, 2]])).detach().numpy()[0]
+    assert cat.search(u, "a", 1)[0][0] == "a/NEW"  # f_pop is strong and increasing here
+    # domain b's norms do not see domain a's new item
+    assert cat.indexes["b"].get_vectors(["b/0"])[0, -1] == pytest.approx(_z(model, [0, 0, 0])[0], abs=1e-6)
+    # a replica started later, and one that saw the event before the onboarding record, count the same
+    other, other_cat, _ = _prerec_served(tmp_path, now)
+    np.testing.assert_allclose(other_cat.indexes["a"].get_vectors(["a/NEW"])[:, -1], z[-1:], rtol=1e-5)
+    with pytest.raises(EventValidationError, match="neither trained nor onboarded"):
+        pop.add([{"item_id": "a/LATER", "timestamp": now - DAY}])
+    _onboard(tmp_path, model, {"a/LATER": "a"}, seed=2)
+    other.log.append([{"item_id": "a/LATER", "timestamp": now - DAY}])  # logged by a replica that knew it
+    assert pop.refresh() and cat.get("a/LATER")["recent_interactions"] == 1
+
+
+def test_a_brand_new_domain_is_served_from_its_own_counts(tmp_path) -> None:
+    now = T0 + 20 * DAY
+    pop, cat, model = _prerec_served(tmp_path, now)
+    before_a = cat.indexes["a"].get_vectors(["a/0", "a/1"])[:, -1].copy()
+    assert cat.add_domain("zz") and not cat.add_domain("zz")
+    assert cat.search(np.ones(9, np.float32), "zz", 5) == [] and cat.popular_items("zz", 5) == []
+    _onboard(tmp_path, model, {"zz/0": "zz", "zz/1": "zz", "zz/2": "zz"}, seed=3)
+    pop.add([{"item_id": "zz/1", "domain": "zz", "timestamp": now - DAY + t} for t in range(10)]
+            + [{"item_id": "zz/2", "domain": "zz", "timestamp": now - DAY}])
+    # eq. 5: the new domain's norms from its own counts [0, 10, 1] alone
+    np.testing.assert_allclose(cat.indexes["zz"].get_vectors(["zz/0", "zz/1", "zz/2"])[:, -1],
+                               _z(model, [0, 10, 1]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(cat.indexes["a"].get_vectors(["a/0", "a/1"])[:, -1], before_a)
+    assert cat.popular_items("zz", 5) == [("zz/1", "zz", 10.0), ("zz/2", "zz", 1.0), ("zz/0", "zz", 0.0)]
+    # the fallback over every domain merges trained and onboarded items by recent interactions
+    assert [h[0] for h in cat.popular_items(None, 2)] == ["zz/1", "zz/2"]
+    # ranking inside the domain: U·f_e(X) + Z(counts), exactly the vectors' inner products
+    u = model.user_repr(torch.tensor([[0, 0, 1, 2]])).detach().numpy()[0]
+    vec = cat.indexes["zz"].get_vectors(["zz/0", "zz/1", "zz/2"])
+    exact = dict(zip(["zz/0", "zz/1", "zz/2"], (vec @ u).tolist()))
+    hits = cat.search(u, "zz", 3)
+    assert [h[0] for h in hits] == sorted(exact, key=lambda i: -exact[i])
+    for iid, d, score in hits:
+        assert d == "zz" and score == pytest.approx(exact[iid], rel=1e-4, abs=1e-4)
