@@ -208,3 +208,40 @@ def test_items_added_after_training_are_read_in_histories() -> None:
         assert torch.allclose(model.item_repr(new)[:, :8], model.content_item_repr(
             {"text": text}, {"text": torch.tensor([True])})[:, :8], atol=1e-6)
         assert model.pop_counts.shape[1] == 9 and not model.pop_counts[:, 8].any()
+
+
+def test_items_of_a_domain_added_while_serving_read_without_a_confounder() -> None:
+    torch.manual_seed(0)
+    cat = _catalogue()
+    model = build_model(_cfg(pop_window=2), cat).eval()
+    with torch.no_grad():
+        model.domain.weight.normal_()
+        model.domain_trained[:] = True  # both domains trained: D_a, D_b non-zero
+        text = torch.as_tensor(cat.view("text").vectors[[1, 2]])
+        yes = torch.tensor([True, True])
+        in_a = model.extend_items({"text": text}, {"text": yes}, torch.tensor([0, 0]))
+        in_new = model.extend_items({"text": text}, {"text": yes}, torch.tensor([2, 2]))  # index 2: a new domain
+        u_a, u_new = model.user_vectors(torch.stack([in_a, in_new]))
+        assert not torch.allclose(u_a, u_new, atol=1e-4)  # D_a enters the first history only
+        model.domain_trained[0] = False  # do(D_a = 0): now the same as the new domain's
+        assert torch.allclose(model.user_vectors(in_a[None])[0], u_new, atol=1e-6)
+
+
+def test_live_popularity_over_groups_equals_the_domains_and_normalises_a_new_group_alone() -> None:
+    torch.manual_seed(0)
+    model = build_model(_cfg(pop_window=2), _catalogue()).eval()
+    counts = np.array([0, 3, 1, 0, 2, 5, 0, 1], np.float32)
+    np.testing.assert_array_equal(model.live_pop_scores(counts),
+                                  model.live_pop_scores(counts, model.item_domain.numpy()))
+    # two onboarded items: one joins domain a (its norms change), one opens domain 2 (normalised alone)
+    more = np.r_[counts, 4, 2].astype(np.float32)
+    z = model.live_pop_scores(more, np.r_[model.item_domain.numpy(), 0, 2])
+    np.testing.assert_array_equal(z[5:8], model.live_pop_scores(counts)[5:8])  # domain b untouched
+    a = np.array([3, 1, 0, 2, 4], np.float64)
+    f = torch.tensor(np.stack([a / a.mean(), a / np.sqrt((a ** 2).mean())], 1), dtype=torch.float32)
+    with torch.no_grad():
+        np.testing.assert_allclose(z[[1, 2, 3, 4, 8]], model.f_pop(f).squeeze(-1).numpy(), rtol=1e-5)
+        alone = model.f_pop(torch.tensor([[1.0, 1.0]])).item()  # one item: c / s_w = 1 for every w
+    assert z[9] == pytest.approx(alone, rel=1e-5)
+    with pytest.raises(ValueError, match="one entry per item index"):
+        model.live_pop_scores(more, np.zeros(3, np.int64))

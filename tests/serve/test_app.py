@@ -192,6 +192,13 @@ def test_other_bad_requests(app_url) -> None:
     assert r.status_code == 400 and r.json()["error"] == "no_live_popularity"
     r = requests.post(f"{app_url}/events", json={"events": [{"user_id": "u", "item_id": "toys/1"}]}, timeout=10)
     assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "timestamp"
+    # the CDIM matcher onboards by neighbours in trained domains: no new domains, and nothing is registered
+    r = requests.post(f"{app_url}/domains", json={"domain": "brand-new"}, timeout=10)
+    assert r.status_code == 400 and r.json()["error"] == "no_new_domains"
+    r = requests.post(f"{app_url}/recommend", json={"history": [], "domain": "brand-new"}, timeout=10)
+    assert r.status_code == 422 and r.json()["error"] == "unknown_domain"
+    r = requests.post(f"{app_url}/domains", json={"domain": ""}, timeout=10)
+    assert r.status_code == 422
 
 
 def test_http_listens_on_loopback_only(app_url, serve_port) -> None:

@@ -100,5 +100,40 @@ def test_events_move_the_served_prerec_ranking(serve_port, prerec_run: Path, tin
         ranked = [i["item_id"] for i in requests.post(f"{url}/recommend", json={**req, "k": 100},
                                                       timeout=30).json()["items"]]
         assert f"{domain}/NEW" in ranked
+        # its interactions count like a trained item's: 400 events in the window put it first
+        r = requests.post(f"{url}/events", json={"events": [
+            {"user_id": f"n{j}", "item_id": f"{domain}/NEW", "domain": domain, "timestamp": now - DAY - j}
+            for j in range(400)]}, timeout=30)
+        assert r.status_code == 200 and r.json()["accepted"] == 400, r.text
+        assert requests.get(f"{url}/items/{domain}/NEW", timeout=10).json()["recent_interactions"] == 400
+        top = requests.post(f"{url}/recommend", json=req, timeout=30).json()["items"][0]["item_id"]
+        assert top == f"{domain}/NEW"
+        # a brand-new domain, served zero-shot from its items' text and its own live counts
+        r = requests.post(f"{url}/domains", json={"domain": "newmarket"}, timeout=10)
+        assert r.status_code == 201 and "newmarket" in r.json()["domains"], r.text
+        assert requests.post(f"{url}/domains", json={"domain": "newmarket"}, timeout=10).status_code == 409
+        assert requests.post(f"{url}/recommend", json={"history": [], "domain": "newmarket"},
+                             timeout=10).json()["items"] == []
+        titles = [requests.get(f"{url}/items/{i}", timeout=10).json()["title"] or i for i in before[:4]]
+        r = requests.post(f"{url}/items", json={"items": [
+            {"item_id": f"newmarket/{j}", "domain": "newmarket", "title": t} for j, t in enumerate(titles)]}, timeout=60)
+        assert r.status_code == 201, r.text
+        new_req = {"history": ["newmarket/0"], "domain": "newmarket", "k": 3, "exclude_history": True}
+        out = requests.post(f"{url}/recommend", json=new_req, timeout=30).json()
+        assert out["fallback"] is None and out["used_items"] == 1, out
+        assert sorted(i["item_id"] for i in out["items"]) == ["newmarket/1", "newmarket/2", "newmarket/3"]
+        last = out["items"][-1]["item_id"]
+        r = requests.post(f"{url}/events", json={"events": [
+            {"user_id": f"m{j}", "item_id": last, "domain": "newmarket", "timestamp": now - DAY - j}
+            for j in range(50)]}, timeout=30)
+        assert r.status_code == 200, r.text
+        out = requests.post(f"{url}/recommend", json=new_req, timeout=30).json()
+        assert out["items"][0]["item_id"] == last, out  # the new market's own counts moved it
+        cold = requests.post(f"{url}/recommend", json={"history": [], "domain": "newmarket", "k": 2},
+                             timeout=30).json()
+        assert cold["fallback"] == "popular" and cold["items"][0] == {"item_id": last, "domain": "newmarket",
+                                                                      "score": 50.0}
+        h = requests.get(f"{url}/healthz", timeout=10).json()
+        assert h["catalogue"]["per_domain"]["newmarket"] == 4
     finally:
         serve.delete("pop")
