@@ -23,12 +23,17 @@ on the source domains of ``--dataset`` with all four tasks (rec, preference, exp
 * explanation: BLEU-4 / ROUGE-1 / ROUGE-L of the greedy explanation against the user's review
   (``--explain-users`` test events with a review);
 * search: the target's category as the query; rank of the target among the domain's items
-  (HR/NDCG/MRR@5).
+  (HR/NDCG/MRR@5);
+* multi-modal selection: the test sequence's last 1-3 items (the target and the ones before it) among
+  6 candidates, the others items of the domain the user never took; precision / recall / F1 of the
+  decoded choice (``UniMP.select``).  The same seeded prompts for every model.
 
 Baselines on the same test events: SASRec (trained by the same job) for recommendation; the item's
 mean training rating (global mean when unseen) for preference; for explanation the retrieval baseline
 "the latest training review of the same item, else of an item of the same category"; for search the
-category's most popular training items (query-only, not personalised).
+category's most popular training items (query-only, not personalised); for selection, "all
+candidates" and SASRec scoring the candidates (its top one; or those whose softmax over the candidates
+reaches a threshold chosen for F1 on validation prompts: the paper's threshold-based baselines).
 
 Variants: ``unimp`` (gated per-item cross-attention), ``wo_vision`` (fusion none), ``wo_fine_grained``
 (early fusion: visual tokens in the input), ``wo_exclusive`` (every token sees every earlier image),
@@ -190,6 +195,32 @@ def _at5(ranks: list[int]) -> dict[str, float]:
             "mrr@5": float(np.where(hit, 1 / (r + 1), 0).mean()), "n": len(r)}
 
 
+SELECT_CANDIDATES, SELECT_POSITIVES = 6, 3
+
+
+def selection_prompts(prep: Any, split: str, domain: str, n: int, history: int, seed: int
+                      ) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
+    """Seeded selection prompts from ``split``'s first ``n`` sequences of ``domain`` (history + target):
+    ``(hist [n, history], cands [n, E], positives)``."""
+    from raypipe.models.unimp import selection_instance
+
+    s = {"valid": prep.valid, "test": prep.test}[split]
+    sub = s.subset(s.domain == domain)
+    items = prep.index.domain_items(domain)
+    rng = np.random.default_rng(seed)
+    hs, cs, pos = [], [], []
+    for h, t in list(zip(sub.history, sub.target))[:n]:
+        seq = np.r_[np.asarray(h, np.int64), t]
+        if len(seq) < 2:
+            continue
+        hist, cands, picked = selection_instance(seq, history, SELECT_CANDIDATES, SELECT_POSITIVES,
+                                                 int(items.min()), int(items.max()) + 1, rng)
+        hs.append(hist)
+        cs.append(cands)
+        pos.append(cands[picked == 1].tolist())
+    return np.stack(hs), np.stack(cs), pos
+
+
 def task_metrics(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Preference, explanation and search on the run's test events (the run's own rec metrics aside)."""
     import torch
@@ -218,6 +249,11 @@ def task_metrics(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
             cands = torch.arange(lo, hi)
             s = model.search_scores(hist, target, cands).numpy()
             res["search"] = _at5([_rank(s[i], int(target[i]) - lo) for i in range(n)])
+            if "selection" in cfg.model.tasks:
+                from raypipe.eval.metrics import set_prf
+
+                sh, sc, sp = selection_prompts(prep, "test", d, args.eval_users, cfg.model.history, args.seed)
+                res["selection"] = set_prf(model.select(torch.as_tensor(sh), torch.as_tensor(sc)), sp)
         reviews = test.target_attrs["reviews"][:n]
         has = [i for i in range(n) if reviews[i]][: args.explain_users]
         if has:
@@ -228,8 +264,39 @@ def task_metrics(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def baselines(prep: Any, domains: list[str], args: argparse.Namespace) -> dict[str, Any]:
-    """The non-LM baselines of the preference, explanation and search tasks on the same test events."""
+def selection_baselines(sasrec: Any, prep: Any, domain: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Selection without an LM on UniMP's prompts: every candidate, SASRec's top candidate, and the
+    candidates whose SASRec softmax (over the prompt's candidates) reaches the threshold that maximises
+    F1 on validation prompts (the paper's threshold-based baselines)."""
+    import torch
+
+    from raypipe.eval.metrics import set_prf
+    from raypipe.models.unimp import UniMPConfig
+
+    history = UniMPConfig().history
+
+    def probs(split: str) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
+        h, c, pos = selection_prompts(prep, split, domain, args.eval_users, history, args.seed)
+        with torch.no_grad():
+            sc = sasrec.score(torch.as_tensor(h), torch.as_tensor(c)).float()
+        sc[torch.as_tensor(c) == 0] = float("-inf")
+        return c, torch.softmax(sc, -1).numpy(), pos
+
+    def choose(c: np.ndarray, pr: np.ndarray, tau: float) -> list[list[int]]:
+        return [[int(x) for x, q in zip(ci, pi) if x > 0 and q >= tau] for ci, pi in zip(c, pr)]
+
+    vc, vp, vpos = probs("valid")
+    grid = np.linspace(0.02, 0.9, 45)
+    tau = float(max(grid, key=lambda t: set_prf(choose(vc, vp, t), vpos)["f1"]))
+    c, pr, pos = probs("test")
+    return {"selection_all": set_prf([[int(x) for x in ci if x > 0] for ci in c], pos),
+            "selection_sasrec_top1": set_prf([[int(ci[int(np.argmax(pi))])] for ci, pi in zip(c, pr)], pos),
+            "selection_sasrec_threshold": {**set_prf(choose(c, pr, tau), pos), "threshold": tau}}
+
+
+def baselines(prep: Any, domains: list[str], args: argparse.Namespace, sasrec: Any = None) -> dict[str, Any]:
+    """The non-LM baselines of the preference, explanation, search and selection tasks on the same test
+    events (selection needs the trained ``sasrec``)."""
     from raypipe.data.catalogue import ItemCatalogue
     from raypipe.data.registry import resolve_dataset
     from raypipe.eval.text import text_scores
@@ -274,16 +341,20 @@ def baselines(prep: Any, domains: list[str], args: argparse.Namespace) -> dict[s
             same = np.array([categories[j] == categories[int(target[i])] for j in items], dtype=float)
             ranks.append(_rank(same * 1e9 + pop, int(target[i]) - lo))
         res["search_category_pop"] = _at5(ranks)
+        if sasrec is not None:
+            res.update(selection_baselines(sasrec, prep, d, args))
         out[d] = res
     return out
 
 
-SETTINGS = ("dataset", "max_users", "rows_per_user", "epochs", "eval_users", "explain_users", "seed", "threads")
+SETTINGS = ("dataset", "max_users", "rows_per_user", "epochs", "eval_users", "explain_users", "seed", "threads",
+            "tasks")
 
 
 def quality(args: argparse.Namespace, previous: dict[str, Any] | None = None) -> dict[str, Any]:
     """The variants of ``--variants``; a ``previous`` result with the same settings keeps its other
     variants (so variants can be added one invocation at a time)."""
+    from raypipe.models.unimp import UniMPConfig
     from raypipe.runtime import init_ray
     from raypipe.train.run import load_run
 
@@ -296,7 +367,7 @@ def quality(args: argparse.Namespace, previous: dict[str, Any] | None = None) ->
                     f"train.batch_size={args.batch_size}"]
     res: dict[str, Any] = {"dataset": args.dataset, "max_users": args.max_users, "rows_per_user": args.rows_per_user,
                            "epochs": args.epochs, "eval_users": args.eval_users, "explain_users": args.explain_users,
-                           "seed": args.seed, "threads": args.threads, "runs": {}}
+                           "seed": args.seed, "threads": args.threads, "tasks": list(UniMPConfig().tasks), "runs": {}}
     if previous and all(previous.get(k) == res[k] for k in SETTINGS):
         res["runs"] = {k: v for k, v in previous["runs"].items() if k not in args.variants}
     sas = _run(args, f"s{args.seed}-sasrec", base + ["model.name=sasrec", f"train.epochs={args.sasrec_epochs}"])
@@ -309,8 +380,9 @@ def quality(args: argparse.Namespace, previous: dict[str, Any] | None = None) ->
                           "history": m["history"], "tasks": task_metrics(run_dir, args),
                           "task_eval_seconds": time.time() - t0, "run": str(run_dir)}
         log.info("%s done", v)
-    _, prep, _ = load_run(sas)
-    res["baselines"] = baselines(prep, json.loads((sas / "metrics.json").read_text())["train_domains"], args)
+    sas_model, prep, _ = load_run(sas)
+    res["baselines"] = baselines(prep, json.loads((sas / "metrics.json").read_text())["train_domains"], args,
+                                 sas_model)
     return res
 
 
@@ -408,7 +480,7 @@ def markdown(results: dict[str, Any]) -> str:
     if q:
         lines += ["## Tasks (`quality`)", "",
                   f"{q['dataset']}, source domains, {q['max_users']} training sequences x last {q['rows_per_user']} "
-                  f"event(s) x 4 tasks, {q['epochs']} epoch(s), seed {q['seed']}; test: up to {q['eval_users']} "
+                  f"event(s) x {len(q.get('tasks', range(4)))} tasks, {q['epochs']} epoch(s), seed {q['seed']}; test: up to {q['eval_users']} "
                   f"users per domain ({q['explain_users']} with a review for explanation).", ""]
         doms = sorted(next(iter(q["runs"].values()))["rec"])
         lines += ["### Recommendation (full ranking)", "", "| Method | " + " | ".join(f"{d} N@10" for d in doms) + " |",
@@ -438,6 +510,15 @@ def markdown(results: dict[str, Any]) -> str:
                          f"{_f(b['search_category_pop']['mrr@5'])} |")
             lines.append(f"| global mean rating | {d} | {_f(b['preference_global_mean']['mae'])} | "
                          f"{_f(b['preference_global_mean']['rmse'])} | | | | |")
+        sel = [(name, d, t["selection"]) for name, r in q["runs"].items() for d, t in r.get("tasks", {}).items()
+               if "selection" in t]
+        sel += [(k.removeprefix("selection_"), d, v) for d, b in q.get("baselines", {}).items()
+                for k, v in b.items() if k.startswith("selection_")]
+        if sel:
+            lines += ["", "### Multi-modal selection (1-3 positives among 6 candidates; mean per user)", "",
+                      "| Method | Domain | Precision | Recall | F1 | Prompts |", "|---|---|---:|---:|---:|---:|"]
+            lines += [f"| {n} | {d} | {_f(m['precision'])} | {_f(m['recall'])} | {_f(m['f1'])} | {m['n']} |"
+                      for n, d, m in sel]
     return "\n".join(lines) + "\n"
 
 

@@ -57,6 +57,25 @@ def _as_ranks(ranks: np.ndarray | Sequence[float]) -> np.ndarray:
     return r
 
 
+def set_prf(selected: Sequence[Sequence[int]], positives: Sequence[Sequence[int]]) -> dict[str, float]:
+    """Precision, recall and F1 of chosen sets against true sets, each per user then averaged (the
+    selection task of UniMP).  An empty choice has precision 0; F1 is 0 where P + R is 0."""
+    if len(selected) != len(positives):
+        raise ValueError(f"{len(selected)} choices for {len(positives)} users")
+    p, r, f = [], [], []
+    for chosen, true in zip(selected, positives):
+        chosen, true = set(chosen), set(true)
+        if not true:
+            raise ValueError("every user needs at least one positive")
+        hit = len(chosen & true)
+        pi, ri = (hit / len(chosen) if chosen else 0.0), hit / len(true)
+        p.append(pi)
+        r.append(ri)
+        f.append(2 * pi * ri / (pi + ri) if pi + ri > 0 else 0.0)
+    n = max(len(p), 1)
+    return {"precision": sum(p) / n, "recall": sum(r) / n, "f1": sum(f) / n, "n": len(p)}
+
+
 def _check_k(k: int) -> None:
     if int(k) != k or k < 1:
         raise ValueError(f"K must be a positive integer, got {k!r}")

@@ -21,7 +21,10 @@ on several personalisation tasks at once.
   ("Given i_h, can you explain ..." → the review), ``search`` (the target's category as the query →
   ``<item_k>``).  Every item is one token, so beam search of width 10 over item tokens equals the top 10
   item-token logits at the answer position: ``score`` ranks any candidate set (and the full catalogue)
-  from one LM pass per history.
+  from one LM pass per history.  ``selection`` (App. A.2's multi-modal selection: "Given i_1, ..., i_e,
+  can you select all the appropriate items for the user?") lists candidate chunks, each with its image,
+  and answers with the item tokens of the 1-3 positives in candidate order; :meth:`UniMP.select`
+  decodes greedily over the remaining candidates' tokens and EOS.
 * **Loss** (eq. 6–8): the task answer's tokens plus, with ``context_loss``, the tokens of every history
   chunk (context reconstruction, eq. 7), each term a token mean (``l_task + context_weight * l_context``);
   token re-weighting replaces ``log p`` by ``(1 - p)^gamma log p`` (eq. 8; ``gamma=0`` is plain
@@ -50,7 +53,7 @@ from raypipe.models.base import SequentialRecommender
 from raypipe.models.causal_lm import load_causal_lm, load_tokenizer
 from raypipe.models.spec import BatchSchema, Column, ModelSpec, OptimRecipe
 
-TASKS = ("rec", "preference", "explanation", "search")
+TASKS = ("rec", "preference", "explanation", "search", "selection")
 TASK_ID = {t: i for i, t in enumerate(TASKS)}
 SPECIALS = ("[CLS]", "[IMG]", "[EOC]", "<vis>")
 ATTRS = ("category", "title", "price", "brand")
@@ -59,6 +62,7 @@ INSTRUCTIONS = {
     "preference": " can you predict the preference level of the user to the product?",
     "explanation": " can you explain to the user why the product might be suitable or unsuitable?",
     "search": " Can you retrieve the items that aligns with both the user's history and the given query?",
+    "selection": " can you select all the appropriate items for the user?",
 }
 ANSWER = " Answer:"
 
@@ -87,6 +91,9 @@ class UniMPConfig(ModelConfig):
     value_tokens: int = 12
     answer_tokens: int = 32
     tasks: list[str] = field(default_factory=lambda: list(TASKS))
+    #: selection: candidates per prompt, of which 1..``select_positives`` are the user's next items
+    select_candidates: int = 6
+    select_positives: int = 3
     #: training targets per sequence (its last ones) and a seeded cap on training sequences (None = all)
     rows_per_user: int = 1
     max_users: int | None = None
@@ -114,6 +121,8 @@ class UniMPConfig(ModelConfig):
             raise ValueError("model.history, value_tokens, visual_tokens >= 1 and answer_tokens >= 2")
         if self.cross_every < 1 or self.resampler_depth < 0 or self.rows_per_user < 1 or self.gamma < 0:
             raise ValueError("model.cross_every >= 1, resampler_depth >= 0, rows_per_user >= 1, gamma >= 0")
+        if not 1 <= self.select_positives < self.select_candidates:
+            raise ValueError("model.select_positives must be >= 1 and below model.select_candidates")
         if self.lm_layers is not None and self.lm_layers < 1:
             raise ValueError("model.lm_layers must be >= 1 (or null: every layer)")
 
@@ -339,9 +348,10 @@ class UniMP(SequentialRecommender):
         if img:
             row.slots.append(item)
 
-    def build_row(self, history: list[int], task: str, item: int, answer: list[int] | None) -> _Row:
+    def build_row(self, history: list[int], task: str, item: int, answer: list[int] | None,
+                  cands: list[int] | None = None) -> _Row:
         """The token row of one example: ``[CLS]`` + history chunks + instruction (+ the queried item's
-        chunk) + ``Answer:`` (+ ``answer`` tokens, labelled, then EOS)."""
+        chunk, or the candidates' chunks) + ``Answer:`` (+ ``answer`` tokens, labelled, then EOS)."""
         row = _Row([self.special["[CLS]"]], [-1], [], [0], [])
         ctx = 1 if self.cfg.context_loss else 0
         for it in history[-self.cfg.history:]:
@@ -352,6 +362,11 @@ class UniMP(SequentialRecommender):
             self._extend(row, self.comma)
         elif task == "search":
             self._extend(row, self.query_ids[item] + self.comma)
+        elif task == "selection":
+            self._extend(row, self.given)
+            for c in [c for c in (cands or []) if c > 0]:
+                self._chunk(c, len(row.slots), row, 0)
+                self._extend(row, self.comma)
         self._extend(row, self.instr[task] + self.answer)
         if answer is not None:
             row.ids += answer + [self.eos]
@@ -371,9 +386,14 @@ class UniMP(SequentialRecommender):
         row.media += [-1] * len(toks)
         row.labels += [0] * len(toks)
 
-    def answer_tokens(self, task: str, item: int, rating: float, review: list[int]) -> list[int] | None:
+    def answer_tokens(self, task: str, item: int, rating: float, review: list[int],
+                      picked: list[int] | None = None) -> list[int] | None:
+        """The labelled answer of a row (None: the row has no answer for ``task``); ``picked``: the
+        selection task's positive candidates, in candidate order."""
         if task in ("rec", "search"):
             return [int(self.item_token[item])]
+        if task == "selection":
+            return [int(self.item_token[c]) for c in picked] if picked else None
         if task == "preference":
             return None if not math.isfinite(rating) else [self.digits[int(min(max(round(rating), 1), 5)) - 1]]
         return review[: self.cfg.answer_tokens - 1] if review else None
@@ -455,12 +475,15 @@ class UniMP(SequentialRecommender):
         rows = []
         hist, task, item = batch["hist"].cpu().numpy(), batch["task"].cpu().numpy(), batch["item"].cpu().numpy()
         rating, answer = batch["rating"].cpu().numpy(), batch["answer"].cpu().numpy()
+        cands, picked = batch["cands"].cpu().numpy(), batch["picked"].cpu().numpy()
         for b in range(len(task)):
             t = TASKS[int(task[b])]
-            ans = self.answer_tokens(t, int(item[b]), float(rating[b]), [int(x) for x in answer[b] if x >= 0])
+            cb = [int(c) for c in cands[b]]
+            pos = [c for c, k in zip(cb, picked[b]) if k and c > 0]
+            ans = self.answer_tokens(t, int(item[b]), float(rating[b]), [int(x) for x in answer[b] if x >= 0], pos)
             if ans is None:
                 continue
-            rows.append(self.build_row([int(i) for i in hist[b] if i > 0], t, int(item[b]), ans))
+            rows.append(self.build_row([int(i) for i in hist[b] if i > 0], t, int(item[b]), ans, cb))
         if not rows:
             return self.item_token.new_zeros((), dtype=torch.float32) + 0.0 * self.lm.get_input_embeddings().weight.sum()
         h, _ = self._hidden(rows)
@@ -522,6 +545,35 @@ class UniMP(SequentialRecommender):
         return (logits.argmax(-1) + 1).float()
 
     @torch.inference_mode()
+    def select(self, history: torch.Tensor, cands: torch.Tensor) -> list[list[int]]:
+        """The selection task: the candidates (item indices ``[B, E]``, 0 = none) chosen for each
+        history, by greedy decoding restricted to the item tokens of the candidates after the last one
+        chosen (answers list them in candidate order) and EOS; possibly none."""
+        out: list[list[int]] = []
+        for h, cb in zip(self._histories(history), cands.cpu().numpy()):
+            cb = [int(c) for c in cb if c > 0]
+            row = self.build_row(h, "selection", 0, None, cb)
+            hs, mask = self._hidden([row], use_cache=True)
+            state = hs[:, -1]
+            media = torch.tensor([row.media[-1]], device=hs.device)
+            chosen: list[int] = []
+            start = 0
+            while start < len(cb):
+                allowed = torch.as_tensor([int(self.item_token[c]) for c in cb[start:]] + [self.eos],
+                                          device=hs.device)
+                j = int(self._logits(state)[0, allowed].argmax())
+                if j == len(allowed) - 1:  # EOS
+                    break
+                chosen.append(cb[start + j])
+                start += j + 1
+                if start < len(cb):
+                    mask = torch.cat([mask, mask.new_ones((1, 1))], dim=1)
+                    state = self._step(allowed[j:j + 1], media, mask)
+            self._gen = None
+            out.append(chosen)
+        return out
+
+    @torch.inference_mode()
     def explain(self, history: torch.Tensor, items: torch.Tensor, max_new_tokens: int | None = None) -> list[str]:
         """The explanation task: greedy decoding (no item or special tokens) of at most ``max_new_tokens``."""
         hs = self._histories(history)
@@ -557,7 +609,34 @@ def unimp_schema(cfg: UniMPConfig) -> BatchSchema:
         Column("item", "int64", (), "the target (rec, search) or queried (preference, explanation) item"),
         Column("rating", "float32", (), "the event's rating (NaN: none)"),
         Column("answer", "int64", (cfg.answer_tokens,), "the review's LM tokens (explanation), -1-padded"),
+        Column("cands", "int64", (cfg.select_candidates,), "selection: the candidate items (0 elsewhere)"),
+        Column("picked", "int64", (cfg.select_candidates,), "selection: 1 for a positive candidate"),
     ))
+
+
+def selection_instance(seq: np.ndarray, history: int, n_candidates: int, max_positives: int, lo: int, hi: int,
+                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A selection prompt from a sequence (its items up to the target, >= 2): the last ``p`` items (p
+    uniform in 1..``max_positives``, leaving one item of history) are the positives, the ``history`` items
+    before them the user sentence, and items of ``[lo, hi)`` (the domain) the user never took the
+    negatives up to ``n_candidates``; candidates shuffled, each once (a repeated item is one positive).  Returns ``(hist [history] left-padded, cands
+    [n_candidates], picked [n_candidates])`` (0-padded when the domain has too few other items)."""
+    seq = np.asarray(seq, dtype=np.int64)
+    if len(seq) < 2:
+        raise ValueError("a selection prompt needs a sequence of at least 2 items")
+    p = int(rng.integers(1, min(max_positives, len(seq) - 1) + 1))
+    pos, before = pd.unique(seq[-p:]), seq[:-p][-history:]  # a repeated item is one positive
+    pool = np.setdiff1d(np.arange(lo, hi), seq)
+    neg = rng.choice(pool, size=min(n_candidates - len(pos), len(pool)), replace=False)
+    items = np.concatenate([pos, neg])
+    flag = np.r_[np.ones(len(pos), np.int64), np.zeros(len(neg), np.int64)]
+    order = rng.permutation(len(items))
+    cands = np.zeros(n_candidates, np.int64)
+    picked = np.zeros(n_candidates, np.int64)
+    cands[: len(items)], picked[: len(items)] = items[order], flag[order]
+    hist = np.zeros(history, np.int64)
+    hist[history - len(before):] = before
+    return hist, cands, picked
 
 
 def unimp_rows(cfg: UniMPConfig, train: pd.DataFrame, catalogue: ItemCatalogue) -> dict[str, np.ndarray]:
@@ -571,8 +650,10 @@ def unimp_rows(cfg: UniMPConfig, train: pd.DataFrame, catalogue: ItemCatalogue) 
         raise ValueError(f"no training sequences of length >= 2 in domains {sorted(set(train['domain']))}")
     tok = load_tokenizer(cfg.backbone) if "explanation" in cfg.tasks else None
     has_r, has_v = "ratings" in seqs.columns, "reviews" in seqs.columns
-    out: dict[str, list[Any]] = {k: [] for k in ("hist", "task", "item", "rating", "answer")}
+    out: dict[str, list[Any]] = {k: [] for k in ("hist", "task", "item", "rating", "answer", "cands", "picked")}
     empty = np.full(cfg.answer_tokens, -1, dtype=np.int64)
+    none = np.zeros(cfg.select_candidates, dtype=np.int64)
+    select_rng = np.random.default_rng(cfg.seed + 1)
     for i, items in enumerate(seqs["items"]):
         ratings = seqs["ratings"].iat[i] if has_r else None
         reviews = seqs["reviews"].iat[i] if has_v else None
@@ -582,9 +663,14 @@ def unimp_rows(cfg: UniMPConfig, train: pd.DataFrame, catalogue: ItemCatalogue) 
             hist[cfg.history - len(h):] = h
             r = float(ratings[t]) if ratings is not None else float("nan")
             for task in cfg.tasks:
-                ans = empty
+                ans, row_hist, cands, picked = empty, hist, none, none
                 if task == "preference" and not math.isfinite(r):
                     continue
+                if task == "selection":
+                    lo, hi = catalogue.domain_ranges[int(catalogue.item_domain[items[t]])]
+                    row_hist, cands, picked = selection_instance(
+                        items[: t + 1], cfg.history, cfg.select_candidates, cfg.select_positives, int(lo), int(hi),
+                        select_rng)
                 if task == "explanation":
                     text = reviews[t] if reviews is not None else None
                     if not text:
@@ -592,17 +678,20 @@ def unimp_rows(cfg: UniMPConfig, train: pd.DataFrame, catalogue: ItemCatalogue) 
                     ids = tok(" " + text, add_special_tokens=False)["input_ids"][: cfg.answer_tokens - 1]
                     ans = empty.copy()
                     ans[: len(ids)] = ids
-                out["hist"].append(hist)
+                out["hist"].append(row_hist)
                 out["task"].append(TASK_ID[task])
                 out["item"].append(int(items[t]))
                 out["rating"].append(r)
                 out["answer"].append(ans)
+                out["cands"].append(cands)
+                out["picked"].append(picked)
     if not out["task"]:
         raise ValueError(f"unimp: no training rows for tasks {cfg.tasks} (preference needs data.event_attrs "
                          "with ratings, explanation with reviews)")
     return {"hist": np.stack(out["hist"]), "task": np.asarray(out["task"], dtype=np.int64),
             "item": np.asarray(out["item"], dtype=np.int64), "rating": np.asarray(out["rating"], dtype=np.float32),
-            "answer": np.stack(out["answer"]).astype(np.int64)}
+            "answer": np.stack(out["answer"]).astype(np.int64), "cands": np.stack(out["cands"]),
+            "picked": np.stack(out["picked"])}
 
 
 def unimp_views(cfg: UniMPConfig) -> list[str]:

@@ -121,3 +121,16 @@ def test_rejects_bad_parameters() -> None:
         hit_rate([1], 0)
     with pytest.raises(ValueError):
         recall_at_k_percent([1, 2], np.array([10, 10, 10]), 1.0)
+
+
+def test_set_precision_recall_f1_by_hand() -> None:
+    from raypipe.eval.metrics import set_prf
+
+    # user 1: chose {1, 2}, true {2, 3}: P 1/2, R 1/2, F1 1/2; user 2: chose nothing of {4}: 0, 0, 0;
+    # user 3: chose {5, 6, 7} of true {5}: P 1/3, R 1, F1 2·(1/3)/(4/3) = 1/2
+    m = set_prf([[1, 2], [], [5, 6, 7]], [[2, 3], [4], [5]])
+    assert m["precision"] == pytest.approx((0.5 + 0 + 1 / 3) / 3)
+    assert m["recall"] == pytest.approx((0.5 + 0 + 1) / 3)
+    assert m["f1"] == pytest.approx((0.5 + 0 + 0.5) / 3) and m["n"] == 3
+    with pytest.raises(ValueError, match="at least one positive"):
+        set_prf([[1]], [[]])

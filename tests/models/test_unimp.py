@@ -241,3 +241,71 @@ def test_early_fusion_writes_visual_tokens_into_the_chunk_placeholders(catalogue
     diff = (moved - base).abs().amax(-1)[0]
     second = row.vis_at[m.cfg.visual_tokens]  # item 2's first visual token
     assert diff[:second].max() < 1e-6 and diff[second:].min() > 1e-5  # causal: from its visual tokens on
+
+
+def test_selection_instances_take_the_last_items_as_positives_and_unseen_domain_items_as_negatives() -> None:
+    from raypipe.models.unimp import selection_instance
+
+    seq = np.array([11, 12, 13, 14, 15])
+    rng = np.random.default_rng(0)
+    counts = np.zeros(4, int)
+    for _ in range(200):
+        hist, cands, picked = selection_instance(seq, 3, 6, 3, 10, 30, rng)
+        p = int(picked.sum())
+        counts[p] += 1
+        assert sorted(cands[picked == 1].tolist()) == seq[-p:].tolist()
+        assert hist.tolist() == ([0] * 3 + seq[:-p].tolist())[-3:]  # the items before the positives
+        neg = cands[picked == 0]
+        assert len(neg) == 6 - p and len(set(neg)) == len(neg)
+        assert ((neg >= 10) & (neg < 30)).all() and not set(neg) & set(seq)
+    assert counts[0] == 0 and (counts[1:] > 40).all()  # 1, 2 or 3 positives, about equally often
+    # a two-item sequence keeps one item of history; a tiny domain pads the candidates with 0
+    hist, cands, picked = selection_instance(np.array([3, 4]), 2, 6, 3, 1, 6, np.random.default_rng(1))
+    assert hist.tolist() == [0, 3] and picked.sum() == 1 and sorted(cands[cands > 0].tolist()) == [1, 2, 4, 5]
+    assert (cands == 0).sum() == 2
+    # a repeated last item is one positive
+    _, cands, picked = selection_instance(np.array([3, 4, 4]), 2, 6, 3, 1, 30, np.random.default_rng(3))
+    assert len(set(cands[cands > 0].tolist())) == 6 and cands[picked == 1].tolist().count(4) <= 1
+
+
+def test_selection_rows_prompts_and_constrained_decoding(prepared, catalogue) -> None:
+    m = _model(catalogue, tasks=["selection"], gamma=0.0, context_loss=False, hidden=64, random_heads=4,
+               kv_heads=2)
+    rows = unimp_rows(m.cfg, prepared.train, catalogue)
+    users = int((prepared.train["items"].map(len) >= 2).sum())
+    assert (rows["task"] == TASK_ID["selection"]).sum() == users
+    assert ((rows["picked"].sum(1) >= 1) & (rows["picked"].sum(1) <= 3)).all()
+    dom = catalogue.item_domain
+    for c, it in zip(rows["cands"][:20], rows["item"][:20]):
+        assert (dom[c[c > 0]] == dom[it]).all()  # candidates of the target's domain
+    # the prompt holds every candidate's chunk (and image slot) after the history's
+    cb = [int(c) for c in rows["cands"][0]]
+    row = m.build_row([int(i) for i in rows["hist"][0] if i > 0], "selection", 0, None, cb)
+    n_hist = int((rows["hist"][0] > 0).sum())
+    assert row.ids.count(m.special["[EOC]"]) == n_hist + len(cb)
+    assert row.slots[-len([c for c in cb if catalogue.view("image_grid").present[c]]):] == \
+        [c for c in cb if catalogue.view("image_grid").present[c]]
+    # learning 8 prompts: the decoded choices become their positives, always candidates in their order
+    batch = {k: torch.as_tensor(v[:8]) for k, v in rows.items()}
+    truth = [[int(c) for c, k in zip(cs, ps) if k] for cs, ps in zip(rows["cands"][:8], rows["picked"][:8])]
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-2)
+    m.eval()
+    before = set_prf_f1(m.select(batch["hist"], batch["cands"]), truth)
+    m.train()
+    for _ in range(150):
+        opt.zero_grad()
+        loss = m.loss(batch)
+        loss.backward()
+        opt.step()
+    m.eval()
+    chosen = m.select(batch["hist"], batch["cands"])
+    for ch, cs in zip(chosen, batch["cands"].tolist()):
+        assert len(set(ch)) == len(ch) and [cs.index(c) for c in ch] == sorted(cs.index(c) for c in ch)
+    after = set_prf_f1(chosen, truth)
+    assert after > 0.9 and after > before, (before, after)
+
+
+def set_prf_f1(chosen, truth) -> float:
+    from raypipe.eval.metrics import set_prf
+
+    return set_prf(chosen, truth)["f1"]
