@@ -133,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--finetune-epochs", type=int, default=20)
     p.add_argument("--sasrec-epochs", type=int, default=100)
     p.add_argument("--patience", type=int, default=5)
+    p.add_argument("--sasrec-patience", type=int, default=15,
+                   help="an ID model from scratch on a few hundred users improves slowly and noisily")
     p.add_argument("--max-len", type=int, default=50)
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=256)
@@ -173,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         for row, over in BASELINES.items():
             record(row, seed, run(f"{row}-s{seed}", tgt + over + ["run.stage=evaluate"], args.reuse))
         record("sasrec", seed, run(f"sasrec-s{seed}", tgt + size + ["model.name=sasrec", "model.loss=ce",
-                                                             f"train.epochs={args.sasrec_epochs}"], args.reuse))
+                                                             f"train.epochs={args.sasrec_epochs}",
+                                                             f"train.patience={args.sasrec_patience}"], args.reuse))
         for m in models:
             pre = run(f"pre-{m}-s{seed}", common(args, seed, args.source) + MODELS[m] + size + [
                 "run.stage=pretrain", f"train.epochs={args.pretrain_epochs}"], args.reuse)
