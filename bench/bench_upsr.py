@@ -2,6 +2,7 @@
 
     python bench/bench_upsr.py scoring --out bench/results/upsr
     python bench/bench_upsr.py quality --seeds 0 --pre-epochs 3 --ft-epochs 4 --out bench/results/upsr
+    python bench/bench_upsr.py attributes --seeds 0 --pre-epochs 3 --ft-epochs 4 --out bench/results/upsr
 
 ``scoring``: one history of ``--short`` and one of ``--long`` items (their prompt lengths in tokens are
 recorded), 100 candidates each; candidates scored per second by ``UPSR.score`` (each history encoded
@@ -19,7 +20,13 @@ UPSR (random small T5 + catalogue tokenizer) pre-trained on the sources (C→T t
 target (C→T→DPT text); zero-shot (Table 4 analogue): UPSR with and without pre-training, no target
 training.  Paired bootstrap of per-user NDCG@10, UPSR (MiniLM) vs each other row.
 
-Raw results: ``<out>.json`` (both parts; each run invocation merges its part) and ``<out>.md``.
+``attributes`` (§4.5, on one target domain, ``--attr-target``, default the first; the same protocol):
+Tables 5-6, UPSR (single) fine-tuned on the target without pre-training with the item text T, C→T,
+C→T→D (attribute sets) and T→C→D, D→C→T (orders); Table 7, pre-training / fine-tuning text T/T,
+CT/CT, CTD/CTD and CT/CTD; Table 8, the same strategies zero-shot (pre-trained, no target training).
+C = category, T = title, D = brand, price and description (``model.template=upsr:<order>``).
+
+Raw results: ``<out>.json`` (every part; each run invocation merges its part) and ``<out>.md``.
 """
 from __future__ import annotations
 
@@ -187,19 +194,70 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def paired(runs: dict[str, dict[str, Any]], seed: int) -> dict[str, Any]:
-    """UPSR (MiniLM) vs every other row: paired bootstrap of per-user NDCG@10 over each target's users."""
+#: §4.5: (pre-training text or None = no pre-training, target text, zero-shot?) per row
+ATTRIBUTE_ROWS: dict[str, tuple[str | None, str, bool]] = {
+    "single T": (None, "T", False), "single CT": (None, "CT", False), "single CTD": (None, "CTD", False),
+    "single TCD": (None, "TCD", False), "single DCT": (None, "DCT", False),
+    "T/T": ("T", "T", False), "CT/CT": ("CT", "CT", False), "CTD/CTD": ("CTD", "CTD", False),
+    "CT/CTD": ("CT", "CTD", False),
+    "zero-shot T/T": ("T", "T", True), "zero-shot CT/CT": ("CT", "CT", True),
+    "zero-shot CTD/CTD": ("CTD", "CTD", True), "zero-shot CT/CTD": ("CT", "CTD", True),
+}
+
+
+def attributes(args: argparse.Namespace) -> dict[str, Any]:
+    """UPSR §4.5 (Tables 5-8) on one target domain, the MiniLM enc-dec backbone."""
+    from raypipe.data.dataset import CanonicalDataset
+    from raypipe.data.registry import resolve_dataset
+    from raypipe.runtime import init_ray
+
+    init_ray(num_cpus=2)
+    data = mini_dataset(args)
+    info = CanonicalDataset.open(resolve_dataset(str(data))).info
+    target = args.attr_target or info.target_domains[0]
+    if target not in info.target_domains:
+        raise SystemExit(f"--attr-target {target!r} is not a target domain of {data}: {info.target_domains}")
+    rows = args.attr_rows or list(ATTRIBUTE_ROWS)
+    unknown = set(rows) - set(ATTRIBUTE_ROWS)
+    if unknown:
+        raise SystemExit(f"--attr-rows: unknown rows {sorted(unknown)}; choose from {list(ATTRIBUTE_ROWS)}")
+    out: dict[str, Any] = {"dataset": str(data), "target": target, "pre_epochs": args.pre_epochs,
+                           "ft_epochs": args.ft_epochs, "rows": rows, "seeds": {}}
+    train = [f"train.batch_size={args.batch_size}", f"train.optim.grad_accum={args.grad_accum}",
+             "train.optim.warmup_steps=10", "train.patience=2", "model.name=upsr", "model.backbone=minilm"]
+    for seed in args.seeds:
+        base = _base(args, data, seed)
+        runs: dict[str, dict[str, Any]] = {}
+        pre: dict[str, str] = {}
+        for name in rows:
+            pre_text, text, zero = ATTRIBUTE_ROWS[name]
+            if pre_text is not None and pre_text not in pre:
+                pre[pre_text] = _run(args, f"s{seed}-attr-pre-{pre_text}", base + train + [
+                    "run.stage=pretrain", f"model.template=upsr:{pre_text}", f"train.epochs={args.pre_epochs}",
+                    "data.eval_domains=[]"])["run"]
+            init = [f"run.init_from={pre[pre_text]}"] if pre_text is not None else []
+            stage = ["run.stage=finetune", "run.mode=zero-shot"] if zero else [
+                "run.stage=finetune", "run.mode=transductive", f"train.epochs={args.ft_epochs}"]
+            runs[name] = _run(args, f"s{seed}-attr-{name.replace(' ', '_').replace('/', '-')}", base + train + init
+                              + stage + [f"data.domains=[{target}]", f"model.template=upsr:{text}"])
+        out["seeds"][str(seed)] = {"runs": runs, "paired": paired(runs, seed, ref="CT/CTD")}
+    return out
+
+
+def paired(runs: dict[str, dict[str, Any]], seed: int, ref: str = REF) -> dict[str, Any]:
+    """``ref`` (UPSR, MiniLM) vs every other row: paired bootstrap of per-user NDCG@10 over each target's
+    users."""
     from raypipe.eval.metrics import ndcg
     from raypipe.eval.significance import paired_bootstrap
 
-    if REF not in runs:
+    if ref not in runs:
         return {}
     res: dict[str, Any] = {}
     for other, r in runs.items():
-        if other == REF:
+        if other == ref:
             continue
         res[other] = {}
-        for d, users in runs[REF]["ranks"].items():
+        for d, users in runs[ref]["ranks"].items():
             common = sorted(set(users) & set(r["ranks"].get(d, {})))
             a = ndcg(np.array([users[u] for u in common]), 10)
             b = ndcg(np.array([r["ranks"][d][u] for u in common]), 10)
@@ -246,12 +304,27 @@ def markdown(results: dict[str, Any]) -> str:
                          for d in q["targets"]]
                 lines.append(f"| {other} | " + " | ".join(cells) + " |")
             lines.append("")
+    a = results.get("attributes")
+    if a:
+        lines += [f"## Item text attributes and orders (§4.5), target `{a['target']}`, MiniLM enc-dec", "",
+                  "C = category, T = title, D = brand + price + description; pre-training / target text. "
+                  "Paired: NDCG@10 against CT/CTD (UPSR's choice).", ""]
+        for seed, block in a["seeds"].items():
+            lines += [f"### seed {seed}", "", "| Row | " + " | ".join(METRICS) + " | vs CT/CTD (p) |",
+                      "|---|" + "---:|" * (len(METRICS) + 1)]
+            for name, r in block["runs"].items():
+                m = r["test"].get(a["target"])
+                t = block["paired"].get(name, {}).get(a["target"])
+                if m:
+                    lines.append(f"| {name} | " + " | ".join(f"{m[k]:.4f}" for k in METRICS) + " | "
+                                 + (f"{t['diff']:+.4f} ({t['p_value']:.3f})" if t else "") + " |")
+            lines.append("")
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("part", choices=["scoring", "quality", "report"])
+    p.add_argument("part", choices=["scoring", "quality", "attributes", "report"])
     p.add_argument("--out", default="bench/results/upsr")
     p.add_argument("--data-dir", default="/tmp/rpdata")
     p.add_argument("--runs", default="/tmp/upsr_runs")
@@ -273,6 +346,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grad-accum", type=int, default=2)
     p.add_argument("--valid-users", type=int, default=100)
     p.add_argument("--backbones", type=lambda s: s.split(","), default=["minilm", "t5random"])
+    p.add_argument("--attr-target", default=None, help="attributes: the target domain (default: the first)")
+    p.add_argument("--attr-rows", type=lambda s: s.split(","), default=None,
+                   help="attributes: a comma-separated subset of the rows (default: all 13)")
     p.add_argument("--reuse", action="store_true", help="reuse finished runs of an earlier invocation")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -284,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         results["scoring_speedup"] = results["scoring"]["scoring_speedup"]
     elif args.part == "quality":
         results["quality"] = quality(args)
+    elif args.part == "attributes":
+        results["attributes"] = attributes(args)
     results.setdefault("commands", {})[args.part] = "python bench/bench_upsr.py " + " ".join(argv or sys.argv[1:])
     write_json_atomic(path, results)
     write_text_atomic(out.with_suffix(".md"), markdown(results))

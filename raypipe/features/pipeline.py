@@ -44,7 +44,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from raypipe.data.schema import ITEMS_FILE
-from raypipe.data.text import TEMPLATES, render
+from raypipe.data.text import check_template, render
 from raypipe.features.encoders import (
     CPU_IMAGE_CHUNK,
     DEFAULT_CROSS_MODEL,
@@ -125,8 +125,7 @@ class FeatureConfig:
         bad = [v for v in self.views if v not in VIEWS]
         if bad or not self.views:
             raise ValueError(f"views must be a non-empty subset of {list(VIEWS)}, got {self.views}")
-        if self.text_template not in TEMPLATES:
-            raise ValueError(f"unknown text template {self.text_template!r}; choose from {sorted(TEMPLATES)}")
+        check_template(self.text_template)
         if min(self.batch_size, self.block_rows, self.rows_per_file) < 1:
             raise ValueError("batch_size, block_rows and rows_per_file must be >= 1")
         if self.image_chunk is not None and self.image_chunk < 1:

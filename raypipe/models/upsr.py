@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from raypipe.config import ModelConfig
 from raypipe.data.catalogue import ItemCatalogue
 from raypipe.data.sequences import pad_left, sequence_windows
-from raypipe.data.text import UPSR_PROMPT_HEAD, UPSR_PROMPT_TAIL
+from raypipe.data.text import UPSR_PROMPT_HEAD, UPSR_PROMPT_TAIL, upsr_order
 from raypipe.models.base import SequentialRecommender
 from raypipe.models.seq2seq import N_SENTINELS, build_seq2seq
 from raypipe.models.spec import BatchSchema, Column, ModelSpec, OptimRecipe
@@ -56,7 +56,8 @@ class UPSRConfig(ModelConfig):
     name: str = "upsr"
     #: ``minilm`` (offline default), ``t5-random`` or a local T5 / FLAN-T5 folder
     backbone: str = "minilm"
-    #: item text: ``upsr_pretrain`` (C→T), ``upsr_finetune`` (C→T→DPT) or ``auto`` (by stage)
+    #: item text: ``upsr_pretrain`` (C→T), ``upsr_finetune`` (C→T→DPT), ``auto`` (by stage), or
+    #: ``upsr:<order>`` (§4.5's attribute sets and orders: letters C, T, D, e.g. ``upsr:T``, ``upsr:DCT``)
     template: str = "auto"
     #: tokens per item text (paper: 40) and per text sequence (paper: 512)
     item_tokens: int = 40
@@ -79,8 +80,14 @@ class UPSRConfig(ModelConfig):
     num_heads: int = 4
 
     def __post_init__(self) -> None:
-        if self.template not in TEMPLATES + ("auto",):
-            raise ValueError(f"model.template must be one of {TEMPLATES + ('auto',)}, got {self.template!r}")
+        if self.template not in TEMPLATES + ("auto",) and not self.template.startswith("upsr:"):
+            raise ValueError(f"model.template must be one of {TEMPLATES + ('auto',)} or upsr:<order> "
+                             f"(attributes C, T, D in order, e.g. upsr:TCD), got {self.template!r}")
+        if self.template.startswith("upsr:"):
+            try:
+                upsr_order(self.template.removeprefix("upsr:"))
+            except ValueError as e:
+                raise ValueError(f"model.template: {e}") from None
         if not 0 < self.mask_ratio <= 1 or not 0 <= self.last_item_ratio <= 1:
             raise ValueError("model.mask_ratio must be in (0, 1] and model.last_item_ratio in [0, 1]")
         if self.item_tokens < 1 or self.max_tokens < 16 or self.max_target_tokens < 2:

@@ -26,3 +26,19 @@ def test_unknown_template() -> None:
 
     with pytest.raises(ValueError, match="unknown text template"):
         render("nope", ITEM)
+
+
+def test_upsr_attribute_orders_of_section_4_5() -> None:
+    import pytest
+
+    dpt = "(brand: Hearthly) (price: 12.50) (description: A tidal mug.)"
+    assert render("upsr:T", ITEM) == "Coastal Azure Mug"
+    assert render("upsr:CT", ITEM) == render("upsr_pretrain", ITEM)
+    assert render("upsr:CTD", ITEM) == render("upsr_finetune", ITEM)
+    assert render("upsr:TCD", ITEM) == f"Coastal Azure Mug (category: Drinkware) {dpt}"
+    assert render("upsr:DCT", ITEM) == f"{dpt} (category: Drinkware) Coastal Azure Mug"
+    assert render("upsr:DCT", {"title": "T", "price": float("nan")}) == "T"  # missing values are skipped
+    assert render("upsr:TCD", ITEM, max_tokens=3) == "Coastal Azure Mug"
+    for bad in ("upsr:", "upsr:CTT", "upsr:X"):
+        with pytest.raises(ValueError, match="attribute order"):
+            render(bad, ITEM)

@@ -186,3 +186,15 @@ def test_rows_resolve_and_experiment_defaults() -> None:
     assert upsr_resolve(ft.model, ft).template == "upsr_finetune"
     with pytest.raises(ValueError, match="template"):
         UPSRConfig(template="nope")
+
+
+def test_template_orders_are_validated_by_the_config() -> None:
+    import pytest
+
+    from raypipe.models.upsr import UPSRConfig
+
+    assert UPSRConfig(template="upsr:TCD").template == "upsr:TCD"
+    with pytest.raises(ValueError, match="model.template"):
+        UPSRConfig(template="upsr:CC")
+    with pytest.raises(ValueError, match="upsr:<order>"):
+        UPSRConfig(template="title")
