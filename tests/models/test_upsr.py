@@ -198,3 +198,19 @@ def test_template_orders_are_validated_by_the_config() -> None:
         UPSRConfig(template="upsr:CC")
     with pytest.raises(ValueError, match="upsr:<order>"):
         UPSRConfig(template="title")
+
+
+def test_the_reranker_slot_orders_candidates_by_upsr_perplexity(minilm, catalogue) -> None:
+    from raypipe.serve.rerank import ModelReranker
+
+    ids = list(catalogue.index.item_ids)
+    rr = ModelReranker(minilm, catalogue.index, max_len=10)
+    cands = [{"item_id": i, "domain": "x", "score": 0.0} for i in ids[10:15]] + [
+        {"item_id": "unknown", "domain": "x", "score": 9.0}]
+    out = rr.rerank(ids[:3] + ["nope"], cands)
+    with torch.inference_mode():
+        scores = minilm.score(torch.as_tensor([[1, 2, 3]]), torch.arange(11, 16))[0]
+    want = [ids[10 + int(j)] for j in torch.argsort(-scores, stable=True)]
+    assert [c["item_id"] for c in out[:5]] == want and out[5]["item_id"] == "unknown"  # unknown ids stay put
+    assert [c["score"] for c in out[:5]] == pytest.approx(sorted(scores.tolist(), reverse=True), abs=1e-5)
+    assert rr.explain(ids[:3], ids[5], 5)["__error__"]["error"] == "not_generative"
