@@ -3,6 +3,8 @@
     python bench/bench_serve.py                  # builtin 'large' catalogue (150k items), 12k requests at 100 QPS
     python bench/bench_serve.py --quick          # builtin 'small' (6k items), 300 requests, short fault phase
     python bench/bench_serve.py --artifacts runs/idp   # a trained IDP pipeline / run directory instead
+    python bench/bench_serve.py --artifacts runs/sasrec --reranker-run runs/upsr --rerank-depth 2 \
+        --qps 0.5 --requests 40 --fault-seconds 0 --out bench/results/serve_rerank_upsr_d20.json
 
 Without ``--artifacts`` the served model is a **randomly initialised** SASRec (hidden 64, 2 layers, seed
 0, never trained) whose item table covers the whole builtin catalogue, and the matcher is the packaged
@@ -188,6 +190,10 @@ def main() -> None:
                    help="send the load through Serve's HTTP proxy instead of the ingress replica's direct port")
     p.add_argument("--no-throughput-optimized", action="store_true",
                    help="leave RAY_SERVE_THROUGHPUT_OPTIMIZED unset (no direct ingress: the proxy is the only way in)")
+    p.add_argument("--reranker-run", default=None,
+                   help="a run directory served in the reranker slot (UPSR, UniMP) over the same items")
+    p.add_argument("--rerank-depth", type=int, default=3,
+                   help="with --reranker-run: candidates reranked = k (10) x this")
     p.add_argument("--out", default="bench/results/serve.json")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -233,8 +239,10 @@ def main() -> None:
         s_.bind(("127.0.0.1", 0))
         port = s_.getsockname()[1]
     serve.start(http_options={"host": "127.0.0.1", "port": port})
+    rerank = {"reranker_run": args.reranker_run, "rerank_depth": args.rerank_depth} if args.reranker_run else {}
     app = build_app({"artifacts": str(artifacts), "state_dir": str(work / f"state-{int(time.time())}"),
-                     "matcher_max_items": args.matcher_max_items, "num_replicas": {"SequenceEncoder": 2}})
+                     "matcher_max_items": args.matcher_max_items, "num_replicas": {"SequenceEncoder": 2},
+                     **rerank})
     serve.run(app, name="bench", route_prefix="/",
               logging_config={"enable_access_log": False, "log_level": "WARNING"})
     proxy_url = f"http://127.0.0.1:{port}"
