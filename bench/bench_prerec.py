@@ -10,7 +10,8 @@ for 0.04% on XMarket) and NDCG@10. Unseen: test users whose target's product no 
 (users never overlap markets here). Learnable models are pre-trained on the source markets with early
 stopping on the mean validation r-NDCG@1% over the source markets, then applied to the targets without
 target training. Baselines: Random, POP (training interactions), POP_15d (the paper's POP: interactions in
-the 15 days before each recommendation), SBERT last item, PreRec_n, w/o D, w/o Z.
+the 15 days before each recommendation), SBERT last item, UniSRec (pre-trained on the same sources, text
+view), PreRec_n, w/o D, w/o Z.
 
 Raw results: ``<out>.json`` (every run, per seed, paired tests PreRec vs each other) and ``<out>.md``.
 """
@@ -42,6 +43,7 @@ VARIANTS: dict[str, list[str] | None] = {
     "prerec_n": ["model.domain_confounder=false", "model.popularity=false"],
     "wo_d": ["model.domain_confounder=false"],
     "wo_z": ["model.popularity=false"],
+    "unisrec": [],  # UniSRec (text, per domain) pre-trained on the same sources: the Table 1 row
     "prerec": [],
 }
 BASELINE_MODEL = {"random": ["model.name=random"], "pop": ["model.name=pop"],
@@ -65,12 +67,20 @@ def run_variant(name: str, args: argparse.Namespace, seed: int, features: str) -
     if extra is None:
         cfg = load_config(None, over + BASELINE_MODEL[name] + ["run.stage=evaluate", f"run.name=s{seed}-{name}"])
     else:
-        model = ["model.name=prerec", f"model.hidden={args.hidden}", f"model.n_neg={args.n_neg}", *extra]
+        model = learned_model(name, args) + extra
         pre = run_experiment(load_config(None, over + model + [f"run.name=s{seed}-{name}-pre"]))
         cfg = load_config(None, over + model + ["run.stage=finetune", "run.mode=zero-shot",
                                                 f"run.init_from={pre.run_dir}", f"run.name=s{seed}-{name}"])
     res = run_experiment(cfg)
     return {"seconds": time.time() - t0, **evaluate_run(res.run_dir, seed)}
+
+
+def learned_model(name: str, args: argparse.Namespace) -> list[str]:
+    """The model overrides of a learnable row: UniSRec (text view, per-domain flow, its paper's lr 1e-3)
+    or PreRec."""
+    if name.startswith("unisrec"):
+        return ["model.name=unisrec", "data.flow=domain", f"model.hidden={args.hidden}", "train.lr=1e-3"]
+    return ["model.name=prerec", f"model.hidden={args.hidden}", f"model.n_neg={args.n_neg}"]
 
 
 def evaluate_run(run_dir: Path, seed: int) -> dict[str, Any]:

@@ -14,7 +14,9 @@ learnable model now trains on the target markets' training users, ``data.train_f
 * ``prerec_scratch``: PreRec trained on the targets only (what pre-training is measured against);
 * ``prerec_ft``: PreRec pre-trained on the source markets (``<pretrain-runs>/s<seed>-prerec-pre``, the
   zero-shot bench's run, else pre-trained here) and fully fine-tuned (eq. 6: every parameter, the
-  targets' own D_k included).
+  targets' own D_k included);
+* ``unisrec_ft``: UniSRec pre-trained on the same sources (``s<seed>-unisrec-pre`` likewise), fine-tuned
+  (transductive: its target item IDs learn too).
 
 Fraction 0 is the zero-shot point: read from the zero-shot bench's JSON when ``--zero-shot`` is given.
 Raw: ``<out>.json`` (written after every run), ``<out>.md``, ``<out>.png`` (r-NDCG@1% against the share
@@ -37,34 +39,35 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_prerec import (  # noqa: E402
-    KP, METRICS, _overrides, evaluate_run, paired_tests, start_with_text_features, test_summary,
+    KP, METRICS, _overrides, evaluate_run, learned_model, paired_tests, start_with_text_features, test_summary,
 )
 
 from raypipe.config import load_config  # noqa: E402
 from raypipe.io import write_json_atomic, write_text_atomic  # noqa: E402
 
 log = logging.getLogger("bench_prerec_finetune")
-VARIANTS = ("gru4rec", "sasrec", "prerec_scratch", "prerec_ft")
+VARIANTS = ("gru4rec", "sasrec", "prerec_scratch", "prerec_ft", "unisrec_ft")
 ZERO_SHOT = ("pop_15d", "sbert", "prerec")  # rows of the zero-shot bench drawn at fraction 0
 
 
 def _model(name: str, args: argparse.Namespace) -> list[str]:
     if name in ("gru4rec", "sasrec"):
         return [f"model.name={name}", "model.item_input=content", f"model.hidden={args.hidden}"]
-    return ["model.name=prerec", f"model.hidden={args.hidden}", f"model.n_neg={args.n_neg}"]
+    return learned_model(name, args)
 
 
-def pretrained(args: argparse.Namespace, seed: int, features: str) -> Path:
-    """The zero-shot bench's source-market PreRec of this seed, or a new one with its settings."""
+def pretrained(args: argparse.Namespace, seed: int, features: str, kind: str = "prerec") -> Path:
+    """The zero-shot bench's source-market model (``prerec`` or ``unisrec``) of this seed, or a new one
+    with its settings."""
     from raypipe.rundir import WEIGHTS_FILE
     from raypipe.train.run import run_experiment
 
-    path = Path(args.pretrain_runs) / f"s{seed}-prerec-pre"
+    path = Path(args.pretrain_runs) / f"s{seed}-{kind}-pre"
     if (path / WEIGHTS_FILE).is_file():
         return path
-    log.info("no pre-trained PreRec at %s: pre-training on the source markets", path)
-    over = _overrides(args, seed, features) + _model("prerec", args)
-    return run_experiment(load_config(None, over + [f"run.name=s{seed}-prerec-pre"])).run_dir
+    log.info("no pre-trained %s at %s: pre-training on the source markets", kind, path)
+    over = _overrides(args, seed, features) + _model(kind, args)
+    return run_experiment(load_config(None, over + [f"run.name=s{seed}-{kind}-pre"])).run_dir
 
 
 def run_variant(name: str, fraction: float, args: argparse.Namespace, seed: int, features: str) -> dict[str, Any]:
@@ -78,8 +81,8 @@ def run_variant(name: str, fraction: float, args: argparse.Namespace, seed: int,
     over = _overrides(args, seed, features) + budget + _model(name, args) + [
         "run.stage=finetune", "run.mode=transductive", f"data.train_fraction={fraction:g}",
         f"run.name=s{seed}-{name}-f{fraction:g}"]
-    if name == "prerec_ft":
-        over.append(f"run.init_from={pretrained(args, seed, features)}")
+    if name in ("prerec_ft", "unisrec_ft"):
+        over.append(f"run.init_from={pretrained(args, seed, features, name.removesuffix('_ft'))}")
     res = run_experiment(load_config(None, over))
     metrics = json.loads((res.run_dir / "metrics.json").read_text())
     return {"seconds": time.time() - t0, "epochs": len(metrics.get("history", [])),
