@@ -40,6 +40,13 @@ Variants: ``unimp`` (gated per-item cross-attention), ``wo_vision`` (fusion none
 ``wo_context`` (no context reconstruction), ``wo_reweight`` (gamma 0), ``wo_context_reweight`` (both),
 ``small_lm`` (SmolLM2's first 6 blocks: an extra row).
 
+Robustness (Table 6 analogue, evaluation only, on every trained variant): recommendation NDCG@10 on
+the same test users with clean inputs, with noisy text (NT: each item attribute of every item dropped
+with probability 0.2, seeded) and with noisy images (NV: 20% of the items with an image get another
+such item's image, a seeded permutation).  Generalisation to new users (Table 4a analogue): the test
+users are split into those whose sequence was among the ``--max-users`` training sequences and the
+others, never seen in training.
+
 ``serving``: the trained ``unimp`` run loaded as the app's ``Reranker`` deployment loads it, timed
 in-process (no HTTP): rerank of 30 candidates and ``/explain`` generation, p50 / p99.
 
@@ -221,6 +228,76 @@ def selection_prompts(prep: Any, split: str, domain: str, n: int, history: int, 
     return np.stack(hs), np.stack(cs), pos
 
 
+NOISE_SHARE = 0.2
+
+
+class _Records:
+    """A stand-in catalogue for ``UniMP._texts``: the given item records."""
+
+    def __init__(self, records: list[dict[str, Any]]) -> None:
+        self._records = records
+
+    def records(self) -> list[dict[str, Any]]:
+        return self._records
+
+
+def robustness(model: Any, prep: Any, cfg: Any, domains: list[str], dataset: str, seed: int) -> dict[str, Any]:
+    """Recommendation NDCG@10 (full ranking, seen excluded) per domain: clean, noisy text (NT), noisy
+    images (NV); the model is restored after each perturbation."""
+    import torch
+
+    from raypipe.data.catalogue import ItemCatalogue
+    from raypipe.data.registry import resolve_dataset
+    from raypipe.eval.protocols import evaluate
+    from raypipe.models.unimp import ATTRS
+
+    def ndcg10() -> dict[str, float]:
+        return {d: float(evaluate(model.score, prep.eval_set("test", d, cfg.data.max_len), ks=(10,),
+                                  seed=seed, progress=False)["ndcg@10"]) for d in domains}
+
+    rng = np.random.default_rng(seed)
+    out: dict[str, Any] = {"clean": ndcg10()}
+    records = ItemCatalogue(prep.index, prep.counts, dataset=resolve_dataset(dataset)).records()
+    saved = (model.attr_ids, model.query_ids)
+    noisy = [{k: v for k, v in r.items() if k not in ATTRS or rng.random() >= NOISE_SHARE} for r in records]
+    model._texts(_Records(noisy))
+    out["noisy_text"] = ndcg10()
+    model.attr_ids, model.query_ids = saved
+    if getattr(model, "vision", False):
+        with_image = np.flatnonzero(model.has_image.cpu().numpy())
+        pick = rng.choice(with_image, size=max(2, int(round(NOISE_SHARE * len(with_image)))), replace=False)
+        shift = np.roll(pick, 1)  # every picked item gets another picked item's image
+        original = model.regions[torch.as_tensor(pick)].clone()
+        model.regions[torch.as_tensor(pick)] = model.regions[torch.as_tensor(shift)].clone()
+        out["noisy_images"] = ndcg10()
+        model.regions[torch.as_tensor(pick)] = original
+    out["noise_share"] = NOISE_SHARE
+    return out
+
+
+def new_user_split(run_dir: Path, prep: Any, cfg: Any, domains: list[str], seed: int) -> dict[str, Any]:
+    """Test NDCG@10 of users whose sequence trained the model and of the others (new users)."""
+    from raypipe.eval.metrics import ndcg
+    from raypipe.rundir import load_ranks
+
+    train = prep.train[prep.train["domain"].isin(domains)]  # as training_rows selects them
+    trained_seqs = train[train["items"].map(len) >= 2]
+    if cfg.model.max_users is not None and len(trained_seqs) > cfg.model.max_users:
+        keep = np.sort(np.random.default_rng(cfg.model.seed).choice(len(trained_seqs), cfg.model.max_users,
+                                                                    replace=False))
+        trained_seqs = trained_seqs.iloc[keep]
+    seen = {(str(u), d) for u, d in zip(trained_seqs["user_id"], trained_seqs["domain"])}
+    ranks = load_ranks(run_dir)
+    out: dict[str, Any] = {}
+    for d in domains:
+        users = ranks.get(d, {})
+        for group, want in (("trained_users", True), ("new_users", False)):
+            r = np.array([x for u, x in users.items() if ((u, d) in seen) == want], dtype=np.float64)
+            out.setdefault(d, {})[group] = {"ndcg@10": float(ndcg(r, 10).mean()) if len(r) else float("nan"),
+                                            "n": int(len(r))}
+    return out
+
+
 def task_metrics(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Preference, explanation and search on the run's test events (the run's own rec metrics aside)."""
     import torch
@@ -379,6 +456,10 @@ def quality(args: argparse.Namespace, previous: dict[str, Any] | None = None) ->
         res["runs"][v] = {"rec": m["test"], "train_seconds": m["train_seconds"], "train_rows": m["train_rows"],
                           "history": m["history"], "tasks": task_metrics(run_dir, args),
                           "task_eval_seconds": time.time() - t0, "run": str(run_dir)}
+        model, prep_v, cfg_v = load_run(run_dir)
+        res["runs"][v]["robustness"] = robustness(model, prep_v, cfg_v, m["train_domains"], args.dataset, args.seed)
+        res["runs"][v]["new_users"] = new_user_split(run_dir, prep_v, cfg_v, m["train_domains"], args.seed)
+        del model
         log.info("%s done", v)
     sas_model, prep, _ = load_run(sas)
     res["baselines"] = baselines(prep, json.loads((sas / "metrics.json").read_text())["train_domains"], args,
@@ -510,6 +591,18 @@ def markdown(results: dict[str, Any]) -> str:
                          f"{_f(b['search_category_pop']['mrr@5'])} |")
             lines.append(f"| global mean rating | {d} | {_f(b['preference_global_mean']['mae'])} | "
                          f"{_f(b['preference_global_mean']['rmse'])} | | | | |")
+        rob = [(name, r["robustness"], r.get("new_users", {})) for name, r in q["runs"].items() if "robustness" in r]
+        if rob:
+            lines += ["", "### Robustness (NT: 20% of attributes dropped; NV: 20% of images swapped) and new users, "
+                      "recommendation NDCG@10", "",
+                      "| Method | Domain | Clean | NT | NV | Trained users (n) | New users (n) |",
+                      "|---|---|---:|---:|---:|---:|---:|"]
+            for name, rb, nu in rob:
+                for d in rb["clean"]:
+                    tu, nw = nu.get(d, {}).get("trained_users", {}), nu.get(d, {}).get("new_users", {})
+                    lines.append(f"| {name} | {d} | {_f(rb['clean'][d])} | {_f(rb['noisy_text'][d])} | "
+                                 f"{_f(rb.get('noisy_images', {}).get(d))} | {_f(tu.get('ndcg@10'))} ({tu.get('n', 0)}) | "
+                                 f"{_f(nw.get('ndcg@10'))} ({nw.get('n', 0)}) |")
         sel = [(name, d, t["selection"]) for name, r in q["runs"].items() for d, t in r.get("tasks", {}).items()
                if "selection" in t]
         sel += [(k.removeprefix("selection_"), d, v) for d, b in q.get("baselines", {}).items()
