@@ -248,12 +248,12 @@ def robustness(model: Any, prep: Any, cfg: Any, domains: list[str], dataset: str
 
     from raypipe.data.catalogue import ItemCatalogue
     from raypipe.data.registry import resolve_dataset
-    from raypipe.eval.protocols import evaluate
     from raypipe.models.unimp import ATTRS
+    from raypipe.train.run import evaluate_domains
 
-    def ndcg10() -> dict[str, float]:
-        return {d: float(evaluate(model.score, prep.eval_set("test", d, cfg.data.max_len), ks=(10,),
-                                  seed=seed, progress=False)["ndcg@10"]) for d in domains}
+    def ndcg10() -> dict[str, float]:  # the run's own test protocol
+        with torch.no_grad():
+            return {d: float(m["ndcg@10"]) for d, m in evaluate_domains(model, prep, domains, cfg).items()}
 
     rng = np.random.default_rng(seed)
     out: dict[str, Any] = {"clean": ndcg10()}
