@@ -68,6 +68,8 @@ def run_variant(name: str, args: argparse.Namespace, seed: int, features: str) -
         cfg = load_config(None, over + BASELINE_MODEL[name] + ["run.stage=evaluate", f"run.name=s{seed}-{name}"])
     else:
         model = learned_model(name, args) + extra
+        if name == "unisrec":  # one row per sequence, not per event: an epoch is a few dozen steps
+            model += [f"train.epochs={args.unisrec_epochs}", f"train.patience={args.unisrec_patience}"]
         pre = run_experiment(load_config(None, over + model + [f"run.name=s{seed}-{name}-pre"]))
         cfg = load_config(None, over + model + ["run.stage=finetune", "run.mode=zero-shot",
                                                 f"run.init_from={pre.run_dir}", f"run.name=s{seed}-{name}"])
@@ -127,6 +129,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--patience", type=int, default=5)
+    p.add_argument("--unisrec-epochs", type=int, default=60, help="UniSRec's own budget (one training row "
+                   "per sequence: an epoch is a few dozen steps)")
+    p.add_argument("--unisrec-patience", type=int, default=8)
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--n-neg", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=256)

@@ -75,7 +75,7 @@ def run_variant(name: str, fraction: float, args: argparse.Namespace, seed: int,
 
     t0 = time.time()
     budget = []
-    if name in ("gru4rec", "sasrec"):  # one row per sequence window: few steps per epoch, so their own budget
+    if name in ("gru4rec", "sasrec", "unisrec_ft"):  # one row per sequence window: few steps per epoch
         budget = [f"train.epochs={args.baseline_epochs}", f"train.patience={args.baseline_patience}",
                   f"train.lr={args.baseline_lr:g}"]
     over = _overrides(args, seed, features) + budget + _model(name, args) + [
@@ -181,8 +181,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--patience", type=int, default=5)
-    p.add_argument("--baseline-epochs", type=int, default=60, help="GRU4Rec*/SASRec* epochs (one row per "
-                   "sequence window: an epoch is a few steps)")
+    p.add_argument("--baseline-epochs", type=int, default=60, help="GRU4Rec*/SASRec*/UniSRec epochs (one row "
+                   "per sequence window: an epoch is a few steps)")
     p.add_argument("--baseline-patience", type=int, default=8)
     p.add_argument("--baseline-lr", type=float, default=1e-3, help="GRU4Rec*/SASRec* learning rate (SASRec's)")
     p.add_argument("--hidden", type=int, default=64)
