@@ -14,6 +14,10 @@ NDCG@10, Recall@10, and PreRec's Recall@K% and r-NDCG@K% (a=2, b=15000) at K% = 
 cross-platform setting: 8 of ML-100k's 1,682 items) and 1 (17 items).  Early stopping on validation
 r-NDCG@1%.  The same test users for every row, so per-user paired bootstraps compare them.
 
+Budgets: PreRec trains on one row per event (ML-1M: about 400,000 per epoch), so ``--pretrain-epochs``
+and ``--finetune-epochs`` count its epochs; SASRec and UniSRec train on one row per sequence window (an
+epoch is a few steps), so they get ``--sasrec-epochs`` with ``--sasrec-patience`` at every stage.
+
 Rows on the target: Random, POP (training interactions), SBERT last item (title similarity to the last
 item), SASRec (item IDs, from scratch), and for each pre-trained model (PreRec: do(D=0) with Z from the
 target's own counts; UniSRec: text only, single domain): zero-shot, fine-tuned from the ML-1M
@@ -47,6 +51,8 @@ MODELS: dict[str, list[str]] = {
     "prerec": ["model.name=prerec"],
     "unisrec": ["model.name=unisrec", "data.flow=domain"],
 }
+#: models trained on one row per sequence (not per event) get the ID baseline's epoch budget
+PER_SEQUENCE = ("unisrec",)
 BASELINES: dict[str, list[str]] = {
     "random": ["model.name=random"], "pop": ["model.name=pop"], "sbert_last": ["model.name=content_last_item"],
 }
@@ -131,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="0")
     p.add_argument("--pretrain-epochs", type=int, default=3)
     p.add_argument("--finetune-epochs", type=int, default=20)
-    p.add_argument("--sasrec-epochs", type=int, default=100)
+    p.add_argument("--sasrec-epochs", type=int, default=100,
+                   help="SASRec's budget, and UniSRec's (one row per sequence) at both stages")
     p.add_argument("--patience", type=int, default=5)
     p.add_argument("--sasrec-patience", type=int, default=15,
                    help="an ID model from scratch on a few hundred users improves slowly and noisily")
@@ -178,16 +185,21 @@ def main(argv: list[str] | None = None) -> int:
                                                              f"train.epochs={args.sasrec_epochs}",
                                                              f"train.patience={args.sasrec_patience}"], args.reuse))
         for m in models:
+            # epochs of a model with one row per event / of one with one row per sequence (a few steps)
+            pre_budget = [f"train.epochs={args.pretrain_epochs}"] if m not in PER_SEQUENCE else [
+                f"train.epochs={args.sasrec_epochs}", f"train.patience={args.sasrec_patience}"]
+            ft_budget = [f"train.epochs={args.finetune_epochs}"] if m not in PER_SEQUENCE else [
+                f"train.epochs={args.sasrec_epochs}", f"train.patience={args.sasrec_patience}"]
             pre = run(f"pre-{m}-s{seed}", common(args, seed, args.source) + MODELS[m] + size + [
-                "run.stage=pretrain", f"train.epochs={args.pretrain_epochs}"], args.reuse)
+                "run.stage=pretrain"] + pre_budget, args.reuse)
             record(f"{m}_zero_shot", seed, run(f"{m}_zero_shot-s{seed}", tgt + MODELS[m] + size + [
                 "run.stage=finetune", "run.mode=zero-shot", f"run.init_from={pre}"], args.reuse),
                 {"pretrain_run": str(pre)})
             record(f"{m}_finetuned", seed, run(f"{m}_finetuned-s{seed}", tgt + MODELS[m] + size + [
-                "run.stage=finetune", "run.mode=transductive", f"run.init_from={pre}",
-                f"train.epochs={args.finetune_epochs}"], args.reuse), {"pretrain_run": str(pre)})
+                "run.stage=finetune", "run.mode=transductive", f"run.init_from={pre}"] + ft_budget, args.reuse),
+                {"pretrain_run": str(pre)})
             record(f"{m}_scratch", seed, run(f"{m}_scratch-s{seed}", tgt + MODELS[m] + size + [
-                "run.stage=finetune", "run.mode=transductive", f"train.epochs={args.finetune_epochs}"], args.reuse))
+                "run.stage=finetune", "run.mode=transductive"] + ft_budget, args.reuse))
         for a, b in pairs(models):
             ra, rb = results["rows"].get(a, {}).get(str(seed)), results["rows"].get(b, {}).get(str(seed))
             if ra and rb:
