@@ -38,7 +38,8 @@ reaches a threshold chosen for F1 on validation prompts: the paper's threshold-b
 Variants: ``unimp`` (gated per-item cross-attention), ``wo_vision`` (fusion none), ``wo_fine_grained``
 (early fusion: visual tokens in the input), ``wo_exclusive`` (every token sees every earlier image),
 ``wo_context`` (no context reconstruction), ``wo_reweight`` (gamma 0), ``wo_context_reweight`` (both),
-``small_lm`` (SmolLM2's first 6 blocks: an extra row).
+``small_lm`` (SmolLM2's first 6 blocks: an extra row), ``last_layer_rec`` (Table 7: the ``unimp`` run's LM
+last block and final norm tuned on the recommendation task alone, ``model.tune=last_layer``).
 
 Robustness (Table 6 analogue, evaluation only, on every trained variant): recommendation NDCG@10 on
 the same test users with clean inputs, with noisy text (NT: each item attribute of every item dropped
@@ -80,7 +81,11 @@ VARIANTS: dict[str, list[str]] = {
     "wo_reweight": ["model.gamma=0"],
     "wo_context_reweight": ["model.context_loss=false", "model.gamma=0"],
     "small_lm": ["model.lm_layers=6"],
+    # Table 7: the multi-task model's LM last block (and final norm) tuned on one task, from `unimp`
+    "last_layer_rec": ["model.tune=last_layer", "model.tasks=[rec]"],
 }
+#: variants that start from the multi-task `unimp` run of the same seed
+FROM_UNIMP = ("last_layer_rec",)
 
 
 # -- throughput -----------------------------------------------------------------------------------------
@@ -449,8 +454,9 @@ def quality(args: argparse.Namespace, previous: dict[str, Any] | None = None) ->
         res["runs"] = {k: v for k, v in previous["runs"].items() if k not in args.variants}
     sas = _run(args, f"s{args.seed}-sasrec", base + ["model.name=sasrec", f"train.epochs={args.sasrec_epochs}"])
     res["runs"]["sasrec"] = {"rec": json.loads((sas / "metrics.json").read_text())["test"]}
-    for v in args.variants:
-        run_dir = _run(args, f"s{args.seed}-{v}", unimp + VARIANTS[v])
+    for v in sorted(args.variants, key=lambda x: x in FROM_UNIMP):  # `unimp` before the runs it starts
+        init = [f"run.init_from={_run(args, f's{args.seed}-unimp', unimp)}"] if v in FROM_UNIMP else []
+        run_dir = _run(args, f"s{args.seed}-{v}", unimp + VARIANTS[v] + init)
         m = json.loads((run_dir / "metrics.json").read_text())
         t0 = time.time()
         res["runs"][v] = {"rec": m["test"], "train_seconds": m["train_seconds"], "train_rows": m["train_rows"],
