@@ -11,7 +11,7 @@ rest carries over (docs/ARCHITECTURE.md, Training).
 Protocol (PreRec appendix C, on both datasets): users split 4:3:3 train / validation / test; each test
 user's last item is the target, ranked among the whole target catalogue (seen items excluded).  Metrics:
 NDCG@10, Recall@10, and PreRec's Recall@K% and r-NDCG@K% (a=2, b=15000) at K% = 0.5 (the paper's
-cross-platform setting: 8 of ML-100k's 1,682 items) and 1 (17 items).  Early stopping on validation
+cross-platform setting: 7 of ML-100k's 1,342 items after the 5-core) and 1 (13 items).  Early stopping on validation
 r-NDCG@1%.  The same test users for every row, so per-user paired bootstraps compare them.
 
 Budgets: PreRec trains on one row per event (ML-1M: about 400,000 per epoch), so ``--pretrain-epochs``
