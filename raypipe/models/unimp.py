@@ -619,8 +619,9 @@ def selection_instance(seq: np.ndarray, history: int, n_candidates: int, max_pos
     """A selection prompt from a sequence (its items up to the target, >= 2): the last ``p`` items (p
     uniform in 1..``max_positives``, leaving one item of history) are the positives, the ``history`` items
     before them the user sentence, and items of ``[lo, hi)`` (the domain) the user never took the
-    negatives up to ``n_candidates``; candidates shuffled, each once (a repeated item is one positive).  Returns ``(hist [history] left-padded, cands
-    [n_candidates], picked [n_candidates])`` (0-padded when the domain has too few other items)."""
+    negatives up to ``n_candidates``; candidates shuffled, each once (a repeated item is one positive).
+    Returns ``(hist [history] left-padded, cands [n_candidates], picked [n_candidates])`` (0-padded when
+    the domain has too few other items)."""
     seq = np.asarray(seq, dtype=np.int64)
     if len(seq) < 2:
         raise ValueError("a selection prompt needs a sequence of at least 2 items")
