@@ -67,6 +67,8 @@ def pretrained(args: argparse.Namespace, seed: int, features: str, kind: str = "
         return path
     log.info("no pre-trained %s at %s: pre-training on the source markets", kind, path)
     over = _overrides(args, seed, features) + _model(kind, args)
+    if kind == "unisrec":  # one row per sequence: its own budget, as in the zero-shot bench
+        over += [f"train.epochs={args.baseline_epochs}", f"train.patience={args.baseline_patience}"]
     return run_experiment(load_config(None, over + [f"run.name=s{seed}-{kind}-pre"])).run_dir
 
 
