@@ -20,6 +20,7 @@ by freezes at training time.  This module keeps those counts:
 """
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any, Callable, Mapping, Sequence
 
@@ -179,7 +180,9 @@ class ServedPopularity:
     def _sync_items(self) -> None:
         """Count columns for items onboarded since the last call."""
         self.catalogue.sync()
-        new = list(self.catalogue.onboarded)[len(self.extra_ids):]
+        if len(self.catalogue.onboarded) == len(self.extra_ids):  # the hot path: nothing new
+            return
+        new = list(itertools.islice(self.catalogue.onboarded, len(self.extra_ids), None))
         for iid in new:
             d = self.catalogue.onboarded[iid]["domain"]
             self.position[iid] = len(self.domain_of)
