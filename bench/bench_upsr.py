@@ -131,7 +131,8 @@ def scoring(args: argparse.Namespace) -> dict[str, Any]:
 def _base(args: argparse.Namespace, data: Path, seed: int) -> list[str]:
     return [f"data.dataset={data}", f"data.max_len={args.max_len}", f"train.seed={seed}",
             "eval.protocol=sampled", "train.valid_protocol=sampled", "eval.n_neg=100", f"eval.ks={KS}",
-            "train.metric=ndcg@10", f"train.valid_users={args.valid_users}", f"run.storage_path={args.runs}"]
+            "train.metric=ndcg@10", f"train.valid_users={args.valid_users}", f"run.storage_path={args.runs}"] \
+        + ([f"eval.test_users={args.test_users}"] if args.test_users else [])
 
 
 def _run(args: argparse.Namespace, name: str, overrides: list[str]) -> dict[str, Any]:
@@ -152,19 +153,40 @@ def _run(args: argparse.Namespace, name: str, overrides: list[str]) -> dict[str,
                         for h in m["history"]]}
 
 
+def sampled_targets(args: argparse.Namespace, data: Path) -> list[str]:
+    """``--targets`` (default: every target domain), each checked before Ray starts: every test user must
+    have 100 untouched items in the domain's (k-cored) catalogue to draw the protocol's negatives from."""
+    from raypipe.config import load_config
+    from raypipe.train.run import prepare_for
+
+    prep = prepare_for(load_config(None, [f"data.dataset={data}", f"data.max_len={args.max_len}"]).data)
+    targets = args.targets or prep.info.target_domains
+    unknown = sorted(set(targets) - set(prep.info.target_domains))
+    if unknown:
+        raise SystemExit(f"--targets: {unknown} are not target domains of {data}: {prep.info.target_domains}")
+    for d in targets:
+        es = prep.eval_set("test", d, args.max_len)
+        indptr, _ = es.seen_csr()
+        short = int(np.sum(es.catalogue.size - np.diff(indptr) - 1 < 100))
+        if short:
+            raise SystemExit(f"--targets: {short} of {es.n_users} test users of {d!r} have fewer than 100 untouched "
+                             f"items among its {es.catalogue.size} (after the 5-core); drop {d!r} from --targets "
+                             f"or raise --items/--users/--events")
+    return list(targets)
+
+
 def quality(args: argparse.Namespace) -> dict[str, Any]:
     from raypipe.runtime import init_ray
 
-    init_ray(num_cpus=2)
     data = mini_dataset(args)
-    from raypipe.data.registry import resolve_dataset
-    from raypipe.data.dataset import CanonicalDataset
-
-    info = CanonicalDataset.open(resolve_dataset(str(data))).info
+    targets = sampled_targets(args, data)
+    init_ray(num_cpus=2)
     out: dict[str, Any] = {"dataset": str(data), "items_per_domain": args.items, "users": args.users,
-                           "max_len": args.max_len, "pre_epochs": args.pre_epochs, "ft_epochs": args.ft_epochs,
-                           "targets": info.target_domains, "seeds": {}}
-    ft = ["run.stage=finetune", "run.mode=transductive"]
+                           "events": args.events, "max_len": args.max_len, "pre_epochs": args.pre_epochs,
+                           "ft_epochs": args.ft_epochs, "valid_users": args.valid_users,
+                           "test_users": args.test_users, "backbones": args.backbones, "targets": targets,
+                           "seeds": {}}
+    ft = ["run.stage=finetune", "run.mode=transductive", f"data.domains=[{','.join(targets)}]"]
     for seed in args.seeds:
         base = _base(args, data, seed)
         runs: dict[str, dict[str, Any]] = {}
@@ -182,13 +204,13 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
             init = [f"run.init_from={pre['run']}"]
             runs[f"upsr_{label}"] = _run(args, f"s{seed}-upsr_{label}-ft", base + ft + upsr_train + init + [
                 "model.name=upsr", f"model.backbone={backbone}", f"train.epochs={args.ft_epochs}"])
-            runs[f"upsr_{label}_zero_shot"] = _run(args, f"s{seed}-upsr_{label}-zs", base + init + [
+            runs[f"upsr_{label}_zero_shot"] = _run(args, f"s{seed}-upsr_{label}-zs", base + init + ft[2:] + [
                 "run.stage=finetune", "run.mode=zero-shot", "model.name=upsr", f"model.backbone={backbone}"])
             if label == "minilm":  # Table 8 analogue: the zero-shot text in the pre-training format (C→T)
-                runs["upsr_minilm_zero_shot_ct"] = _run(args, f"s{seed}-upsr_minilm-zs-ct", base + init + [
+                runs["upsr_minilm_zero_shot_ct"] = _run(args, f"s{seed}-upsr_minilm-zs-ct", base + init + ft[2:] + [
                     "run.stage=finetune", "run.mode=zero-shot", "model.name=upsr", "model.backbone=minilm",
                     "model.template=upsr_pretrain"])
-                runs["upsr_minilm_zero_shot_no_pretrain"] = _run(args, f"s{seed}-upsr_minilm-zs-raw", base + [
+                runs["upsr_minilm_zero_shot_no_pretrain"] = _run(args, f"s{seed}-upsr_minilm-zs-raw", base + ft[2:] + [
                     "run.stage=finetune", "run.mode=zero-shot", "model.name=upsr", "model.backbone=minilm"])
         out["seeds"][str(seed)] = {"runs": runs, "paired": paired(runs, seed)}
     return out
@@ -345,6 +367,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--grad-accum", type=int, default=2)
     p.add_argument("--valid-users", type=int, default=100)
+    p.add_argument("--targets", type=lambda s: s.split(","), default=None,
+                   help="quality: the target domains judged (default: all; each needs 100 untouched items per user)")
+    p.add_argument("--test-users", type=int, default=None,
+                   help="quality/attributes: test users judged per target (eval.test_users; default: all)")
     p.add_argument("--backbones", type=lambda s: s.split(","), default=["minilm", "t5random"])
     p.add_argument("--attr-target", default=None, help="attributes: the target domain (default: the first)")
     p.add_argument("--attr-rows", type=lambda s: s.split(","), default=None,

@@ -180,6 +180,13 @@ class EvalConfigSpec:
     k_percents: list[float] = field(default_factory=list)
     n_neg: int = 100
     exclude_seen: bool = True
+    #: test users judged per domain: a fixed sample (seeded by ``data.split_seed``, the same users for
+    #: every run and training seed), for models whose scoring is costly (UPSR, UniMP); ``None`` = all
+    test_users: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.test_users is not None and self.test_users < 1:
+            raise ConfigError(f"eval.test_users: expected a positive number of users or null, got {self.test_users}")
 
 
 @dataclass

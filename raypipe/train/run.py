@@ -202,6 +202,18 @@ def eval_protocol(cfg: ExperimentConfig, es: EvalSet, what: str = "eval") -> str
     return auto_protocol(get_spec(cfg.model.name).protocol, es, cfg.eval.n_neg)
 
 
+def judged_set(prep: Prepared, domain: str, cfg: ExperimentConfig, split: str = "test") -> EvalSet:
+    """The users a run is judged on in ``domain``: all of them, or ``eval.test_users`` of them (a sample
+    seeded by ``data.split_seed`` and the domain's name, so every run of a comparison sees the same users)."""
+    es = prep.eval_set(split, domain, cfg.data.max_len)
+    cap = cfg.eval.test_users
+    if cap is None or es.n_users <= cap:
+        return es
+    seed = [cfg.data.split_seed, *domain.encode()]
+    keep = np.sort(np.random.default_rng(seed).choice(es.n_users, size=cap, replace=False))
+    return es.subset(keep)
+
+
 def evaluate_domains(model: torch.nn.Module, prep: Prepared, domains: list[str], cfg: ExperimentConfig,
                      split: str = "test", ranks_out: dict[str, np.ndarray] | None = None,
                      protocols_out: dict[str, str] | None = None) -> dict[str, dict[str, float]]:
@@ -210,7 +222,7 @@ def evaluate_domains(model: torch.nn.Module, prep: Prepared, domains: list[str],
     ec = cfg.eval
     out = {}
     for d in domains:
-        es = prep.eval_set(split, d, cfg.data.max_len)
+        es = judged_set(prep, d, cfg, split)
         protocol = eval_protocol(cfg, es)
         if protocols_out is not None:
             protocols_out[d] = protocol
@@ -363,7 +375,7 @@ def run_experiment(cfg: ExperimentConfig, callbacks: Sequence[Any] = ()) -> RunR
         if "scorer" in spec.capabilities else {}
     if ranks:
         write_json_atomic(run_dir / RANKS_FILE, {
-            d: {"users": [str(u) for u in prep.eval_set("test", d, cfg.data.max_len).user_ids],
+            d: {"users": [str(u) for u in judged_set(prep, d, cfg).user_ids],
                 "ranks": [float(x) if np.isfinite(x) else "inf" for x in r]} for d, r in ranks.items()})
     write_json_atomic(run_dir / METRICS_FILE, {
         "stage": cfg.run.stage, "mode": cfg.run.mode, "model": cfg.model.name, "dataset": str(path),
