@@ -137,7 +137,7 @@ def _base(args: argparse.Namespace, data: Path, seed: int) -> list[str]:
 
 def _run(args: argparse.Namespace, name: str, overrides: list[str]) -> dict[str, Any]:
     from raypipe.config import load_config
-    from raypipe.rundir import load_ranks
+    from raypipe.rundir import RANKS_FILE, load_ranks
     from raypipe.train.run import run_experiment
 
     run_dir = Path(args.runs) / name
@@ -147,8 +147,9 @@ def _run(args: argparse.Namespace, name: str, overrides: list[str]) -> dict[str,
         run_experiment(cfg)
         log.info("%s: %.0f s", name, time.time() - t0)
     m = json.loads((run_dir / "metrics.json").read_text())
+    ranks = load_ranks(run_dir) if (run_dir / RANKS_FILE).exists() else {}  # a pre-training run judges no target
     return {"run": str(run_dir), "test": m["test"], "protocols": m.get("protocols", {}),
-            "best_epoch": m["best_epoch"], "train_seconds": m["train_seconds"], "ranks": load_ranks(run_dir),
+            "best_epoch": m["best_epoch"], "train_seconds": m["train_seconds"], "ranks": ranks,
             "history": [{k: v for k, v in h.items() if k in ("epoch", "train_loss", "valid/ndcg@10")}
                         for h in m["history"]]}
 
