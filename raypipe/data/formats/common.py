@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import ast
 import calendar
+import contextlib
 import csv
 import gzip
 import json
@@ -48,6 +49,7 @@ from typing import IO, Any, Callable, Iterable, Iterator, Literal, Mapping, Sequ
 from urllib.parse import unquote, urlparse
 
 from raypipe.data.dataset import CanonicalWriter
+from raypipe.data.formats.tracking import TalliedReport, bytes_callback
 from raypipe.data.schema import DataValidationError, DatasetInfo, DomainInfo, ValidationReport
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,23 @@ def open_binary(path: str | Path) -> IO[bytes]:
     if p.name.endswith(".gz"):
         return gzip.open(p, "rb")  # type: ignore[return-value]
     return open(p, "rb")
+
+
+PROGRESS_EVERY_LINES = 256  # how often :meth:`Conversion.lines` reports bytes read to a callback
+
+
+@contextlib.contextmanager
+def open_counted(path: str | Path) -> Iterator[tuple[IO[bytes], IO[bytes]]]:
+    """``(stream, disk_file)``: ``stream`` as :func:`open_binary` gives it, ``disk_file`` the file on
+    disk under it, whose ``tell()`` is the number of bytes read from disk so far (compressed bytes
+    for a ``.gz``)."""
+    p = require_file(path)
+    with open(p, "rb") as disk:
+        if p.name.endswith(".gz"):
+            with gzip.GzipFile(fileobj=disk, mode="rb") as g:
+                yield g, disk  # type: ignore[misc]
+        else:
+            yield disk, disk
 
 
 def split_csv_line(text: str, delimiter: str = ",") -> list[str]:
@@ -343,7 +362,12 @@ class Conversion:
 
     # --- sources ----------------------------------------------------------------------------------
     def report(self, path: str | Path) -> ValidationReport:
-        return self.writer.report(path)
+        """The report of one source, a :class:`TalliedReport` (rejections counted by reason)."""
+        key = str(path)
+        rep = self.writer.reports.get(key)
+        if rep is None:
+            rep = self.writer.reports[key] = TalliedReport(key)
+        return rep
 
     def reject(self, rep: ValidationReport, line: int, field_name: str, reason: str) -> None:
         self.writer.reject(rep, line, field_name, reason)
@@ -354,21 +378,34 @@ class Conversion:
         Lines are split on ``\\n`` only (``\\r\\n`` endings are stripped); blank lines are skipped;
         a line whose bytes are not valid ``encoding`` is rejected (field ``"row"``) and skipped.
         A corrupt or truncated ``.gz`` raises :class:`DataValidationError` naming the file.
+
+        With a callback installed by :func:`raypipe.data.formats.tracking.on_bytes_read`, the bytes read
+        from disk are reported every :data:`PROGRESS_EVERY_LINES` lines and when the file is done.
         """
         n = 0
+        on_bytes = bytes_callback()
+        key, reported = str(path), 0
         try:
-            with open_binary(path) as f:
-                for n, raw in enumerate(f, 1):
-                    try:
-                        text = raw.decode(encoding)
-                    except UnicodeDecodeError as e:
-                        self.reject(rep, n, ROW, f"not valid {encoding} ({e.reason} at byte {e.start})")
-                        continue
-                    if n == 1:
-                        text = text.lstrip("\ufeff")
-                    text = text.rstrip("\r\n")
-                    if text.strip():
-                        yield n, text
+            with open_counted(path) as (f, disk):
+                try:
+                    for n, raw in enumerate(f, 1):
+                        if on_bytes is not None and n % PROGRESS_EVERY_LINES == 0:
+                            pos = disk.tell()
+                            on_bytes(key, pos - reported)
+                            reported = pos
+                        try:
+                            text = raw.decode(encoding)
+                        except UnicodeDecodeError as e:
+                            self.reject(rep, n, ROW, f"not valid {encoding} ({e.reason} at byte {e.start})")
+                            continue
+                        if n == 1:
+                            text = text.lstrip("\ufeff")
+                        text = text.rstrip("\r\n")
+                        if text.strip():
+                            yield n, text
+                finally:
+                    if on_bytes is not None and not disk.closed:
+                        on_bytes(key, disk.tell() - reported)
         except (EOFError, zlib.error, gzip.BadGzipFile) as e:
             raise DataValidationError(f"{path}: cannot read compressed data after line {n}: {e}") from e
 
@@ -456,7 +493,7 @@ class Conversion:
         for raw, (src, line) in d.interacted.items():
             if raw in d.described:
                 continue
-            rep = self.writer.report(src + BARE_ITEMS_SUFFIX)
+            rep = self.report(src + BARE_ITEMS_SUFFIX)
             if self.writer.add_item({"item_id": f"{domain}/{raw}", "domain": domain}, rep, line):
                 d.described.add(raw)
                 n += 1
