@@ -1,4 +1,5 @@
-"""Sweep a paper's published grid with Ray Tune (one Ray Train run per trial).
+"""Sweep a paper's published grid with Ray Tune (one Ray Train run per trial); the code is
+:mod:`raypipe.tune.cli` (also ``raypipe tune``).
 
     python jobs/tune.py --space tune_spaces/idp.yaml                        # IDP's lr grid on builtin:small
     python jobs/tune.py --space tune_spaces/sasrec.yaml --dataset builtin:tiny train.epochs=3 --scheduler asha
@@ -8,100 +9,9 @@
 Writes <storage-path>/<name>/{results.csv, results.md, best_config.yaml, metric_vs_axes.png}; each trial's
 Train run is under <storage-path>/<name>/trials/<trial_id>/.  On a cluster: ray job submit -- python jobs/tune.py ...
 """
-from __future__ import annotations
-
-import argparse
-import logging
-import os
 import sys
-from pathlib import Path
 
-import yaml
-
-from raypipe.config import ConfigError
-from raypipe.tune.report import write_report
-from raypipe.tune.spaces import SpaceError, load_space
-from raypipe.tune.sweep import SweepConfig, restrict, run_sweep
-
-
-def _value(text: str):
-    """A command-line value: YAML scalar, with numbers like 3e-4 (a string to YAML 1.1) read as numbers."""
-    v = yaml.safe_load(text)
-    if isinstance(v, str):
-        try:
-            return float(v)
-        except ValueError:
-            pass
-    return v
-
-
-def parse_only(items: list[str], parser: argparse.ArgumentParser) -> dict[str, list]:
-    only = {}
-    for item in items:
-        key, sep, vals = item.partition("=")
-        if not sep or not vals:
-            parser.error(f"--only expects KEY=V1,V2,..., got {item!r}")
-        only[key] = [_value(v) for v in vals.split(",")]
-    return only
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides for every trial")
-    p.add_argument("--space", required=True, help="tune_spaces/<model>.yaml")
-    p.add_argument("--dataset", help="builtin:<size>, movielens:<name> or a dataset dir (default: builtin:small)")
-    p.add_argument("--name", help="experiment name (default: <space file stem>)")
-    p.add_argument("--storage-path", default="runs/tune", help="experiments go here (shared storage on a cluster)")
-    p.add_argument("--max-concurrent", type=int, default=1, help="trials running at once")
-    p.add_argument("--num-workers", type=int, help="Ray Train workers per trial")
-    p.add_argument("--scheduler", choices=["asha", "none"], help="override the space's scheduler")
-    p.add_argument("--only", action="append", default=[], metavar="KEY=V1,V2",
-                   help="sweep only these published values of an axis (repeatable)")
-    p.add_argument("--resume", action="store_true", help="restore the experiment: finished trials are not rerun")
-    p.add_argument("--address", help="Ray address (default: $RAY_ADDRESS, else a local Ray on 127.0.0.1)")
-    args = p.parse_args(argv)
-    if args.max_concurrent < 1:
-        p.error("--max-concurrent must be >= 1")
-    try:
-        space = restrict(load_space(args.space), parse_only(args.only, p))
-        space.require_built()
-        overrides = list(args.overrides)
-        dataset = str(Path(args.dataset).resolve()) if args.dataset and Path(args.dataset).exists() else args.dataset
-        overrides += [f"data.dataset={dataset}"] if dataset else []
-        overrides += [f"train.num_workers={args.num_workers}"] if args.num_workers else []
-        space.config(space.points()[0], overrides)  # reject bad overrides before Ray starts
-    except (SpaceError, ConfigError) as e:
-        p.error(str(e))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from raypipe.runtime import init_ray
-
-    init_ray(address=args.address)
-    from raypipe.features.ondemand import ensure_features
-
-    # the feature views the model reads, extracted once here (not by every trial) when no store is named
-    probe = ensure_features(space.config(space.points()[0], overrides))
-    if probe.data.features is not None:
-        overrides += [f"data.features={Path(probe.data.features).resolve()}",
-                      f"data.feature_views=[{','.join(probe.data.feature_views)}]"]
-    # Absolute paths, and the sweep runs from its storage directory: under `ray job submit --working-dir`
-    # the driver starts inside Ray's unpacked working-dir package, which another node sharing the same
-    # disk re-creates when it first sets up the job (one-machine clusters; see scripts/clusterlib.py).
-    storage = Path(args.storage_path).resolve()
-    storage.mkdir(parents=True, exist_ok=True)
-    os.chdir(storage)
-    sc = SweepConfig(space=space, name=args.name or space.path.stem, storage_path=str(storage),
-                     overrides=overrides, max_concurrent=args.max_concurrent, scheduler=args.scheduler,
-                     resume=args.resume)
-    res = run_sweep(sc)
-    paths = write_report(res.experiment_dir, res.rows, space, res.metric, res.mode, overrides)
-    print("\n" + paths["results.md"].read_text())
-    print("\n".join(f"{k}: {v}" for k, v in paths.items()))
-    failed = [r["trial_id"] for r in res.rows if r["status"] == "error"]
-    if failed:
-        print(f"\n{len(failed)} trial(s) failed: {failed} (errors in results.csv; --resume reruns them)", file=sys.stderr)
-        return 1
-    return 0
-
+from raypipe.tune.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

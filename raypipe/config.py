@@ -61,6 +61,12 @@ def plain(value: Any) -> Any:
     return value
 
 
+def _check(key: str, value: Any, ok: bool, expected: str) -> None:
+    """Raise :class:`ConfigError` naming ``key`` and ``value`` unless ``ok`` (range checks of the sections)."""
+    if not ok:
+        raise ConfigError(f"{key}: expected {expected}, got {value!r}")
+
+
 @dataclass
 class DataConfig:
     #: ``builtin:<size>``, ``movielens:<ml-1m|ml-100k>`` or a canonical dataset directory
@@ -97,6 +103,13 @@ class DataConfig:
     #: per-event attributes the sequences carry besides items and times: ``ratings``, ``reviews``
     #: (UniMP's preference and explanation tasks); ``[]`` reads neither
     event_attrs: list[Literal["ratings", "reviews"]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _check("data.k_core", self.k_core, self.k_core >= 0, "an integer >= 0 (0 or 1: no k-core)")
+        _check("data.min_user_interactions", self.min_user_interactions, self.min_user_interactions >= 0,
+               "an integer >= 0")
+        _check("data.train_fraction", self.train_fraction, 0 < self.train_fraction <= 1, "a share in (0, 1]")
+        _check("data.max_len", self.max_len, self.max_len >= 1, "an integer >= 1")
 
 
 @dataclass
@@ -139,6 +152,14 @@ class OptimConfig:
     #: ``bf16`` = autocast to bfloat16 on GPU workers (CPU workers always run fp32)
     precision: Literal["fp32", "bf16"] | None = None
 
+    def __post_init__(self) -> None:
+        _check("train.optim.warmup_steps", self.warmup_steps, self.warmup_steps is None or self.warmup_steps >= 0,
+               "an integer >= 0 or null")
+        _check("train.optim.grad_clip", self.grad_clip, self.grad_clip is None or self.grad_clip >= 0,
+               "a number >= 0 (0: no clipping) or null")
+        _check("train.optim.grad_accum", self.grad_accum, self.grad_accum is None or self.grad_accum >= 1,
+               "an integer >= 1 or null")
+
 
 @dataclass
 class TrainConfig:
@@ -170,6 +191,23 @@ class TrainConfig:
     #: fault injection for tests of FailureConfig + resume: the worker raises once at this epoch
     inject_failure_at_epoch: int | None = None
 
+    def __post_init__(self) -> None:
+        _check("train.epochs", self.epochs, self.epochs >= 1, "an integer >= 1")
+        _check("train.batch_size", self.batch_size, self.batch_size >= 1, "an integer >= 1")
+        _check("train.lr", self.lr, self.lr > 0, "a learning rate > 0")
+        _check("train.weight_decay", self.weight_decay, self.weight_decay >= 0, "a number >= 0")
+        _check("train.patience", self.patience, self.patience >= 0, "an integer >= 0")
+        _check("train.num_workers", self.num_workers, self.num_workers >= 1, "an integer >= 1")
+        _check("train.cpus_per_worker", self.cpus_per_worker, self.cpus_per_worker > 0, "a number > 0")
+        _check("train.max_failures", self.max_failures, self.max_failures >= -1,
+               "an integer >= 0, or -1 (retry forever)")
+        _check("train.valid_users", self.valid_users, self.valid_users is None or self.valid_users >= 1,
+               "a positive number of users or null")
+        _check("train.torch_threads", self.torch_threads, self.torch_threads >= 1, "an integer >= 1")
+        _check("train.shuffle_buffer", self.shuffle_buffer, self.shuffle_buffer >= 1, "an integer >= 1")
+        _check("train.inject_failure_at_epoch", self.inject_failure_at_epoch,
+               self.inject_failure_at_epoch is None or self.inject_failure_at_epoch >= 0, "an epoch >= 0 or null")
+
 
 @dataclass
 class EvalConfigSpec:
@@ -187,6 +225,10 @@ class EvalConfigSpec:
     def __post_init__(self) -> None:
         if self.test_users is not None and self.test_users < 1:
             raise ConfigError(f"eval.test_users: expected a positive number of users or null, got {self.test_users}")
+        _check("eval.ks", self.ks, all(k >= 1 for k in self.ks), "cut-offs >= 1")
+        _check("eval.k_percents", self.k_percents, all(0 < k <= 100 for k in self.k_percents),
+               "percentages in (0, 100]")
+        _check("eval.n_neg", self.n_neg, self.n_neg >= 1, "an integer >= 1")
 
 
 @dataclass

@@ -59,6 +59,7 @@ from raypipe.data.schema import (
     INTERACTIONS_SCHEMA,
     ITEMS_FILE,
     ITEMS_SCHEMA,
+    DataValidationError,
     DatasetInfo,
     DomainInfo,
 )
@@ -470,24 +471,58 @@ def write(out_dir: str | Path, size: str | BenchmarkConfig = "small", seed: int 
     return out_dir
 
 
-def main(argv: list[str] | None = None) -> None:
+def existing_output(out: Path) -> DatasetInfo | None:
+    """What the output directory ``out`` already holds: ``None`` when it is missing or an empty directory
+    (the dataset is written there), the description of an embedded benchmark written earlier (kept, or
+    regenerated when stale or forced); anything else (a file, another dataset, a non-empty directory
+    without a dataset description) is a :class:`DataValidationError` naming ``out``: it is never
+    overwritten."""
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        raise DataValidationError(f"{out} exists and is not a directory")
+    if not any(out.iterdir()):
+        return None
+    if not (out / DATASET_FILE).is_file():
+        raise DataValidationError(f"{out} is not empty and holds no dataset ({DATASET_FILE} is missing); "
+                                  "choose another directory or empty it")
+    info = DatasetInfo.load(out / DATASET_FILE)
+    if not info.name.startswith("builtin-"):
+        raise DataValidationError(f"{out} holds another dataset ({info.name!r}), not the embedded benchmark; "
+                                  "choose another directory")
+    return info
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """``python -m raypipe.data.builtin`` and ``raypipe data``; returns the exit code (2: a bad option or
+    an output directory that holds something else)."""
     from raypipe.data.stats import dataset_stats, format_stats
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--size", choices=sorted(SIZES), default="small")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=None, help="output directory (default data/builtin-<size>)")
-    p.add_argument("--force", action="store_true", help="regenerate even if the directory exists")
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
+    p.add_argument("--size", choices=sorted(SIZES), default="small", help="preset (default: small)")
+    p.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
+    p.add_argument("--out", type=Path, default=None, help="output directory: missing, empty or holding this "
+                                                          "benchmark already (default: data/builtin-<size>)")
+    p.add_argument("--force", action="store_true",
+                   help="regenerate even if the directory holds it already, or holds another size or seed")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     out = args.out or Path("data") / f"builtin-{args.size}"
-    stale = out.exists() and DatasetInfo.load(out / DATASET_FILE).version != GENERATOR_VERSION
-    if out.exists() and not args.force and not stale:
+    try:
+        info = existing_output(out)
+    except DataValidationError as e:
+        p.error(f"--out: {e}")
+    held = None if info is None else (info.name, info.extra.get("config", {}).get("seed", args.seed))
+    if held is not None and held != (f"builtin-{args.size}", args.seed) and not args.force:
+        p.error(f"--out: {out} holds {held[0]} (seed {held[1]}), not builtin-{args.size} (seed {args.seed}); "
+                "use --force to replace it")
+    if info is not None and info.version == GENERATOR_VERSION and not args.force:
         log.info("%s exists; statistics of the existing copy (use --force to regenerate)", out)
     else:
         write(out, args.size, args.seed, show_progress=True)
     print(format_stats(dataset_stats(out)))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

