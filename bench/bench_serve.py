@@ -211,7 +211,7 @@ def main() -> None:
     from ray import serve
 
     from raypipe.serve.replicas import direct_ingress_urls, kill_replica, replica_names, wait_running
-    from serve_apps.recommender import build_app
+    from raypipe.serve.app import build_app
 
     work = Path("runs") / f"bench-serve-{args.size}"
     t_setup = time.time()

@@ -1,4 +1,4 @@
-"""Serving library behind ``serve_apps/recommender.py`` (Ray Serve), kept free of Ray Serve itself.
+"""Serving library behind the Ray Serve app (:mod:`raypipe.serve.app`); every module but ``app`` is free of Ray Serve.
 
 * :mod:`raypipe.serve.artifacts`: find and load what a trained pipeline left on disk (the sequence
   model of a run directory, its item index, item popularity and attributes, the CDIM matcher and its

@@ -1,20 +1,21 @@
-"""``raypipe serve``: the recommender app (``serve_apps/recommender.py``) through Ray Serve's own
-``serve run``, with its arguments checked before Ray starts.
+"""``raypipe serve``: the recommender app (:mod:`raypipe.serve.app`) through Ray Serve's own ``serve run``,
+with its arguments checked before Ray starts.
 
     raypipe serve                                          # serve run serve_apps/recommender.yaml
     raypipe serve --config my_recommender.yaml             # another Serve config file
-    raypipe serve artifacts=runs/idp top_m=5               # serve run serve_apps.recommender:build_app ...
+    raypipe serve artifacts=runs/idp top_m=5               # serve run raypipe.serve.app:build_app ...
 
 Either a Serve config file (default: the repository's ``serve_apps/recommender.yaml``, whose
 ``args.artifacts`` is ``runs/idp``) or builder arguments ``KEY=VALUE`` (the fields of
 :class:`raypipe.serve.schemas.RecommenderArgs`), not both (``serve run`` ignores the arguments of a
-config file).  The arguments of every app that runs ``serve_apps.recommender:build_app`` are validated
+config file).  The arguments of every app that runs the builder (``raypipe.serve.app:build_app``, or its
+former path ``serve_apps.recommender:build_app``) are validated
 and its artifacts resolved (:meth:`raypipe.serve.artifacts.ServingSpec.resolve`) first: a bad key or
 value or a missing run directory exits with code 2, naming it.  Ray is the cluster at ``--address`` /
-``$RAY_ADDRESS``, else a private local Ray on 127.0.0.1 (:func:`raypipe.runtime.init_ray`); the
-repository root (which holds ``serve_apps``) is put on ``PYTHONPATH`` for the replicas, as docs/SERVING.md
-does by hand, which reaches them on a local Ray only: onto a running cluster use ``serve deploy``
-(docs/SERVING.md).  Blocks until Ctrl-C, which shuts the app down.
+``$RAY_ADDRESS``, else a private local Ray on 127.0.0.1 (:func:`raypipe.runtime.init_ray`).  The app is
+in the installed package; the default config file is the checkout's ``serve_apps/recommender.yaml`` (an
+editable install), whose root also goes on the replicas' ``PYTHONPATH`` for configs that still name the
+former path.  Blocks until Ctrl-C, which shuts the app down.
 """
 from __future__ import annotations
 
@@ -27,20 +28,19 @@ from typing import Any, Sequence
 
 import yaml
 
-BUILDER = "serve_apps.recommender:build_app"
+BUILDER = "raypipe.serve.app:build_app"
+#: the builder's former import path (``serve_apps/recommender.py`` re-exports it; needs the checkout on the path)
+FORMER_BUILDER = "serve_apps.recommender:build_app"
 
 
 class ServeArgsError(ValueError):
     """A bad argument of ``raypipe serve``; the message names it."""
 
 
-def repo_root() -> Path:
-    """The checkout that holds ``serve_apps/`` beside the ``raypipe`` package (an editable install)."""
+def repo_root() -> Path | None:
+    """The checkout that holds ``serve_apps/`` beside the ``raypipe`` package (an editable install), if any."""
     root = Path(__file__).resolve().parents[2]
-    if not (root / "serve_apps" / "recommender.py").is_file():
-        raise ServeArgsError(f"serve_apps/recommender.py is not beside the raypipe package (looked in {root}); "
-                             "raypipe serve needs a source checkout installed with pip install -e .")
-    return root
+    return root if (root / "serve_apps" / "recommender.yaml").is_file() else None
 
 
 def parse_builder_args(items: Sequence[str]) -> dict[str, str]:
@@ -95,7 +95,7 @@ def check_config_file(path: Path) -> None:
         bad = "; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors())
         raise ServeArgsError(f"--config {path}: {bad}") from None
     for app in schema.applications:
-        if app.import_path == BUILDER:
+        if app.import_path in (BUILDER, FORMER_BUILDER):
             check_recommender_args(dict(app.args or {}), f"--config {path}: application {app.name!r} args")
 
 
@@ -123,15 +123,19 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
             check_recommender_args(parse_builder_args(ns.args), "builder arguments")
             target = [BUILDER, *ns.args]
         else:
-            config = ns.config or root / "serve_apps" / "recommender.yaml"
+            if ns.config is None and root is None:
+                raise ServeArgsError("no --config given and no checkout's serve_apps/recommender.yaml beside the "
+                                     "installed package: pass --config FILE or builder arguments KEY=VALUE")
+            config = ns.config or root / "serve_apps" / "recommender.yaml"  # type: ignore[operator]
             check_config_file(config)
             target = [str(config)]
     except ServeArgsError as e:
         p.error(str(e))
-    # replicas import serve_apps.recommender: the repository root on their path, as `PYTHONPATH=$PWD`; Ray's
-    # workers inherit it from this process when it starts the local Ray
-    path = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(root), *([path] if path else [])])
+    # a config naming the former path makes replicas import serve_apps.recommender: the checkout on their
+    # path, as `PYTHONPATH=$PWD`; Ray's workers inherit it from this process when it starts the local Ray
+    if root is not None:
+        path = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(root), *([path] if path else [])])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from raypipe.runtime import init_ray
 
@@ -140,7 +144,8 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     init_ray(address=ns.address)
     from ray.serve.scripts import cli
 
-    cli.main(args=["run", *target, "--app-dir", str(root)], prog_name="serve", standalone_mode=False)
+    app_dir = ["--app-dir", str(root)] if root is not None else []
+    cli.main(args=["run", *target, *app_dir], prog_name="serve", standalone_mode=False)
     return 0
 
 

@@ -229,7 +229,7 @@ class ErrorResponse(BaseModel):
 
 
 class RecommenderArgs(BaseModel):
-    """Arguments of ``serve_apps.recommender:build_app`` (``serve run ... key=value`` or the YAML's ``args``)."""
+    """Arguments of ``raypipe.serve.app:build_app`` (``serve run ... key=value`` or the YAML's ``args``)."""
 
     model_config = ConfigDict(extra="forbid")
 

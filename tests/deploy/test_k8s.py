@@ -452,7 +452,7 @@ def test_drifted_jobs_and_services_fail(manifests: dict, cluster: dict, dockerfi
     from pydantic import ValidationError
 
     for edit, error in [
-        (lambda c: c["applications"][0].update(import_path="serve_apps.recommender:no_such_builder"), AssertionError),
+        (lambda c: c["applications"][0].update(import_path="raypipe.serve.app:no_such_builder"), AssertionError),
         (lambda c: c["applications"][0]["args"].update(top_k=10), ValidationError),  # not a builder argument
         (lambda c: c["http_options"].update(host="127.0.0.1"), AssertionError),
         (lambda c: c["applications"][0]["deployments"][0].update(max_ongoing_requests=5), AssertionError),

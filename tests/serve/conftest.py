@@ -57,7 +57,7 @@ def wait_healthy(url: str, timeout_s: float = 180.0) -> dict:
 def deploy(name: str, port: int, args: dict) -> str:
     from ray import serve
 
-    from serve_apps.recommender import build_app
+    from raypipe.serve.app import build_app
 
     serve.run(build_app(args), name=name, route_prefix=f"/{name}")
     url = f"http://127.0.0.1:{port}/{name}"

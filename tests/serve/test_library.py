@@ -70,7 +70,37 @@ def test_serve_config_is_valid_and_binds_loopback() -> None:
     cfg = ServeDeploySchema.model_validate(yaml.safe_load((ROOT / "serve_apps" / "recommender.yaml").read_text()))
     assert cfg.http_options.host == "127.0.0.1"
     app = cfg.applications[0]
-    assert app.import_path == "serve_apps.recommender:build_app"
+    assert app.import_path == "raypipe.serve.app:build_app"
     names = {d.name for d in app.deployments}
     assert names == {"Recommender", "SequenceEncoder", "ANNRetriever", "CDIMMatcher"}
     assert all(d.autoscaling_config for d in app.deployments)
+
+
+def test_the_app_imports_from_the_installed_package_without_pythonpath(tmp_path: Path) -> None:
+    """What ``serve run raypipe.serve.app:build_app`` and every replica import: from any directory, with no
+    ``PYTHONPATH``; the deployments' classes live in the package (replicas unpickle them from there), and
+    the former path ``serve_apps.recommender`` is the same app."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import json, raypipe.serve.app as a; from ray.serve import Deployment; "
+            "d = {n: v.func_or_class.__module__ for n, v in vars(a).items() if isinstance(v, Deployment)}; "
+            "print(json.dumps({'builder': callable(a.build_app), 'deployments': d}))")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    import json
+
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["builder"] is True
+    assert {"Recommender", "SequenceEncoder", "ANNRetriever", "CDIMMatcher"} <= set(got["deployments"])
+    assert set(got["deployments"].values()) == {"raypipe.serve.app"}
+    former = subprocess.run([sys.executable, "-c", "import serve_apps.recommender"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert former.returncode != 0  # the former path needs the checkout on the path, the package does not
+    import raypipe.serve.app as app
+    import serve_apps.recommender as shim  # from the repository root (pytest's rootdir is on sys.path)
+
+    assert shim.build_app is app.build_app and shim.Recommender is app.Recommender
