@@ -471,12 +471,12 @@ def write(out_dir: str | Path, size: str | BenchmarkConfig = "small", seed: int 
     return out_dir
 
 
-def existing_output(out: Path) -> DatasetInfo | None:
+def existing_output(out: Path, prefix: str = "builtin-") -> DatasetInfo | None:
     """What the output directory ``out`` already holds: ``None`` when it is missing or an empty directory
-    (the dataset is written there), the description of an embedded benchmark written earlier (kept, or
-    regenerated when stale or forced); anything else (a file, another dataset, a non-empty directory
-    without a dataset description) is a :class:`DataValidationError` naming ``out``: it is never
-    overwritten."""
+    (the dataset is written there), the description of a generated benchmark whose name starts with
+    ``prefix`` written earlier (kept, or regenerated when stale or forced); anything else (a file, another
+    dataset, a non-empty directory without a dataset description) is a :class:`DataValidationError` naming
+    ``out``: it is never overwritten."""
     if not out.exists():
         return None
     if not out.is_dir():
@@ -487,8 +487,8 @@ def existing_output(out: Path) -> DatasetInfo | None:
         raise DataValidationError(f"{out} is not empty and holds no dataset ({DATASET_FILE} is missing); "
                                   "choose another directory or empty it")
     info = DatasetInfo.load(out / DATASET_FILE)
-    if not info.name.startswith("builtin-"):
-        raise DataValidationError(f"{out} holds another dataset ({info.name!r}), not the embedded benchmark; "
+    if not info.name.startswith(prefix):
+        raise DataValidationError(f"{out} holds another dataset ({info.name!r}), not a {prefix}* benchmark; "
                                   "choose another directory")
     return info
 

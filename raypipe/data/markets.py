@@ -221,18 +221,39 @@ def unseen_items(item_ids: np.ndarray, domains: np.ndarray, source_domains: list
                            for i, d in zip(ids, doms)])
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
+    """``python -m raypipe.data.markets``; returns the exit code (2: an output directory that holds
+    something else: it is never overwritten)."""
+    from raypipe.data.builtin import existing_output
+    from raypipe.data.schema import DataValidationError
     from raypipe.data.stats import dataset_stats, format_stats
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--size", choices=sorted(SIZES), default="small")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=None, help="output directory (default data/markets-<size>)")
+    p.add_argument("--out", type=Path, default=None, help="output directory: missing, empty or holding this "
+                                                          "benchmark already (default data/markets-<size>)")
+    p.add_argument("--force", action="store_true", help="regenerate even if the directory holds it already, "
+                                                        "or holds another size or seed")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    out = write(args.out or Path("data") / f"markets-{args.size}", args.size, args.seed)
+    out = args.out or Path("data") / f"markets-{args.size}"
+    try:
+        info = existing_output(out, prefix="markets-")
+    except DataValidationError as e:
+        p.error(f"--out: {e}")
+    same = info is not None and info.name == f"markets-{args.size}" and info.version == GENERATOR_VERSION \
+        and info.extra.get("config", {}).get("seed", args.seed) == args.seed
+    if info is not None and not same and not args.force:
+        p.error(f"--out: {out} holds {info.name} (version {info.version}), not markets-{args.size} seed "
+                f"{args.seed} of this generator; use --force to replace it")
+    if same and not args.force:
+        log.info("%s exists; statistics of the existing copy (use --force to regenerate)", out)
+    else:
+        write(out, args.size, args.seed)
     print(format_stats(dataset_stats(out)))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

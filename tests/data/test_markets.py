@@ -54,3 +54,24 @@ def test_registry_generates_markets(tmp_path, monkeypatch) -> None:
     assert len(pd.read_parquet(path / "items.parquet")) == len(generate("tiny")[0])
     with pytest.raises(DataValidationError, match="unknown markets size 'huge'"):
         resolve_dataset("markets:huge")
+
+
+def test_main_writes_into_an_empty_dir_keeps_its_own_and_refuses_anything_else(tmp_path, capsys) -> None:
+    from raypipe.data import markets
+
+    out = tmp_path / "m"
+    out.mkdir()  # an existing empty directory is accepted
+    assert markets.main(["--size", "tiny", "--out", str(out)]) == 0
+    written = (out / "dataset.json").stat().st_mtime_ns
+    assert markets.main(["--size", "tiny", "--out", str(out)]) == 0  # the same benchmark: kept as is
+    assert (out / "dataset.json").stat().st_mtime_ns == written
+    with pytest.raises(SystemExit) as e:  # another seed: refused without --force
+        markets.main(["--size", "tiny", "--seed", "1", "--out", str(out)])
+    assert e.value.code == 2 and "--force" in capsys.readouterr().err
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit) as e:
+        markets.main(["--size", "tiny", "--out", str(foreign), "--force"])
+    assert e.value.code == 2 and str(foreign) in capsys.readouterr().err
+    assert (foreign / "notes.txt").read_text() == "mine" and not (foreign / "dataset.json").exists()
