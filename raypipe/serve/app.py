@@ -29,7 +29,7 @@ from dataclasses import asdict
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI
+from fastapi import FastAPI, Query
 from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
@@ -38,10 +38,10 @@ from raypipe.serve import errors
 from raypipe.serve.errors import ApiError, error_result, raise_if_error
 from raypipe.serve.loopback import pin_internal_grpc_to_loopback
 from raypipe.serve.schemas import (
-    DEFAULT_MAX_BODY_BYTES, DomainRequest, DomainResponse, ErrorResponse, EventsRequest, EventsResponse, ExplainRequest, ExplainResponse, ItemOut,
+    DEFAULT_MAX_BODY_BYTES, MAX_K, DomainRequest, DomainResponse, ErrorResponse, EventsRequest, EventsResponse, ExplainRequest, ExplainResponse, ItemOut,
     MatchRequest, MatchResponse,
     OnboardRequest, OnboardResponse,
-    RecommenderArgs, RecommendRequest, RecommendResponse,
+    RecommenderArgs, RecommendRequest, RecommendResponse, SimilarResponse,
 )
 
 log = logging.getLogger("raypipe.serve.app")
@@ -168,6 +168,14 @@ class ANNRetriever:
         self._sync()
         item = self.catalogue.get(item_id)
         return item if item is not None else error_result(404, "unknown_item", f"no item {item_id!r}")
+
+    async def similar(self, item_id: str, k: int) -> Any:
+        self._sync()
+        hits = self.catalogue.similar(item_id, k)
+        if hits is None:
+            return error_result(404, "unknown_item", f"no item {item_id!r}")
+        return {"item_id": item_id, "domain": self.catalogue.item_vector(item_id)[1], "k": k,  # type: ignore[index]
+                "items": [{"item_id": i, "domain": d, "score": sc} for i, d, sc in hits]}
 
     async def stats(self) -> dict[str, Any]:
         self._sync()
@@ -337,6 +345,7 @@ class Recommender:
             raise ApiError(422, "unknown_domain", f"unknown domain {domain!r}; known: {self.domains.names()} "
                            "(POST /domains adds one, for a content model)")
 
+    @api.post("/v1/recommend", response_model=RecommendResponse, responses=BAD)
     @api.post("/recommend", response_model=RecommendResponse, responses=BAD)
     async def recommend(self, req: RecommendRequest) -> RecommendResponse:
         """Top-k items for a history of item ids (unknown ids skipped; none known → popular items)."""
@@ -376,6 +385,7 @@ class Recommender:
         return RecommendResponse(items=items[:req.k], domain=req.domain, k=req.k, fallback=fallback,
                                  used_items=enc["used"], skipped_items=enc["skipped"], reranked=reranked)
 
+    @api.post("/v1/items", status_code=201, response_model=OnboardResponse, responses={**BAD, 409: {"model": ErrorResponse}})
     @api.post("/items", status_code=201, response_model=OnboardResponse, responses={**BAD, 409: {"model": ErrorResponse}})
     async def onboard(self, req: OnboardRequest) -> OnboardResponse:
         """Onboard new items, live in the retriever at once.  ``onboarding=cdim`` (IDP): the item's text →
@@ -394,6 +404,8 @@ class Recommender:
                  for it in req.items]
         return OnboardResponse(**await self._call(self.matcher.onboard, items, idempotent=False))
 
+    @api.post("/v1/domains", status_code=201, response_model=DomainResponse,
+              responses={**BAD, 409: {"model": ErrorResponse}})
     @api.post("/domains", status_code=201, response_model=DomainResponse,
               responses={**BAD, 409: {"model": ErrorResponse}})
     async def add_domain(self, req: DomainRequest) -> DomainResponse:
@@ -412,11 +424,13 @@ class Recommender:
             raise ApiError(409, "duplicate_domain", str(e)) from None
         return DomainResponse(domain=req.domain, domains=self.domains.names())
 
+    @api.post("/v1/match", response_model=MatchResponse, responses=BAD)
     @api.post("/match", response_model=MatchResponse, responses=BAD)
     async def match(self, req: MatchRequest) -> MatchResponse:
         """Nearest pre-trained (and onboarded) items of a text by CDIM similarity."""
         return MatchResponse(items=await self._call(self.matcher.match, req.text, req.k, req.include_onboarded))
 
+    @api.post("/v1/events", response_model=EventsResponse, responses=BAD)
     @api.post("/events", response_model=EventsResponse, responses=BAD)
     async def events(self, req: EventsRequest) -> EventsResponse:
         """Record interactions: with a live-popularity model (PreRec) they move its popularity term (Z) and
@@ -429,6 +443,8 @@ class Recommender:
         out = await self._call(self.retriever.add_events, [e.model_dump() for e in req.events], idempotent=False)
         return EventsResponse(**out)
 
+    @api.post("/v1/explain", response_model=ExplainResponse,
+              responses={**BAD, 404: {"model": ErrorResponse}, 504: {"model": ErrorResponse}})
     @api.post("/explain", response_model=ExplainResponse,
               responses={**BAD, 404: {"model": ErrorResponse}, 504: {"model": ErrorResponse}})
     async def explain(self, req: ExplainRequest) -> ExplainResponse:
@@ -444,10 +460,20 @@ class Recommender:
             raise ApiError(504, "timeout", f"no explanation within {self.explain_timeout_s:g} s") from None
         return ExplainResponse(**out)
 
+    # before the item route: its {item_id:path} would take ".../similar" as part of an id
+    @api.get("/v1/items/{item_id:path}/similar", response_model=SimilarResponse,
+             responses={404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}})
+    async def similar_items(self, item_id: str, k: int = Query(10, ge=1, le=MAX_K)) -> SimilarResponse:
+        """The items nearest to ``item_id`` in its domain (trained or onboarded), by the served model's item
+        vectors: "customers who liked this may like"; the item itself left out."""
+        return SimilarResponse(**await self._call(self.retriever.similar, item_id, k))
+
+    @api.get("/v1/items/{item_id:path}", response_model=ItemOut, responses={404: {"model": ErrorResponse}})
     @api.get("/items/{item_id:path}", response_model=ItemOut, responses={404: {"model": ErrorResponse}})
     async def get_item(self, item_id: str) -> ItemOut:
         return ItemOut(**await self._call(self.retriever.get_item, item_id))
 
+    @api.get("/v1/health")
     @api.get("/healthz")
     async def healthz(self) -> dict[str, Any]:
         return {"status": "ok", "catalogue": await self._call(self.retriever.stats),

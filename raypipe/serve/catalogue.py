@@ -216,6 +216,24 @@ class Catalogue:
                 out.append((hit[0], hit[1], float(hit[2])))
         return out
 
+    def item_vector(self, item_id: str) -> tuple[np.ndarray, str] | None:
+        """An item's vector as its graph holds it (trained or onboarded) and its domain; ``None``: unknown."""
+        self.sync()
+        pos = self.position.get(item_id)
+        if pos is not None:
+            return self.vectors[pos], str(self.domain_arr[pos])
+        rec = self.onboarded.get(item_id)
+        return None if rec is None else (self._onboarded_vectors([rec])[0], rec["domain"])
+
+    def similar(self, item_id: str, k: int) -> list[tuple[str, str, float]] | None:
+        """Top-``k`` ``(item_id, domain, score)`` of the item's own domain by inner product with its vector,
+        the item left out; ``None``: unknown item."""
+        found = self.item_vector(item_id)
+        if found is None:
+            return None
+        vector, domain = found
+        return self.search(vector, domain, k, exclude=[item_id])
+
     def get(self, item_id: str) -> dict[str, Any] | None:
         self.sync()
         pos = self.position.get(item_id)

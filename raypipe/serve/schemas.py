@@ -200,6 +200,14 @@ class ItemOut(BaseModel):
     price: float | None = None
 
 
+class SimilarResponse(BaseModel):
+    item_id: str
+    domain: str = Field(description="the item's domain, where its neighbours are searched")
+    k: int
+    items: list[ScoredItem] = Field(description="the items whose vectors score highest against the item's own "
+                                    "(inner product in the served model's item space), the item itself left out")
+
+
 MAX_EXPLAIN_TOKENS = 64
 
 

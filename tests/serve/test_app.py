@@ -125,6 +125,41 @@ def test_get_known_item(app_url, history) -> None:
     assert got.json()["popularity"] > 0
 
 
+def test_v1_paths_answer_as_the_unversioned_ones(app_url, history) -> None:
+    body = {"history": history, "domain": DOMAIN, "k": 5}
+    assert post(app_url, "/v1/recommend", body).json() == post(app_url, "/recommend", body).json()
+    v1 = requests.get(f"{app_url}/v1/items/{history[0]}", timeout=10)
+    assert v1.status_code == 200 and v1.json() == requests.get(f"{app_url}/items/{history[0]}", timeout=10).json()
+    health = requests.get(f"{app_url}/v1/health", timeout=10).json()
+    assert health["status"] == "ok" and health["catalogue"]["trained_items"] > 200
+    paths = set(requests.get(f"{app_url}/openapi.json", timeout=10).json()["paths"])
+    for p in ("/recommend", "/items", "/domains", "/match", "/events", "/explain"):
+        assert {p, f"/v1{p}"} <= paths
+    assert {"/v1/health", "/v1/items/{item_id}/similar", "/v1/items/{item_id}"} <= paths
+    wrong = post(app_url, "/v1/recommend", {"history": "x", "domain": DOMAIN})
+    assert wrong.status_code == 422 and wrong.json()["error"] == "invalid_request"
+
+
+def test_similar_items_are_the_exact_nearest_of_the_items_own_domain(app_url, history, model_view) -> None:
+    _, index, _, vecs = model_view
+    item = history[-1]
+    r = requests.get(f"{app_url}/v1/items/{item}/similar", params={"k": 5}, timeout=10)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["item_id"] == item and body["domain"] == DOMAIN and body["k"] == 5
+    ids = [h["item_id"] for h in body["items"]]
+    # exact inner-product neighbours of the item's own vector in its domain, the item left out
+    rows = np.flatnonzero(index.domains == DOMAIN)
+    v = vecs[index.lookup([item])[0] - 1]
+    order = [index.item_ids[rows[j]] for j in np.argsort(-(vecs[rows] @ v)) if index.item_ids[rows[j]] != item]
+    assert ids == order[:5]
+    assert [h["score"] for h in body["items"]] == sorted((h["score"] for h in body["items"]), reverse=True)
+    missing = requests.get(f"{app_url}/v1/items/toys/NOPE/similar", timeout=10)
+    assert missing.status_code == 404 and missing.json()["error"] == "unknown_item"
+    too_many = requests.get(f"{app_url}/v1/items/{item}/similar", params={"k": 0}, timeout=10)
+    assert too_many.status_code == 422 and too_many.json()["error"] == "invalid_request"
+
+
 @pytest.mark.parametrize("case,status,error,field", [
     ("malformed_json", 400, "malformed_json", None),
     ("history_not_list", 422, "invalid_request", "history"),

@@ -64,6 +64,22 @@ def test_catalogue_search_popularity_and_live_items(tmp_path: Path) -> None:
     assert [g[0] for g in again.search(u, "a", 10, exclude=["a/0", "a/1"])] == exact
 
 
+def test_similar_items_of_trained_and_onboarded_items(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    vecs = rng.normal(size=(120, 8)).astype(np.float32)
+    ids = [f"{'a' if i < 80 else 'b'}/{i}" for i in range(120)]
+    cat = Catalogue(ids, [i.split("/")[0] for i in ids], vecs, None, None, OnboardingLog(tmp_path / "log.jsonl"),
+                    ef_search=200)
+    got = cat.similar("a/3", 6)
+    exact = [ids[j] for j in np.argsort(-(vecs[:80] @ vecs[3])) if j != 3][:6]
+    assert [g[0] for g in got] == exact and all(g[1] == "a" for g in got)  # its own domain, itself left out
+    # an onboarded item's neighbours: by its logged vector, in its domain; it is also a neighbour of others
+    OnboardingLog(tmp_path / "log.jsonl").append([rec("b/new", "b", 5 * vecs[100])])
+    assert [g[0] for g in cat.similar("b/new", 1)] == ["b/100"]
+    assert cat.similar("b/100", 1)[0][0] == "b/new"
+    assert cat.similar("nope", 3) is None
+
+
 def test_serve_config_is_valid_and_binds_loopback() -> None:
     from ray.serve.schema import ServeDeploySchema
 
