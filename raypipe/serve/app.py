@@ -41,7 +41,7 @@ from raypipe.serve.schemas import (
     DEFAULT_MAX_BODY_BYTES, MAX_K, DomainRequest, DomainResponse, ErrorResponse, EventsRequest, EventsResponse, ExplainRequest, ExplainResponse, ItemOut,
     MatchRequest, MatchResponse,
     OnboardRequest, OnboardResponse,
-    RecommenderArgs, RecommendRequest, RecommendResponse, SimilarResponse,
+    RankRequest, RankResponse, RecommenderArgs, RecommendRequest, RecommendResponse, SimilarResponse,
 )
 
 log = logging.getLogger("raypipe.serve.app")
@@ -168,6 +168,11 @@ class ANNRetriever:
         self._sync()
         item = self.catalogue.get(item_id)
         return item if item is not None else error_result(404, "unknown_item", f"no item {item_id!r}")
+
+    async def score_items(self, vector: Any, item_ids: list[str]) -> dict[str, Any]:
+        self._sync()
+        scored, unknown = self.catalogue.score_items(vector, item_ids)
+        return {"items": [{"item_id": i, "domain": d, "score": sc} for i, d, sc in scored], "unknown": unknown}
 
     async def similar(self, item_id: str, k: int) -> Any:
         self._sync()
@@ -384,6 +389,23 @@ class Recommender:
             return e
         return RecommendResponse(items=items[:req.k], domain=req.domain, k=req.k, fallback=fallback,
                                  used_items=enc["used"], skipped_items=enc["skipped"], reranked=reranked)
+
+    @api.post("/v1/rank", response_model=RankResponse, responses=BAD)
+    async def rank(self, req: RankRequest) -> RankResponse:
+        """The client's own candidates ranked for a history: the served model's user vector against their item
+        vectors (no history item known: by popularity), then the reranker slot's model if one is served."""
+        seen: set[str] = set()
+        dup = sorted({c for c in req.candidates if c in seen or seen.add(c)})  # type: ignore[func-returns-value]
+        if dup:
+            raise ApiError(422, "duplicate_candidates", {"candidates": dup})
+        (enc,) = await self._call(self.encoder.encode_many, [list(req.history)])
+        got = await self._call(self.retriever.score_items, enc["vector"], list(req.candidates))
+        items, reranked = got["items"], False
+        if self.reranker is not None and enc["vector"] is not None and len(items) > 1:
+            items, reranked = await self._call(self.reranker.rerank, list(req.history), items), True
+        return RankResponse(items=items, unknown_candidates=got["unknown"],
+                            fallback="popular" if enc["vector"] is None else None, used_items=enc["used"],
+                            skipped_items=enc["skipped"], reranked=reranked)
 
     @api.post("/v1/items", status_code=201, response_model=OnboardResponse, responses={**BAD, 409: {"model": ErrorResponse}})
     @api.post("/items", status_code=201, response_model=OnboardResponse, responses={**BAD, 409: {"model": ErrorResponse}})

@@ -219,11 +219,41 @@ class Catalogue:
     def item_vector(self, item_id: str) -> tuple[np.ndarray, str] | None:
         """An item's vector as its graph holds it (trained or onboarded) and its domain; ``None``: unknown."""
         self.sync()
+        return self._vector_of(item_id)
+
+    def _vector_of(self, item_id: str) -> tuple[np.ndarray, str] | None:
         pos = self.position.get(item_id)
         if pos is not None:
             return self.vectors[pos], str(self.domain_arr[pos])
         rec = self.onboarded.get(item_id)
         return None if rec is None else (self._onboarded_vectors([rec])[0], rec["domain"])
+
+    def score_items(self, vector: np.ndarray | None, item_ids: Sequence[str]
+                    ) -> tuple[list[tuple[str, str, float]], list[str]]:
+        """The given items scored, best first (a stable sort: ties keep the given order), and the unknown
+        ids: by inner product with ``vector``, or with ``vector=None`` by popularity (the fallback's count:
+        the dataset's interactions, or recent ones with live popularity; an onboarded item's own)."""
+        self.sync()
+        scored: list[tuple[str, str, float]] = []
+        unknown: list[str] = []
+        q = None if vector is None else np.asarray(vector, np.float32)
+        for i in item_ids:
+            found = self._vector_of(i)
+            if found is None:
+                unknown.append(i)
+                continue
+            v, d = found
+            if q is not None:
+                scored.append((i, d, float(v @ q)))
+                continue
+            pos = self.position.get(i)
+            if pos is None:
+                count = self.onboarded_recent.get(i, 0) if self.recent is not None else 0
+            else:
+                count = int((self.counts if self.recent is None else self.recent)[pos])
+            scored.append((i, d, float(count)))
+        scored.sort(key=lambda h: -h[2])
+        return scored, unknown
 
     def similar(self, item_id: str, k: int) -> list[tuple[str, str, float]] | None:
         """Top-``k`` ``(item_id, domain, score)`` of the item's own domain by inner product with its vector,

@@ -200,6 +200,27 @@ class ItemOut(BaseModel):
     price: float | None = None
 
 
+MAX_RANK_CANDIDATES = 1000
+
+
+class RankRequest(_Strict):
+    """Score the client's own candidates for a history (``history`` as in ``/recommend``)."""
+
+    history: list[ItemId] = Field(default_factory=list, max_length=MAX_HISTORY)
+    candidates: list[ItemId] = Field(min_length=1, max_length=MAX_RANK_CANDIDATES,
+                                     description="distinct item ids, of any domains")
+
+
+class RankResponse(BaseModel):
+    items: list[ScoredItem] = Field(description="the known candidates, best first")
+    unknown_candidates: list[str] = Field(description="candidate ids the served catalogue does not hold (unscored)")
+    fallback: Literal["popular"] | None = Field(
+        None, description="'popular' when no history item was known: candidates scored by their popularity")
+    used_items: int = Field(description="history items the sequence encoder used")
+    skipped_items: list[str] = Field(description="history ids the model does not know (skipped)")
+    reranked: bool = Field(False, description="the reranker slot's model re-scored the candidates it knows")
+
+
 class SimilarResponse(BaseModel):
     item_id: str
     domain: str = Field(description="the item's domain, where its neighbours are searched")

@@ -135,9 +135,34 @@ def test_v1_paths_answer_as_the_unversioned_ones(app_url, history) -> None:
     paths = set(requests.get(f"{app_url}/openapi.json", timeout=10).json()["paths"])
     for p in ("/recommend", "/items", "/domains", "/match", "/events", "/explain"):
         assert {p, f"/v1{p}"} <= paths
-    assert {"/v1/health", "/v1/items/{item_id}/similar", "/v1/items/{item_id}"} <= paths
+    assert {"/v1/health", "/v1/items/{item_id}/similar", "/v1/items/{item_id}", "/v1/rank"} <= paths
     wrong = post(app_url, "/v1/recommend", {"history": "x", "domain": DOMAIN})
     assert wrong.status_code == 422 and wrong.json()["error"] == "invalid_request"
+
+
+def test_rank_orders_the_clients_candidates_by_the_models_exact_scores(app_url, history, model_view) -> None:
+    _, index, enc, vecs = model_view
+    rows = np.flatnonzero(index.domains == DOMAIN)
+    cands = [str(index.item_ids[r]) for r in rows[:12]] + [str(index.item_ids[np.flatnonzero(index.domains != DOMAIN)[0]])]
+    r = post(app_url, "/v1/rank", {"history": history, "candidates": cands + ["toys/NOPE"]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    u = enc.encode([history])[0].vector
+    exact = sorted(cands, key=lambda i: -float(vecs[index.lookup([i])[0] - 1] @ u))
+    assert [i["item_id"] for i in body["items"]] == exact  # every known candidate, any domain, best first
+    assert [i["score"] for i in body["items"]] == pytest.approx(
+        [float(vecs[index.lookup([i])[0] - 1] @ u) for i in exact], rel=1e-4, abs=1e-5)
+    assert body["unknown_candidates"] == ["toys/NOPE"] and body["fallback"] is None and body["reranked"] is False
+    assert body["used_items"] == len(history)
+    # no known history item: the candidates by popularity, as /recommend's fallback
+    cold = post(app_url, "/v1/rank", {"history": ["toys/NOPE"], "candidates": cands[:5]}).json()
+    assert cold["fallback"] == "popular" and cold["skipped_items"] == ["toys/NOPE"]
+    pops = [requests.get(f"{app_url}/items/{i}", timeout=10).json()["popularity"] for i in cands[:5]]
+    assert [i["score"] for i in cold["items"]] == sorted(map(float, pops), reverse=True)
+    dup = post(app_url, "/v1/rank", {"history": history, "candidates": [cands[0], cands[0]]})
+    assert dup.status_code == 422 and dup.json()["error"] == "duplicate_candidates"
+    empty = post(app_url, "/v1/rank", {"history": history, "candidates": []})
+    assert empty.status_code == 422 and empty.json()["error"] == "invalid_request"
 
 
 def test_similar_items_are_the_exact_nearest_of_the_items_own_domain(app_url, history, model_view) -> None:
