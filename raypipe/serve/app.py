@@ -38,7 +38,7 @@ from raypipe.serve import errors
 from raypipe.serve.errors import ApiError, error_result, raise_if_error
 from raypipe.serve.loopback import pin_internal_grpc_to_loopback
 from raypipe.serve.schemas import (
-    DEFAULT_MAX_BODY_BYTES, MAX_K, DomainRequest, DomainResponse, ErrorResponse, EventsRequest, EventsResponse, ExplainRequest, ExplainResponse, ItemOut,
+    DEFAULT_MAX_BODY_BYTES, MAX_K, DeleteResponse, DomainRequest, DomainResponse, ErrorResponse, EventsRequest, EventsResponse, ExplainRequest, ExplainResponse, ItemOut,
     MatchRequest, MatchResponse,
     OnboardRequest, OnboardResponse,
     RankRequest, RankResponse, RecommenderArgs, RecommendRequest, RecommendResponse, SimilarResponse,
@@ -102,6 +102,7 @@ class ANNRetriever:
             dataset_events, item_attributes, item_vectors, load_model, popularity, weights_key,
         )
         from raypipe.serve.catalogue import Catalogue
+        from raypipe.serve.deletions import DELETIONS_FILE, DeletionLog
         from raypipe.serve.domains import DOMAINS_FILE, DomainRegistry
         from raypipe.serve.onboarding import LOG_FILE, OnboardingLog
         from raypipe.serve.popularity import EVENTS_FILE, ServedPopularity
@@ -121,7 +122,7 @@ class ANNRetriever:
             item_attributes(spec["dataset"], index), OnboardingLog(state / LOG_FILE), ef_search=ef_search, M=M,
             ef_construction=ef_construction,
             # live popularity rewrites the graphs after start-up: a disk cache would hold stale terms
-            cache_dir=None if live else state / "ann" / key)
+            cache_dir=None if live else state / "ann" / key, deletion_log=DeletionLog(state / DELETIONS_FILE))
         self.registry = DomainRegistry(state / DOMAINS_FILE, index.domains)
         self.popularity = None
         if live:
@@ -174,6 +175,21 @@ class ANNRetriever:
         scored, unknown = self.catalogue.score_items(vector, item_ids)
         return {"items": [{"item_id": i, "domain": d, "score": sc} for i, d, sc in scored], "unknown": unknown}
 
+    async def delete_item(self, item_id: str) -> Any:
+        """Log the item's deletion (every replica applies it before its next answer); 404 when not served."""
+        from raypipe.serve.deletions import AlreadyDeletedError
+
+        self._sync()
+        found = self.catalogue.item_vector(item_id)
+        if found is None:
+            return error_result(404, "unknown_item", f"no item {item_id!r}")
+        try:
+            self.catalogue.deletion_log.delete(item_id)  # type: ignore[union-attr]
+        except AlreadyDeletedError:  # deleted by another replica meanwhile
+            return error_result(404, "unknown_item", f"no item {item_id!r}")
+        self._sync()
+        return {"item_id": item_id, "domain": found[1], "deleted": True}
+
     async def similar(self, item_id: str, k: int) -> Any:
         self._sync()
         hits = self.catalogue.similar(item_id, k)
@@ -219,6 +235,9 @@ class CDIMMatcher:
         pretrained.set_ef(max(ef_search, 4 * top_m))
         self.matcher = Matcher(self.encode_texts, pretrained, list(index.item_ids), item_vectors(model, len(index)),
                                dict(zip(index.item_ids, index.domains)), OnboardingLog(state / LOG_FILE), top_m)
+        from raypipe.serve.deletions import DELETIONS_FILE, DeletionLog
+
+        self.deletions = DeletionLog(state / DELETIONS_FILE)  # deleted items leave /match's answers
         self.embed.set_max_batch_size(max_batch)
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
@@ -230,7 +249,10 @@ class CDIMMatcher:
 
     async def match(self, text: str, k: int, include_onboarded: bool) -> list[dict[str, Any]]:
         vec = await self.embed(text)
-        return [asdict(m) for m in self.matcher.match(vec[None, :], k, include_onboarded)[0]]
+        self.deletions.poll()
+        gone = self.deletions.ids
+        hits = self.matcher.match(vec[None, :], k + len(gone), include_onboarded)[0]
+        return [asdict(m) for m in hits if m.item_id not in gone][:k]
 
     async def onboard(self, items: list[dict[str, Any]]) -> Any:
         from raypipe.serve.onboarding import DuplicateItemError
@@ -489,6 +511,13 @@ class Recommender:
         """The items nearest to ``item_id`` in its domain (trained or onboarded), by the served model's item
         vectors: "customers who liked this may like"; the item itself left out."""
         return SimilarResponse(**await self._call(self.retriever.similar, item_id, k))
+
+    @api.delete("/v1/items/{item_id:path}", response_model=DeleteResponse, responses={404: {"model": ErrorResponse}})
+    @api.delete("/items/{item_id:path}", response_model=DeleteResponse, responses={404: {"model": ErrorResponse}})
+    async def delete_item(self, item_id: str) -> DeleteResponse:
+        """Remove an item (trained or onboarded) from recommendations, the fallback, /rank, /similar, /match and
+        look-ups, on every replica at once.  Its id stays reserved (it cannot be onboarded again)."""
+        return DeleteResponse(**await self._call(self.retriever.delete_item, item_id, idempotent=False))
 
     @api.get("/v1/items/{item_id:path}", response_model=ItemOut, responses={404: {"model": ErrorResponse}})
     @api.get("/items/{item_id:path}", response_model=ItemOut, responses={404: {"model": ErrorResponse}})

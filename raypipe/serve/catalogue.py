@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from raypipe.index import HNSWIndex
+from raypipe.serve.deletions import DeletionLog
 from raypipe.serve.onboarding import OnboardingLog, record_vector
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,10 @@ class Catalogue:
     def __init__(self, item_ids: Sequence[str], domains: Sequence[str], vectors: np.ndarray,
                  counts: np.ndarray | None = None, attributes: pd.DataFrame | None = None,
                  onboarding_log: OnboardingLog | None = None, *, ef_search: int = 128, M: int = 16,
-                 ef_construction: int = 100, num_threads: int = 1, cache_dir: str | Path | None = None) -> None:
-        """``vectors[i]`` scores item ``item_ids[i]``; ``counts[i]`` is its popularity (default 0)."""
+                 ef_construction: int = 100, num_threads: int = 1, cache_dir: str | Path | None = None,
+                 deletion_log: DeletionLog | None = None) -> None:
+        """``vectors[i]`` scores item ``item_ids[i]``; ``counts[i]`` is its popularity (default 0); items in
+        ``deletion_log`` are left out of every answer (:mod:`raypipe.serve.deletions`)."""
         n = len(item_ids)
         if vectors.shape[0] != n or len(domains) != n:
             raise ValueError(f"{n} ids, {len(domains)} domains, {vectors.shape[0]} vectors")
@@ -65,6 +68,9 @@ class Catalogue:
         self.counts = np.zeros(n, np.int64) if counts is None else np.asarray(counts, np.int64)
         self.attributes = attributes
         self.log = onboarding_log
+        self.deletion_log = deletion_log
+        #: ids deleted and applied here (out of the graphs, the fallback, look-ups)
+        self.deleted: set[str] = set()
         self.dim = int(vectors.shape[1])
         #: the trained items' vectors; copied on the first :meth:`apply_popularity` (which rewrites their last
         #: column), so a catalogue without live popularity holds no second copy
@@ -105,17 +111,30 @@ class Catalogue:
 
     # ------------------------------------------------------------------------------------ updates
     def sync(self) -> int:
-        """Insert onboarded items logged since the last call; returns how many have been onboarded."""
-        if self.log is None:
-            return 0
-        new = self.log.poll()
-        for d in {r["domain"] for r in new}:
-            recs = [r for r in new if r["domain"] == d]
-            self.add_domain(d)  # a domain known to the app but absent from the model's catalogue
-            self.indexes[d].add_items(self._onboarded_vectors(recs), [r["item_id"] for r in recs])
-            for r in recs:
-                self.onboarded[r["item_id"]] = r
-        return self.log.count
+        """Insert onboarded items logged since the last call, then drop items deleted since; returns how
+        many have been onboarded."""
+        if self.log is not None:
+            new = self.log.poll()
+            for d in {r["domain"] for r in new}:
+                recs = [r for r in new if r["domain"] == d]
+                self.add_domain(d)  # a domain known to the app but absent from the model's catalogue
+                self.indexes[d].add_items(self._onboarded_vectors(recs), [r["item_id"] for r in recs])
+                for r in recs:
+                    self.onboarded[r["item_id"]] = r
+        if self.deletion_log is not None:
+            self.deletion_log.poll()  # its own deletes poll too: apply every id logged, not only the poll's news
+            pending = self.deletion_log.ids - self.deleted if len(self.deletion_log.ids) > len(self.deleted) else ()
+            for item_id in sorted(pending):
+                found = self._vector_of(item_id)
+                if found is not None and item_id in self.indexes[found[1]]:
+                    self.indexes[found[1]].mark_deleted([item_id])
+                self.deleted.add(item_id)
+        return 0 if self.log is None else self.log.count
+
+    def knows(self, item_id: str) -> bool:
+        """Whether ``item_id`` is served (trained or onboarded, not deleted)."""
+        self.sync()
+        return self._vector_of(item_id) is not None
 
     def add_domain(self, domain: str) -> bool:
         """An empty graph for a domain the model was not trained on (filled by onboarded items); False when
@@ -149,13 +168,16 @@ class Catalogue:
             self.vectors, self._own_vectors = self.vectors.copy(), True
         changed = np.flatnonzero(self.vectors[:, -1] != term)
         self.vectors[changed, -1] = term[changed]
+        # a re-added id would be un-deleted: deleted items keep their new term out of the graphs
+        live = changed[[i not in self.deleted for i in self.item_ids[changed]]] if self.deleted else changed
         for d in self.domains:
-            rows = changed[self.domain_arr[changed] == d]
+            rows = live[self.domain_arr[live] == d]
             if len(rows):
                 self.indexes[d].add_items(self.vectors[rows], list(self.item_ids[rows]))
         old_zero, self.zero_term = self.zero_term, float(zero_term)
         new_term = {i: float(np.float32(onboarded.get(i, (zero_term, 0))[0])) for i in self.onboarded}
-        moved = [i for i in self.onboarded if old_zero is None or new_term[i] != self.onboarded_term.get(i, old_zero)]
+        moved = [i for i in self.onboarded if i not in self.deleted
+                 and (old_zero is None or new_term[i] != self.onboarded_term.get(i, old_zero))]
         self.onboarded_term = new_term
         self.onboarded_recent = {i: int(onboarded.get(i, (0.0, 0))[1]) for i in self.onboarded}
         for d in {self.onboarded[i]["domain"] for i in moved}:
@@ -198,6 +220,7 @@ class Catalogue:
     def popular_items(self, domain: str | None, k: int, exclude: Collection[str] = ()) -> list[tuple[str, str, float]]:
         """The fallback: top-``k`` ``(item_id, domain, count)`` by popularity, ``exclude`` left out (with
         live popularity: by recent interactions, the count returned)."""
+        self.sync()
         self.check_domain(domain)
         rows = self.popular.get(domain, np.zeros(0, np.int64)) if domain is not None else self.popular_all
         excl = set(exclude)
@@ -212,7 +235,7 @@ class Catalogue:
                 hit, a = a, next(trained, None)
             else:
                 hit, b = b, next(extra, None)
-            if hit[0] not in excl:
+            if hit[0] not in excl and hit[0] not in self.deleted:
                 out.append((hit[0], hit[1], float(hit[2])))
         return out
 
@@ -222,6 +245,8 @@ class Catalogue:
         return self._vector_of(item_id)
 
     def _vector_of(self, item_id: str) -> tuple[np.ndarray, str] | None:
+        if item_id in self.deleted:
+            return None
         pos = self.position.get(item_id)
         if pos is not None:
             return self.vectors[pos], str(self.domain_arr[pos])
@@ -266,6 +291,8 @@ class Catalogue:
 
     def get(self, item_id: str) -> dict[str, Any] | None:
         self.sync()
+        if item_id in self.deleted:
+            return None
         pos = self.position.get(item_id)
         if pos is not None:
             out: dict[str, Any] = {"item_id": item_id, "domain": str(self.domain_arr[pos]), "onboarded": False,
@@ -285,8 +312,9 @@ class Catalogue:
 
     def stats(self) -> dict[str, Any]:
         self.sync()
-        return {"items": int(len(self.item_ids)) + len(self.onboarded), "trained_items": int(len(self.item_ids)),
-                "onboarded_items": len(self.onboarded), "domains": self.domains,
+        return {"items": int(len(self.item_ids)) + len(self.onboarded) - len(self.deleted),
+                "trained_items": int(len(self.item_ids)), "onboarded_items": len(self.onboarded),
+                "deleted_items": len(self.deleted), "domains": self.domains,
                 "per_domain": {d: len(i) for d, i in self.indexes.items()}}
 
 

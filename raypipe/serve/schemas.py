@@ -200,6 +200,12 @@ class ItemOut(BaseModel):
     price: float | None = None
 
 
+class DeleteResponse(BaseModel):
+    item_id: str
+    domain: str
+    deleted: bool = True
+
+
 MAX_RANK_CANDIDATES = 1000
 
 

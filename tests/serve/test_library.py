@@ -80,6 +80,46 @@ def test_similar_items_of_trained_and_onboarded_items(tmp_path: Path) -> None:
     assert cat.similar("nope", 3) is None
 
 
+def test_a_deleted_item_leaves_every_answer_on_every_replica(tmp_path: Path) -> None:
+    from raypipe.serve.deletions import AlreadyDeletedError, DeletionLog
+
+    rng = np.random.default_rng(2)
+    vecs = rng.normal(size=(60, 8)).astype(np.float32)
+    ids = [f"a/{i}" for i in range(60)]
+    counts = np.arange(60)[::-1]  # a/0 the most popular
+    onboarding = tmp_path / "log.jsonl"
+
+    def replica() -> Catalogue:
+        return Catalogue(ids, ["a"] * 60, vecs, counts, None, OnboardingLog(onboarding), ef_search=200,
+                         deletion_log=DeletionLog(tmp_path / "deleted.jsonl"))
+
+    one, two = replica(), replica()
+    OnboardingLog(onboarding).append([rec("a/new", "a", 3 * vecs[7])])
+    u = vecs[5]
+    top = [g[0] for g in one.search(u, "a", 3)]
+    assert top[0] == "a/5" and one.get("a/new") is not None
+    log = DeletionLog(tmp_path / "deleted.jsonl")
+    log.delete("a/5")
+    log.delete("a/new")
+    with pytest.raises(AlreadyDeletedError):
+        DeletionLog(tmp_path / "deleted.jsonl").delete("a/5")
+    for cat in (one, two, replica()):  # replicas running before, and one started after
+        assert "a/5" not in [g[0] for g in cat.search(u, "a", 10)]
+        assert "a/new" not in [g[0] for g in cat.search(vecs[7], "a", 10)]
+        assert cat.get("a/5") is None and cat.get("a/new") is None and cat.similar("a/5", 3) is None
+        assert "a/5" not in [g[0] for g in cat.similar("a/4", 59)]
+        scored, unknown = cat.score_items(u, ["a/5", "a/6", "a/new"])
+        assert [g[0] for g in scored] == ["a/6"] and unknown == ["a/5", "a/new"]
+        assert cat.stats()["deleted_items"] == 2 and cat.stats()["items"] == 59
+    assert [p[0] for p in one.popular_items("a", 3)] == ["a/0", "a/1", "a/2"]
+    one.deletion_log.delete("a/0")  # through the replica's own log (as the app's DELETE does)
+    assert [p[0] for p in one.popular_items("a", 3)] == ["a/1", "a/2", "a/3"]
+    # a popularity update rewrites the graphs' vectors: it must not bring a deleted item back
+    one.apply_popularity(np.linspace(0, 1, 60, dtype=np.float32), counts, 0.0)
+    assert "a/5" not in [g[0] for g in one.search(u, "a", 59)] and "a/0" not in [g[0] for g in one.search(u, "a", 59)]
+    assert [p[0] for p in one.popular_items("a", 2)] == ["a/1", "a/2"]
+
+
 def test_serve_config_is_valid_and_binds_loopback() -> None:
     from ray.serve.schema import ServeDeploySchema
 
