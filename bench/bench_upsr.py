@@ -186,6 +186,7 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
                            "events": args.events, "max_len": args.max_len, "pre_epochs": args.pre_epochs,
                            "ft_epochs": args.ft_epochs, "valid_users": args.valid_users,
                            "test_users": args.test_users, "backbones": args.backbones, "targets": targets,
+                           "skipped": args.skip,
                            "seeds": {}}
     ft = ["run.stage=finetune", "run.mode=transductive", f"data.domains=[{','.join(targets)}]"]
     for seed in args.seeds:
@@ -207,10 +208,12 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
                 "model.name=upsr", f"model.backbone={backbone}", f"train.epochs={args.ft_epochs}"])
             runs[f"upsr_{label}_zero_shot"] = _run(args, f"s{seed}-upsr_{label}-zs", base + init + ft[2:] + [
                 "run.stage=finetune", "run.mode=zero-shot", "model.name=upsr", f"model.backbone={backbone}"])
-            if label == "minilm":  # Table 8 analogue: the zero-shot text in the pre-training format (C→T)
+            if label == "minilm" and "upsr_minilm_zero_shot_ct" not in args.skip:
+                # Table 8 analogue: the zero-shot text in the pre-training format (C→T)
                 runs["upsr_minilm_zero_shot_ct"] = _run(args, f"s{seed}-upsr_minilm-zs-ct", base + init + ft[2:] + [
                     "run.stage=finetune", "run.mode=zero-shot", "model.name=upsr", "model.backbone=minilm",
                     "model.template=upsr_pretrain"])
+            if label == "minilm":
                 runs["upsr_minilm_zero_shot_no_pretrain"] = _run(args, f"s{seed}-upsr_minilm-zs-raw", base + ft[2:] + [
                     "run.stage=finetune", "run.mode=zero-shot", "model.name=upsr", "model.backbone=minilm"])
         out["seeds"][str(seed)] = {"runs": runs, "paired": paired(runs, seed)}
@@ -370,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--valid-users", type=int, default=100)
     p.add_argument("--targets", type=lambda s: s.split(","), default=None,
                    help="quality: the target domains judged (default: all; each needs 100 untouched items per user)")
+    p.add_argument("--skip", type=lambda s: s.split(","), default=[],
+                   help="quality: rows left out (upsr_minilm_zero_shot_ct: the Table 8 analogue)")
     p.add_argument("--test-users", type=int, default=None,
                    help="quality/attributes: test users judged per target (eval.test_users; default: all)")
     p.add_argument("--backbones", type=lambda s: s.split(","), default=["minilm", "t5random"])
