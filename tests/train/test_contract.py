@@ -147,8 +147,9 @@ def test_three_float_views_follow_the_recipe(ray_local, tmp_path: Path) -> None:
 def test_early_stopping_on_a_custom_metric(ray_local, tmp_path: Path) -> None:
     train, valid = view_rows(256, 0), view_rows(128, 1)
     payload = TrainPayload(ThreeViews, Accuracy(valid, "label", "acc"), VIEWS_SCHEMA, n_rows=256)
-    # lr=0: the validation accuracy never improves after epoch 0, so patience 2 stops after epoch 2
-    res = fit(_cfg(tmp_path, "acc", "train.epochs=20", "train.lr=0.0", "train.patience=2", "run.name=stop"),
+    # lr=1e-30 (lr must be > 0): updates below float32 resolution, so the validation accuracy never
+    # improves after epoch 0 and patience 2 stops after epoch 2
+    res = fit(_cfg(tmp_path, "acc", "train.epochs=20", "train.lr=1e-30", "train.patience=2", "run.name=stop"),
               tmp_path / "stop", train, payload)
     _, hist = best_weights(res)
     assert [h["epoch"] for h in hist] == [0, 1, 2]

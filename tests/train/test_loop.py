@@ -74,8 +74,9 @@ def test_resume_after_failure_matches_uninterrupted(ray_local, tiny_dataset: Pat
 
 
 def test_early_stopping_stops_before_the_epoch_budget(ray_local, tiny_dataset: Path, tmp_path: Path) -> None:
-    # lr=0: the model never changes, so the validation metric never improves after epoch 0
-    res = run_experiment(cfg_for(tiny_dataset, tmp_path, "run.name=es", "train.lr=0.0", "train.patience=2",
+    # lr=1e-30 (lr must be > 0): updates below float32 resolution, so the model does not change and the
+    # validation metric never improves after epoch 0
+    res = run_experiment(cfg_for(tiny_dataset, tmp_path, "run.name=es", "train.lr=1e-30", "train.patience=2",
                                  "train.epochs=20"))
     assert [h["epoch"] for h in res.history] == [0, 1, 2]
     assert res.best_epoch == 0
