@@ -223,8 +223,8 @@ class EvalConfigSpec:
     test_users: int | None = None
 
     def __post_init__(self) -> None:
-        if self.test_users is not None and self.test_users < 1:
-            raise ConfigError(f"eval.test_users: expected a positive number of users or null, got {self.test_users}")
+        _check("eval.test_users", self.test_users, self.test_users is None or self.test_users >= 1,
+               "a positive number of users or null")
         _check("eval.ks", self.ks, all(k >= 1 for k in self.ks), "cut-offs >= 1")
         _check("eval.k_percents", self.k_percents, all(0 < k <= 100 for k in self.k_percents),
                "percentages in (0, 100]")

@@ -192,10 +192,11 @@ class ANNRetriever:
 
     async def similar(self, item_id: str, k: int) -> Any:
         self._sync()
-        hits = self.catalogue.similar(item_id, k)
-        if hits is None:
+        found = self.catalogue.similar(item_id, k)
+        if found is None:
             return error_result(404, "unknown_item", f"no item {item_id!r}")
-        return {"item_id": item_id, "domain": self.catalogue.item_vector(item_id)[1], "k": k,  # type: ignore[index]
+        domain, hits = found
+        return {"item_id": item_id, "domain": domain, "k": k,
                 "items": [{"item_id": i, "domain": d, "score": sc} for i, d, sc in hits]}
 
     async def stats(self) -> dict[str, Any]:

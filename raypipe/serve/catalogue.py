@@ -123,18 +123,17 @@ class Catalogue:
                     self.onboarded[r["item_id"]] = r
         if self.deletion_log is not None:
             self.deletion_log.poll()  # its own deletes poll too: apply every id logged, not only the poll's news
-            pending = self.deletion_log.ids - self.deleted if len(self.deletion_log.ids) > len(self.deleted) else ()
-            for item_id in sorted(pending):
-                found = self._vector_of(item_id)
-                if found is not None and item_id in self.indexes[found[1]]:
-                    self.indexes[found[1]].mark_deleted([item_id])
-                self.deleted.add(item_id)
+            if len(self.deletion_log.ids) > len(self.deleted):  # (a set difference only when there is news)
+                self._apply_deletions(sorted(self.deletion_log.ids - self.deleted))
         return 0 if self.log is None else self.log.count
 
-    def knows(self, item_id: str) -> bool:
-        """Whether ``item_id`` is served (trained or onboarded, not deleted)."""
-        self.sync()
-        return self._vector_of(item_id) is not None
+    def _apply_deletions(self, item_ids: list[str]) -> None:
+        """Deleted items leave their graphs (hnswlib tombstones) and every read (:attr:`deleted`)."""
+        for item_id in item_ids:
+            found = self._vector_of(item_id)
+            if found is not None and item_id in self.indexes[found[1]]:
+                self.indexes[found[1]].mark_deleted([item_id])
+            self.deleted.add(item_id)
 
     def add_domain(self, domain: str) -> bool:
         """An empty graph for a domain the model was not trained on (filled by onboarded items); False when
@@ -280,14 +279,14 @@ class Catalogue:
         scored.sort(key=lambda h: -h[2])
         return scored, unknown
 
-    def similar(self, item_id: str, k: int) -> list[tuple[str, str, float]] | None:
-        """Top-``k`` ``(item_id, domain, score)`` of the item's own domain by inner product with its vector,
-        the item left out; ``None``: unknown item."""
+    def similar(self, item_id: str, k: int) -> tuple[str, list[tuple[str, str, float]]] | None:
+        """The item's domain and the top-``k`` ``(item_id, domain, score)`` there by inner product with its
+        vector, the item left out; ``None``: unknown item."""
         found = self.item_vector(item_id)
         if found is None:
             return None
         vector, domain = found
-        return self.search(vector, domain, k, exclude=[item_id])
+        return domain, self.search(vector, domain, k, exclude=[item_id])
 
     def get(self, item_id: str) -> dict[str, Any] | None:
         self.sync()

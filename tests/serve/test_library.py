@@ -70,13 +70,14 @@ def test_similar_items_of_trained_and_onboarded_items(tmp_path: Path) -> None:
     ids = [f"{'a' if i < 80 else 'b'}/{i}" for i in range(120)]
     cat = Catalogue(ids, [i.split("/")[0] for i in ids], vecs, None, None, OnboardingLog(tmp_path / "log.jsonl"),
                     ef_search=200)
-    got = cat.similar("a/3", 6)
+    domain, got = cat.similar("a/3", 6)
+    assert domain == "a"
     exact = [ids[j] for j in np.argsort(-(vecs[:80] @ vecs[3])) if j != 3][:6]
     assert [g[0] for g in got] == exact and all(g[1] == "a" for g in got)  # its own domain, itself left out
     # an onboarded item's neighbours: by its logged vector, in its domain; it is also a neighbour of others
     OnboardingLog(tmp_path / "log.jsonl").append([rec("b/new", "b", 5 * vecs[100])])
-    assert [g[0] for g in cat.similar("b/new", 1)] == ["b/100"]
-    assert cat.similar("b/100", 1)[0][0] == "b/new"
+    assert [g[0] for g in cat.similar("b/new", 1)[1]] == ["b/100"]
+    assert cat.similar("b/100", 1)[1][0][0] == "b/new"
     assert cat.similar("nope", 3) is None
 
 
@@ -107,7 +108,7 @@ def test_a_deleted_item_leaves_every_answer_on_every_replica(tmp_path: Path) -> 
         assert "a/5" not in [g[0] for g in cat.search(u, "a", 10)]
         assert "a/new" not in [g[0] for g in cat.search(vecs[7], "a", 10)]
         assert cat.get("a/5") is None and cat.get("a/new") is None and cat.similar("a/5", 3) is None
-        assert "a/5" not in [g[0] for g in cat.similar("a/4", 59)]
+        assert "a/5" not in [g[0] for g in cat.similar("a/4", 59)[1]]
         scored, unknown = cat.score_items(u, ["a/5", "a/6", "a/new"])
         assert [g[0] for g in scored] == ["a/6"] and unknown == ["a/5", "a/new"]
         assert cat.stats()["deleted_items"] == 2 and cat.stats()["items"] == 59
