@@ -39,6 +39,7 @@ from raypipe.data.registry import resolve_dataset
 from raypipe.data.schema import DATASET_FILE, INTERACTIONS_FILE, ITEMS_FILE
 from raypipe.data.sequences import ItemIndex
 from raypipe.eval.protocols import evaluate
+from raypipe.meta import run_meta
 from raypipe.io import atomic_dir, write_json_atomic, write_parquet_atomic, write_text_atomic
 from raypipe.models.cdim import CDIMConfig
 from raypipe.models.idp import transplant
@@ -175,7 +176,7 @@ def run_cold_start(cfg: ColdStartConfig) -> dict[str, Any]:
     out = {"dataset": str(full_path), "domains": domains, "cold_items": cold, "cold_share": cfg.cold_share, "n_cold": len(cold),
            "cold_without_text": len(cold) - len(generated["cdim"]), "results": results,
            "timings_s": {**pipe.timings, "total": round(time.time() - t_all, 1)},
-           "config": dataclasses.asdict(cfg)}
+           "config": dataclasses.asdict(cfg), "meta": run_meta({"train": cfg.seed})}
     write_json_atomic(root / "cold_start.json", out)
     write_text_atomic(root / "cold_start.md", format_cold_start(results) + "\n")
     return out

@@ -42,6 +42,7 @@ from raypipe.io import atomic_path, write_json_atomic, write_parquet_atomic, wri
 from raypipe.eval.metrics import ndcg
 from raypipe.eval.significance import paired_bootstrap
 from raypipe.data.catalogue import ItemCatalogue, load_views
+from raypipe.meta import run_meta
 from raypipe.models.cdim import CDIM, CDIMConfig, cdim_data
 from raypipe.models.idp import ITEM_TABLE_KEY, GeneratedEmbeddings, generate_id_embeddings, transplant
 from raypipe.rundir import CONFIG_FILE, INDEX_FILE, METRICS_FILE, WEIGHTS_FILE, load_weights, save_weights
@@ -538,7 +539,8 @@ def run_idp(cfg: IDPConfig) -> dict[str, Any]:
     p._timed("report", t0)
     total = round(time.time() - t_all, 1)
     result = {"dataset": str(p.dataset), "target_dataset": str(p.target), "variants": {v: VARIANTS[v].description for v in cfg.variants}, "results": rows,
-              "paired": paired, "training": training, "timings_s": p.timings, "total_s": total, "config": dataclasses.asdict(cfg)}
+              "paired": paired, "training": training, "timings_s": p.timings, "total_s": total, "config": dataclasses.asdict(cfg),
+              "meta": run_meta({"train": cfg.seed})}
     write_json_atomic(p.root / "results.json", result)
     md = format_report(rows) + "\n"
     if paired:

@@ -210,6 +210,13 @@ def worker_placement(rank: int) -> dict[str, Any]:
             "node_ip": ray.util.get_node_ip_address(), "hostname": socket.gethostname(), "pid": os.getpid()}
 
 
+def _peak_rss_mb() -> float:
+    """This process's peak resident set size in MiB (Linux reports ``ru_maxrss`` in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _all_gather_objects(obj: Any, world: int) -> list[Any]:
     if world == 1:
         return [obj]
@@ -374,6 +381,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             "train_loss": float(totals[0] / max(totals[1], 1)),
             "train_rows": int(totals[2]),
             "samples_per_s": float(totals[2] / max(train_time, 1e-9)),
+            # the largest resident set of any worker so far (MiB): the cost tables' peak memory
+            "peak_rss_mb": float(max(_all_gather_objects(_peak_rss_mb(), world))),
         }
         metrics.update(payload.validator(_unwrap(model), rank, world, device))
         if state.stopper.update(metrics[f"valid/{tc.metric}"], epoch):

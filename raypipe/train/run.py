@@ -29,6 +29,7 @@ from raypipe.eval.metrics import check_metric_name
 from raypipe.eval.protocols import EvalSet, auto_protocol, evaluate
 from raypipe.io import write_json_atomic
 from raypipe.models.registry import build_model, get_spec
+from raypipe.meta import run_meta
 from raypipe.rundir import (CONFIG_FILE, CURVES_FILE, INDEX_FILE, METRICS_FILE, RANKS_FILE, WEIGHTS_FILE, load_weights,
                             save_weights)
 from raypipe.train.finetune import cross_catalogue_state, trainable_filter_for
@@ -382,6 +383,7 @@ def run_experiment(cfg: ExperimentConfig, callbacks: Sequence[Any] = ()) -> RunR
         "train_domains": train_domains, "test": test, "protocols": protocols, "history": history, "best_epoch": best_epoch,
         "train_seconds": train_seconds, "workers": workers, "train_rows": n_rows,
         **({"untrained_valid": untrained_valid} if untrained_valid is not None else {}),
+        "meta": run_meta({"train": cfg.train.seed, "split": cfg.data.split_seed}),
     })
     plot_curves(history, cfg.train.metric, run_dir / CURVES_FILE)
     return RunResult(run_dir, test, history, best_epoch, train_seconds)

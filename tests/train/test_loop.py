@@ -59,6 +59,9 @@ def test_two_worker_ddp_run_writes_a_complete_run_dir(ray_local, tiny_dataset: P
     assert len(ranks) == m["test"]["books"]["n_users"]
     r = np.array(list(ranks.values()))
     assert np.mean(np.where(r <= 10, 1 / np.log2(r + 1), 0.0)) == pytest.approx(m["test"]["books"]["ndcg@10"])
+    # the cost and provenance the leaderboard reports: the largest worker's peak memory, the meta block
+    assert all(100 < h["peak_rss_mb"] < 64_000 for h in res.history)
+    assert m["meta"]["seeds"] == {"train": 0, "split": 0} and m["meta"]["packages"]["torch"] is not None
 
 
 def test_resume_after_failure_matches_uninterrupted(ray_local, tiny_dataset: Path, tmp_path: Path) -> None:
