@@ -462,22 +462,21 @@ def sample_negatives(eval_set: EvalSet, n_neg: int = 100, seed: int = 0) -> np.n
 # --------------------------------------------------------------------------------------------------
 
 
-def _full_or_rerank_ranks(
+def _masked_catalogue_scores(
     score_fn: ScoreFn,
     eval_set: EvalSet,
     config: EvalConfig,
     positions: _CataloguePositions,
-    tie_u: np.ndarray,
-    bar: tqdm,
-    first_stage: ScoreFn | None,
-) -> np.ndarray:
+) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor, np.ndarray, np.ndarray, np.ndarray | None]]:
+    """Batches of users with ``score_fn``'s scores over the whole catalogue, the user's seen items other
+    than the target at -inf (with ``exclude_seen``): ``(start, stop, history, scores, target positions,
+    masked count per row, times)``."""
     n_cat = positions.size
     device = torch.device(config.device)
     catalogue_t = torch.from_numpy(eval_set.catalogue).to(device)
     target_pos = positions(eval_set.target)
     indptr, indices = eval_set.seen_csr()
     batch = _batch_users(n_cat, config)
-    ranks = np.empty(eval_set.n_users, dtype=np.float64)
     for start in range(0, eval_set.n_users, batch):
         stop = min(start + batch, eval_set.n_users)
         n_rows = stop - start
@@ -489,31 +488,100 @@ def _full_or_rerank_ranks(
             keep = cols != tpos[rows]
             keys = _unique_keys(rows[keep], cols[keep], n_cat)
             rows, cols = keys // n_cat, keys % n_cat
-        n_masked = np.bincount(rows, minlength=n_rows)
-        stage_fn = first_stage if first_stage is not None else score_fn
         times = None if eval_set.time is None else eval_set.time[start:stop]
-        scores = _call_scores(stage_fn, history, catalogue_t, n_rows, n_cat, times)
-        scores = _mask(scores, rows, cols)
+        scores = _mask(_call_scores(score_fn, history, catalogue_t, n_rows, n_cat, times), rows, cols)
+        yield start, stop, history, scores, tpos, np.bincount(rows, minlength=n_rows), times
+
+
+def _rerank_rows(
+    score_fn: ScoreFn, history: torch.Tensor, candidates: torch.Tensor, valid: torch.Tensor,
+    target: torch.Tensor, u: torch.Tensor, times: np.ndarray | None,
+) -> torch.Tensor:
+    """Ranks of each row's target among its shortlist ``candidates`` (item ids; ``valid`` marks real
+    entries) re-scored by ``score_fn``; ``inf`` where the target is not in the shortlist."""
+    dev = candidates.device
+    match = (candidates == target.view(-1, 1)) & valid
+    in_top = match.any(dim=1)
+    second = _call_scores(score_fn, history, candidates, *candidates.shape, times).to(dev)
+    second = torch.where(valid, second, torch.full_like(second, float("-inf")))
+    col = match.to(torch.int8).argmax(dim=1)
+    r = _ranks_from_scores(second, col, u, (~valid).sum(dim=1))
+    return torch.where(in_top, r, torch.full_like(r, float("inf")))
+
+
+def _full_or_rerank_ranks(
+    score_fn: ScoreFn,
+    eval_set: EvalSet,
+    config: EvalConfig,
+    positions: _CataloguePositions,
+    tie_u: np.ndarray,
+    bar: tqdm,
+    first_stage: ScoreFn | None,
+) -> np.ndarray:
+    ranks = np.empty(eval_set.n_users, dtype=np.float64)
+    catalogue_t = torch.from_numpy(eval_set.catalogue)
+    stage_fn = first_stage if first_stage is not None else score_fn
+    for start, stop, history, scores, tpos, n_masked, times in _masked_catalogue_scores(
+            stage_fn, eval_set, config, positions):
         dev = scores.device
         u = torch.from_numpy(tie_u[start:stop]).to(dev)
-        tpos_t = torch.from_numpy(tpos).to(dev)
         if first_stage is None:
-            r = _ranks_from_scores(scores, tpos_t, u, torch.from_numpy(n_masked).to(dev))
+            r = _ranks_from_scores(scores, torch.from_numpy(tpos).to(dev), u, torch.from_numpy(n_masked).to(dev))
         else:
             assert config.top_n is not None
-            values, short_pos = torch.topk(scores, k=min(config.top_n, n_cat), dim=1)
+            values, short_pos = torch.topk(scores, k=min(config.top_n, positions.size), dim=1)
             valid = ~torch.isneginf(values)  # excluded (or -inf) items are not in the shortlist
-            match = (short_pos == tpos_t.view(-1, 1)) & valid
-            in_top = match.any(dim=1)
-            candidates = catalogue_t[short_pos.to(catalogue_t.device)]
-            second = _call_scores(score_fn, history, candidates, n_rows, short_pos.shape[1], times).to(dev)
-            second = torch.where(valid, second, torch.full_like(second, float("-inf")))
-            col = match.to(torch.int8).argmax(dim=1)
-            r = _ranks_from_scores(second, col, u, (~valid).sum(dim=1))
-            r = torch.where(in_top, r, torch.full_like(r, float("inf")))
+            candidates = catalogue_t.to(dev)[short_pos]
+            target = torch.from_numpy(eval_set.target[start:stop]).to(dev)
+            r = _rerank_rows(score_fn, history, candidates, valid, target, u, times)
         ranks[start:stop] = r.cpu().numpy()
-        bar.update(n_rows)
+        bar.update(stop - start)
     return ranks
+
+
+def _shortlist_ranks(
+    score_fn: ScoreFn,
+    eval_set: EvalSet,
+    config: EvalConfig,
+    shortlist: np.ndarray,
+    tie_u: np.ndarray,
+    bar: tqdm,
+) -> np.ndarray:
+    device = torch.device(config.device)
+    batch = _batch_users(shortlist.shape[1], config)
+    ranks = np.empty(eval_set.n_users, dtype=np.float64)
+    for start in range(0, eval_set.n_users, batch):
+        stop = min(start + batch, eval_set.n_users)
+        candidates = torch.from_numpy(shortlist[start:stop]).to(device)
+        valid = candidates != 0
+        # an empty slot (0) is scored as the row's first real candidate and then ignored
+        filled = torch.where(valid, candidates, candidates.max(dim=1, keepdim=True).values.clamp(min=1))
+        target = torch.from_numpy(eval_set.target[start:stop]).to(device)
+        u = torch.from_numpy(tie_u[start:stop]).to(device)
+        times = None if eval_set.time is None else eval_set.time[start:stop]
+        history = torch.from_numpy(eval_set.history[start:stop]).to(device)
+        r = _rerank_rows(score_fn, history, filled, valid, target, u, times)
+        ranks[start:stop] = r.cpu().numpy()
+        bar.update(stop - start)
+    return ranks
+
+
+def first_stage_shortlist(score_fn: ScoreFn, eval_set: EvalSet, top_n: int, config: EvalConfig | None = None
+                          ) -> np.ndarray:
+    """Each user's top ``top_n`` items by ``score_fn`` over the catalogue (seen items other than the
+    target excluded as in ``"full"``), as item ids ``int64[U, top_n]``, best first; ``0`` fills the slots
+    of users with fewer than ``top_n`` rankable items.  ``evaluate(..., protocol="rerank",
+    shortlist=...)`` re-ranks it, so every second stage sees the same first-stage candidates even when
+    it reads the users' histories differently (e.g. as mixed cross-domain flows)."""
+    config = config or EvalConfig()
+    positions = _CataloguePositions(eval_set.catalogue)
+    out = np.zeros((eval_set.n_users, min(top_n, positions.size)), dtype=np.int64)
+    with _eval_mode(score_fn), torch.inference_mode():
+        for start, stop, _, scores, _, _, _ in _masked_catalogue_scores(score_fn, eval_set, config, positions):
+            values, pos = torch.topk(scores, k=out.shape[1], dim=1)
+            items = torch.from_numpy(eval_set.catalogue)[pos.cpu()]
+            out[start:stop] = torch.where(torch.isneginf(values.cpu()), 0, items).numpy()
+    return out
 
 
 def _sampled_ranks(
@@ -554,8 +622,13 @@ def compute_ranks(
     config: EvalConfig | None = None,
     *,
     first_stage: ScoreFn | None = None,
+    shortlist: np.ndarray | None = None,
 ) -> np.ndarray:
     """1-based float64 rank of every user's target under ``config.protocol`` (``inf`` = rerank miss).
+
+    Protocol ``"rerank"`` takes its shortlist from ``first_stage`` (top ``config.top_n``) or, given,
+    ``shortlist`` (item ids ``[U, N]`` aligned with ``eval_set``'s rows, 0 = empty slot; see
+    :func:`first_stage_shortlist`).
 
     See the module docstring for the protocols and the tie-breaking rule.
     """
@@ -567,10 +640,15 @@ def compute_ranks(
             f"{int(missing.sum())} target(s) are not in the catalogue (e.g. item {int(eval_set.target[missing][0])})"
         )
     if config.protocol == "rerank":
-        if first_stage is None or config.top_n is None:
-            raise ValueError("protocol 'rerank' needs first_stage= and top_n")
-    elif first_stage is not None:
-        raise ValueError(f"first_stage is only used by protocol 'rerank', not {config.protocol!r}")
+        if shortlist is not None:
+            if first_stage is not None:
+                raise ValueError("protocol 'rerank' takes first_stage= or shortlist=, not both")
+            if shortlist.ndim != 2 or shortlist.shape[0] != eval_set.n_users:
+                raise ValueError(f"shortlist must be [n_users={eval_set.n_users}, N], got {shortlist.shape}")
+        elif first_stage is None or config.top_n is None:
+            raise ValueError("protocol 'rerank' needs first_stage= and top_n, or shortlist=")
+    elif first_stage is not None or shortlist is not None:
+        raise ValueError(f"first_stage / shortlist are only used by protocol 'rerank', not {config.protocol!r}")
     tie_u = np.random.default_rng([config.seed, _TIE_STREAM]).random(eval_set.n_users)
     bar = tqdm(
         total=eval_set.n_users,
@@ -583,6 +661,8 @@ def compute_ranks(
         with _eval_mode(score_fn, first_stage), torch.inference_mode():
             if config.protocol == "sampled":
                 return _sampled_ranks(score_fn, eval_set, config, positions, tie_u, bar)
+            if shortlist is not None:
+                return _shortlist_ranks(score_fn, eval_set, config, np.asarray(shortlist, np.int64), tie_u, bar)
             return _full_or_rerank_ranks(score_fn, eval_set, config, positions, tie_u, bar, first_stage)
     finally:
         bar.close()
@@ -600,6 +680,7 @@ def evaluate(
     config: EvalConfig | None = ...,
     *,
     first_stage: ScoreFn | None = ...,
+    shortlist: np.ndarray | None = ...,
     unseen_items: np.ndarray | Sequence[int] | None = ...,
     return_ranks: Literal[False] = ...,
     **overrides: object,
@@ -613,6 +694,7 @@ def evaluate(
     config: EvalConfig | None = ...,
     *,
     first_stage: ScoreFn | None = ...,
+    shortlist: np.ndarray | None = ...,
     unseen_items: np.ndarray | Sequence[int] | None = ...,
     return_ranks: Literal[True],
     **overrides: object,
@@ -625,6 +707,7 @@ def evaluate(
     config: EvalConfig | None = None,
     *,
     first_stage: ScoreFn | None = None,
+    shortlist: np.ndarray | None = None,
     unseen_items: np.ndarray | Sequence[int] | None = None,
     return_ranks: bool = False,
     **overrides: object,
@@ -637,6 +720,8 @@ def evaluate(
         config: protocol and metric settings; keyword ``overrides`` replace its fields
             (``evaluate(fn, s, protocol="sampled", n_neg=99)``).
         first_stage: the first-stage score function of protocol ``"rerank"``.
+        shortlist: or protocol ``"rerank"``'s precomputed shortlist, item ids ``[U, N]`` aligned with
+            ``eval_set``'s rows (:func:`first_stage_shortlist`).
         unseen_items: if given, only users whose target is in this set are evaluated.
         return_ranks: also return float64 ranks aligned with ``eval_set`` rows (NaN for users left
             out by ``unseen_items``, ``inf`` for rerank misses).
@@ -651,8 +736,9 @@ def evaluate(
     if unseen_items is not None:
         rows = np.flatnonzero(np.isin(eval_set.target, np.asarray(unseen_items, dtype=np.int64)))
         subset = eval_set.subset(rows)
+        shortlist = None if shortlist is None else np.asarray(shortlist)[rows]
         logger.info("unseen-item subset: %d of %d users", rows.size, eval_set.n_users)
-    ranks = compute_ranks(score_fn, subset, config, first_stage=first_stage)
+    ranks = compute_ranks(score_fn, subset, config, first_stage=first_stage, shortlist=shortlist)
     n_items = config.n_items if config.n_items is not None else int(eval_set.catalogue.size)
     metrics = compute_metrics(
         ranks, n_items, ks=config.ks, k_percents=config.k_percents, mrr_ks=config.mrr_ks, a=config.a, b=config.b

@@ -319,6 +319,39 @@ def test_rerank_over_first_stage_top_n() -> None:
     )
 
 
+def test_a_precomputed_shortlist_reranks_like_its_first_stage() -> None:
+    from raypipe.eval.protocols import first_stage_shortlist
+
+    s = EvalSet(history=left_pad([[], [], [], [20]], 1), target=np.array([16, 20, 3, 15]),
+                catalogue=np.arange(1, 21))
+    short = first_stage_shortlist(by_index, s, top_n=5)
+    # best first; user 3 has seen item 20, so it is never in their shortlist
+    np.testing.assert_array_equal(short[0], [20, 19, 18, 17, 16])
+    np.testing.assert_array_equal(short[3], [19, 18, 17, 16, 15])
+    r = compute_ranks(by_negative_index, s, EvalConfig(protocol="rerank"), shortlist=short)
+    np.testing.assert_array_equal(r, [1, 5, np.inf, 1])  # the hand-computed ranks of the test above
+    big = random_set(n_users=30, n_items=40, length=5, seed=8)
+    np.testing.assert_array_equal(
+        compute_ranks(coarse_hash, big, EvalConfig(protocol="rerank"), shortlist=first_stage_shortlist(by_index, big, 12)),
+        compute_ranks(coarse_hash, big, EvalConfig(protocol="rerank", top_n=12), first_stage=by_index))
+
+
+def test_a_shortlist_with_empty_slots_ranks_among_its_real_items_only() -> None:
+    from raypipe.eval.protocols import first_stage_shortlist
+
+    # catalogue 1..5, items 4 and 5 seen: only 3 rankable items for a shortlist of 10
+    s = EvalSet(history=left_pad([[5, 4]], 2), target=np.array([1]), catalogue=np.arange(1, 6))
+    short = first_stage_shortlist(by_index, s, top_n=10)
+    assert short.tolist() == [[3, 2, 1, 0, 0]]  # capped at the catalogue size, 0 = empty slot
+    assert compute_ranks(by_index, s, EvalConfig(protocol="rerank"), shortlist=short).tolist() == [3.0]
+    with pytest.raises(ValueError, match="not both"):
+        compute_ranks(by_index, s, EvalConfig(protocol="rerank", top_n=2), first_stage=by_index, shortlist=short)
+    with pytest.raises(ValueError, match="n_users=1"):
+        compute_ranks(by_index, s, EvalConfig(protocol="rerank"), shortlist=np.zeros((2, 3), np.int64))
+    with pytest.raises(ValueError, match="only used by protocol 'rerank'"):
+        compute_ranks(by_index, s, EvalConfig(protocol="full"), shortlist=short)
+
+
 def test_auto_protocol_samples_only_where_every_user_has_enough_negatives() -> None:
     from raypipe.eval.protocols import auto_protocol
 
