@@ -33,9 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         p.error(str(e))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = ColdStartConfig(dataset=args.dataset, domains=args.domains.split(",") if args.domains else None,
-                          cold_share=args.cold_share, storage_path=args.storage_path, name=args.name,
-                          top_m=args.top_m, train=train)
+    try:
+        cfg = ColdStartConfig(dataset=args.dataset, domains=args.domains.split(",") if args.domains else None,
+                              cold_share=args.cold_share, storage_path=args.storage_path, name=args.name,
+                              top_m=args.top_m, train=train)
+    except ValueError as e:  # a --storage-path URI, named
+        p.error(str(e))
     from raypipe.runtime import init_ray
 
     init_ray(address=args.address)

@@ -4,15 +4,15 @@
 ``--config YAML`` then dotted overrides (``train.lr=3e-4``, as trailing arguments or ``--set``), then the
 shortcut flags (``--model``, ``--dataset``, ``--num-workers``, ``--use-gpu``, ``--storage-path`` ...).
 Invalid values (an unknown key or model, a value of the wrong type or out of range, a dataset or
-``--init-from`` path that does not exist) are rejected with exit code 2 and a message naming the key,
-before Ray starts.  ``--print-config`` prints the resolved config as YAML and exits without starting Ray.
+``--init-from`` path that does not exist, a ``--storage-path`` URI whose filesystem cannot be built) are
+rejected with exit code 2 and a message naming the key, before Ray starts.  ``--print-config`` prints the
+resolved config as YAML and exits without starting Ray.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
-from pathlib import Path
 from typing import Sequence
 
 from raypipe.config import ConfigError, DataConfig, ExperimentConfig, ModelConfig, RunSpec, TrainConfig, load_config
@@ -54,7 +54,8 @@ def experiment_parser(stage: str, description: str, prog: str | None = None) -> 
     p.add_argument("--num-workers", type=int, help=f"Ray Train workers (DDP) (default: {TrainConfig.num_workers})")
     p.add_argument("--use-gpu", action="store_true", default=None,
                    help=f"one GPU per worker (default: {TrainConfig.use_gpu})")
-    p.add_argument("--storage-path", help="where run directories go (shared storage on a cluster) "
+    p.add_argument("--storage-path", help="where run directories go: a path (shared storage on a cluster) or a "
+                                          "URI (s3://bucket/runs, gs://..., file:///...) "
                                           f"(default: {RunSpec.storage_path})")
     p.add_argument("--name", help="run name (re-using a name resumes that run from its last checkpoint) "
                                   "(default: <stage>-<model>-<time>)")
@@ -62,7 +63,8 @@ def experiment_parser(stage: str, description: str, prog: str | None = None) -> 
     p.add_argument("--features", help="feature store directory for content-based models "
                                       "(default: <dataset>/features, extracted on first use)")
     if stage in ("finetune", "evaluate"):
-        p.add_argument("--init-from", help="run directory (or model.pt) of the pre-trained model (default: none)")
+        p.add_argument("--init-from", help="run directory (or model.pt) of the pre-trained model, a path or a URI "
+                                           "(downloaded once into ~/.cache/raypipe) (default: none)")
     if stage == "finetune":
         p.add_argument("--mode", choices=["zero-shot", "inductive", "transductive"],
                        help=f"(default: {RunSpec.mode})")
@@ -93,8 +95,19 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace, 
         check_dataset_spec(cfg.data.dataset)
     except DataValidationError as e:
         parser.error(f"data.dataset: {e}")
-    if cfg.run.init_from is not None and not Path(cfg.run.init_from).exists():
-        parser.error(f"run.init_from (--init-from): {cfg.run.init_from} does not exist")
+    from raypipe import storage
+
+    try:  # a URI's filesystem is built now (an unknown scheme, unreachable bucket ... exit 2 before Ray)
+        storage.check(cfg.run.storage_path)
+    except storage.StorageError as e:
+        parser.error(f"run.storage_path (--storage-path): {e}")
+    try:
+        if cfg.run.init_from is not None and storage.is_uri(cfg.run.init_from):
+            storage.stored_run(cfg.run.init_from)  # there, and finished (its metrics.json published)
+        elif cfg.run.init_from is not None and not storage.exists(cfg.run.init_from):
+            parser.error(f"run.init_from (--init-from): {cfg.run.init_from} does not exist")
+    except (storage.StorageError, FileNotFoundError) as e:
+        parser.error(f"run.init_from (--init-from): {e}")
     from raypipe.models.registry import get_spec
 
     learned = get_spec(cfg.model.name).trainable
@@ -125,7 +138,7 @@ def main(stage: str, description: str | None = None, argv: Sequence[str] | None 
 
     cfg = ensure_features(cfg)
     res = run_experiment(cfg)
-    print(f"\n{stage} {cfg.model.name} on {cfg.data.dataset} -> {res.run_dir}")
+    print(f"\n{stage} {cfg.model.name} on {cfg.data.dataset} -> {res.uri or res.run_dir}")
     if res.best_epoch is not None:
         print(f"best epoch {res.best_epoch} ({cfg.train.metric}); trained {res.train_seconds:.1f}s")
     print(format_results(res))

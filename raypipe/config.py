@@ -184,6 +184,9 @@ class TrainConfig:
     valid_protocol: Literal["auto", "full", "sampled"] = "auto"
     #: validation users evaluated per epoch (a fixed seeded sample; ``None`` = all)
     valid_users: int | None = 5000
+    #: training rows per epoch: a fixed sample seeded by ``train.seed`` (models whose rows cost seconds each
+    #: on a CPU, e.g. UPSR, within a benchmark budget); ``None`` = every row
+    max_rows: int | None = None
     #: torch intra-op threads per worker (RAY_NOTES: oversubscribing 2 cores is very slow)
     torch_threads: int = 1
     shuffle_buffer: int = 10_000
@@ -203,6 +206,8 @@ class TrainConfig:
                "an integer >= 0, or -1 (retry forever)")
         _check("train.valid_users", self.valid_users, self.valid_users is None or self.valid_users >= 1,
                "a positive number of users or null")
+        _check("train.max_rows", self.max_rows, self.max_rows is None or self.max_rows >= 1,
+               "a positive number of rows or null")
         _check("train.torch_threads", self.torch_threads, self.torch_threads >= 1, "an integer >= 1")
         _check("train.shuffle_buffer", self.shuffle_buffer, self.shuffle_buffer >= 1, "an integer >= 1")
         _check("train.inject_failure_at_epoch", self.inject_failure_at_epoch,
@@ -234,6 +239,9 @@ class EvalConfigSpec:
 @dataclass
 class RunSpec:
     name: str | None = None
+    #: where run directories go: a local (or shared) path, or a URI of a ``pyarrow.fs`` filesystem
+    #: (``s3://bucket/runs``, ``gs://...``, ``file:///...``): Ray Train's checkpoints go straight there and
+    #: raypipe's run files are published when the run finished (:mod:`raypipe.storage`)
     storage_path: str = "runs"
     #: ``pretrain``, ``finetune`` or ``evaluate``
     stage: Literal["pretrain", "finetune", "evaluate"] = "pretrain"
@@ -242,6 +250,16 @@ class RunSpec:
     #: fine-tune mode: ``zero-shot`` (evaluate only), ``inductive`` (content-based item representations,
     #: no target ID embeddings), ``transductive`` (everything, target ID embeddings included)
     mode: Literal["zero-shot", "inductive", "transductive"] = "transductive"
+
+    def __post_init__(self) -> None:
+        from raypipe.storage import StorageError, check_scheme
+
+        for key, value in (("run.storage_path", self.storage_path), ("run.init_from", self.init_from)):
+            try:
+                if value is not None:
+                    check_scheme(value)  # the scheme only: the filesystem is built by the CLIs (raypipe.cli)
+            except StorageError as e:
+                raise ConfigError(f"{key}: {e}") from None
 
 
 @dataclass

@@ -4,6 +4,8 @@ serve, benchmarks).
 A run directory (``<storage_path>/<name>/``) holds ``config.yaml`` (the resolved ExperimentConfig),
 ``item_index.parquet``, ``model.pt`` (best weights), ``metrics.json``, ``test_ranks.json`` (every test
 user's target rank per domain, for paired tests), ``curves.png`` and Ray Train's checkpoints.
+``<storage_path>`` may be a URI (``s3://``, ``gs://``, ``file://``; :mod:`raypipe.storage`): the run's
+files are then published when it has finished, ``metrics.json`` (:data:`COMMIT_FILE`) last.
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ WEIGHTS_FILE = "model.pt"
 METRICS_FILE = "metrics.json"
 CURVES_FILE = "curves.png"
 RANKS_FILE = "test_ranks.json"
+#: written last: a run in storage is finished once this file is there (:mod:`raypipe.storage`)
+COMMIT_FILE = METRICS_FILE
 
 
 def load_ranks(run_dir: str | Path) -> dict[str, dict[str, float]]:

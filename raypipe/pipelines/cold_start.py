@@ -48,6 +48,7 @@ from raypipe.models.registry import build_model
 from raypipe.pipelines.idp import IDPConfig, IDPPipeline, Texts
 from raypipe.data.catalogue import ItemCatalogue
 from raypipe.rundir import CONFIG_FILE, INDEX_FILE, load_weights
+from raypipe.storage import reject_uri
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class ColdStartConfig:
     n_neg: int = 99
 
     def __post_init__(self) -> None:
+        reject_uri(self.storage_path, "the inner-domain cold-start pipeline")
         if not 0.0 < self.cold_share < 1.0:
             raise ValueError(f"cold_share must be in (0, 1), got {self.cold_share}")
 

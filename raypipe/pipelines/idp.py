@@ -46,6 +46,7 @@ from raypipe.meta import run_meta
 from raypipe.models.cdim import CDIM, CDIMConfig, cdim_data
 from raypipe.models.idp import ITEM_TABLE_KEY, GeneratedEmbeddings, generate_id_embeddings, transplant
 from raypipe.rundir import CONFIG_FILE, INDEX_FILE, METRICS_FILE, WEIGHTS_FILE, load_weights, save_weights
+from raypipe.storage import reject_uri
 from raypipe.train.run import evaluate_domains, load_run, run_experiment
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,7 @@ class IDPConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        reject_uri(self.storage_path, "the IDP pipeline")
         unknown = set(self.variants) - set(VARIANTS)
         if unknown:
             raise ValueError(f"unknown IDP variants {sorted(unknown)}; choose from {list(VARIANTS)}")

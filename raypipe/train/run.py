@@ -4,6 +4,10 @@
 ``jobs/evaluate.py``.  A run directory (``<storage_path>/<name>/``) holds Ray Train's checkpoints plus:
 ``config.yaml`` (resolved), ``item_index.parquet``, ``model.pt`` (best weights), ``metrics.json``
 (test metrics per domain, validation curve, timings, the node each Train worker ran on) and ``curves.png``.
+With a URI ``storage_path`` (``s3://``, ``gs://``, ``file://``) Ray Train's checkpoints go straight to
+``<uri>/<name>/``, raypipe's files are written into a local staging directory and published there when the
+run has finished (``metrics.json`` last), and ``run.init_from`` URIs are read from a local cached copy
+(:mod:`raypipe.storage`).
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import dataclasses
 import json
 import logging
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from raypipe import storage
 from raypipe.config import ExperimentConfig
 from raypipe.data.catalogue import FeatureView, ItemCatalogue, load_views
 from raypipe.data.prepare import Prepared, prepare_for
@@ -43,11 +49,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RunResult:
+    #: the run directory (with a URI ``storage_path``: the local copy of the published run)
     run_dir: Path
     test: dict[str, dict[str, float]]  # domain -> metrics
     history: list[dict[str, float]]
     best_epoch: int | None
     train_seconds: float
+    #: where the run was published when ``storage_path`` is a URI (``None``: a local run)
+    uri: str | None = None
 
 
 def default_run_name(cfg: ExperimentConfig) -> str:
@@ -110,7 +119,8 @@ def load_features(cfg: ExperimentConfig, index: ItemIndex, run_dir: Path | None 
     if derive:
         from raypipe.features.aligned import run_aligner
 
-        init = Path(cfg.run.init_from) if cfg.run.init_from else None
+        # a URI's cached copy (fetched by run_experiment); not fetched here
+        init = storage.local_path(cfg.run.init_from, fetch=False) if cfg.run.init_from else None
         aligner = run_aligner(views["text"], views["image"], cfg.train.seed,
                               look_in=[run_dir, init if init is None or init.is_dir() else init.parent],
                               save_to=run_dir if save_aligner else None)
@@ -139,7 +149,17 @@ def training_rows(cfg: ExperimentConfig, prep: Prepared, domains: list[str],
     train.attrs["train_domains"] = list(domains)
     rows = spec.rows(cfg.model, train, catalogue)
     spec.schema(cfg.model).check(rows)
-    return rows
+    return subsample_rows(rows, cfg.train.max_rows, cfg.train.seed)
+
+
+def subsample_rows(rows: dict[str, np.ndarray], max_rows: int | None, seed: int) -> dict[str, np.ndarray]:
+    """At most ``max_rows`` rows, a sample seeded by ``seed`` kept in their original order (all when fewer)."""
+    n = len(next(iter(rows.values())))
+    if max_rows is None or n <= max_rows:
+        return rows
+    keep = np.sort(np.random.default_rng([seed, 0x5EED]).choice(n, size=max_rows, replace=False))
+    log.info("train.max_rows=%d: training on a seeded sample of %d of %d rows", max_rows, max_rows, n)
+    return {k: v[keep] for k, v in rows.items()}
 
 
 def mixed_training_flows(prep: Prepared, domains: list[str]) -> pd.DataFrame:
@@ -170,13 +190,12 @@ def valid_sets(prep: Prepared, domains: list[str], max_len: int, budget: int | N
     return out
 
 
-def _init_state(cfg: ExperimentConfig, index: ItemIndex, model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
-    """The pre-trained weights a run starts from (``run.init_from``).  Over the same item index, all of
-    them; over another catalogue (another dataset: ML-1M -> ML-100k), what a content model can carry over
-    (:func:`cross_catalogue_state`: everything but its item- and domain-indexed entries)."""
-    if cfg.run.init_from is None:
+def _init_state(src: Path | None, index: ItemIndex, model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+    """The pre-trained weights a run starts from (``src``: ``run.init_from``, local).  Over the same item
+    index, all of them; over another catalogue (another dataset: ML-1M -> ML-100k), what a content model can
+    carry over (:func:`cross_catalogue_state`: everything but its item- and domain-indexed entries)."""
+    if src is None:
         return None
-    src = Path(cfg.run.init_from)
     weights = src / WEIGHTS_FILE if src.is_dir() else src
     if not weights.exists():
         raise FileNotFoundError(f"run.init_from: no {WEIGHTS_FILE} in {src}")
@@ -276,7 +295,9 @@ def ray_dataset(columns: dict[str, np.ndarray], n_blocks: int):
 def fit(cfg: ExperimentConfig, run_dir: Path, columns: dict[str, np.ndarray], payload: TrainPayload,
         callbacks: Sequence[Any] = ()):
     """Run the Ray Train loop over ``columns`` (a dataset of rows) and return the Ray ``Result``.
-    ``callbacks`` are Ray Train ``UserCallback``s (e.g. Tune's ``TuneReportCallback`` inside a trial)."""
+    ``callbacks`` are Ray Train ``UserCallback``s (e.g. Tune's ``TuneReportCallback`` inside a trial).
+    Ray Train persists into ``run_dir`` (a local run), or straight into ``<run.storage_path>/<run.name>``
+    when the storage path is a URI (``run_dir`` is then the local staging directory)."""
     import ray
     import ray.data
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
@@ -286,13 +307,19 @@ def fit(cfg: ExperimentConfig, run_dir: Path, columns: dict[str, np.ndarray], pa
     run_dir.mkdir(parents=True, exist_ok=True)
     marker = run_dir / ".injected_failure" if tc.inject_failure_at_epoch is not None else None
     ds = ray_dataset(columns, max(4 * tc.num_workers, 8))
+    if storage.is_uri(cfg.run.storage_path):  # pyarrow.fs resolves it on every node (Ray's own URI support)
+        if not cfg.run.name:
+            raise ValueError("fit: run.name must be set when run.storage_path is a URI")
+        ray_storage, ray_name = cfg.run.storage_path, cfg.run.name
+    else:
+        ray_storage, ray_name = str(run_dir.parent.resolve()), run_dir.name
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": cfg.to_dict(), "payload": ray.put(payload),
                            "failure_marker": str(marker) if marker else None},
         scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=tc.use_gpu,
                                      resources_per_worker={"CPU": tc.cpus_per_worker}),
-        run_config=RunConfig(name=run_dir.name, storage_path=str(run_dir.parent.resolve()),
+        run_config=RunConfig(name=ray_name, storage_path=ray_storage,
                              failure_config=FailureConfig(max_failures=tc.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2), callbacks=list(callbacks)),
         datasets={"train": ds},
@@ -315,7 +342,9 @@ def best_weights(result) -> tuple[dict[str, torch.Tensor], list[dict[str, float]
 def run_experiment(cfg: ExperimentConfig, callbacks: Sequence[Any] = ()) -> RunResult:
     """Prepare → (train with Ray Train) → evaluate → write the run directory.  Ray must be initialised
     (see :func:`raypipe.runtime.init_ray`) unless the stage trains nothing.  ``callbacks`` go to the
-    trainer's ``RunConfig`` (see :func:`fit`)."""
+    trainer's ``RunConfig`` (see :func:`fit`).  With a URI ``run.storage_path`` the run is written into a
+    local staging directory and published to ``<uri>/<name>`` when it has finished; a URI
+    ``run.init_from`` is read from its local cached copy (:mod:`raypipe.storage`)."""
 
     name = cfg.run.name or default_run_name(cfg)
     cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, name=name))
@@ -324,8 +353,29 @@ def run_experiment(cfg: ExperimentConfig, callbacks: Sequence[Any] = ()) -> RunR
         check_metric_name(cfg.train.metric)
     if spec.resolve is not None:  # the model's "auto" options (saved resolved in config.yaml)
         cfg = dataclasses.replace(cfg, model=spec.resolve(cfg.model, cfg))
-    run_dir = Path(cfg.run.storage_path) / name
-    run_dir.mkdir(parents=True, exist_ok=True)
+    init_dir = storage.local_path(cfg.run.init_from) if cfg.run.init_from is not None else None
+    if not storage.is_uri(cfg.run.storage_path):
+        run_dir = Path(cfg.run.storage_path) / name
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return _run_into(cfg, run_dir, init_dir, callbacks)
+    uri = storage.join(cfg.run.storage_path, name)
+    staging = storage.staging_dir(uri)
+    try:
+        res = _run_into(cfg, staging, init_dir, callbacks)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # the checkpoints are in storage: a re-run resumes
+        raise
+    try:
+        local = storage.publish_run(staging, uri)
+    except BaseException:
+        log.error("publishing the finished run to %s failed; its files stay in %s", uri, staging)
+        raise
+    return dataclasses.replace(res, run_dir=local, uri=uri)
+
+
+def _run_into(cfg: ExperimentConfig, run_dir: Path, init_dir: Path | None, callbacks: Sequence[Any]) -> RunResult:
+    """:func:`run_experiment` writing into the local directory ``run_dir``, starting from ``init_dir``."""
+    spec = get_spec(cfg.model.name)
     path = resolve_dataset(cfg.data.dataset)
     prep = prepare_for(cfg.data)
     train_domains, eval_domains = stage_domains(cfg, prep)
@@ -333,7 +383,7 @@ def run_experiment(cfg: ExperimentConfig, callbacks: Sequence[Any] = ()) -> RunR
     cfg.save(run_dir / CONFIG_FILE)
     prep.index.save(run_dir / INDEX_FILE)
     model = build_model(cfg.model, catalogue)
-    init_state = _init_state(cfg, prep.index, model)
+    init_state = _init_state(init_dir, prep.index, model)
     history: list[dict[str, float]] = []
     workers: list[dict[str, Any]] = []  # where each Train worker ran (rank, node id, ...)
     n_rows, untrained_valid = 0, None
@@ -398,10 +448,11 @@ def format_results(res: RunResult, metrics: tuple[str, ...] = ("hr@10", "ndcg@10
 
 
 def load_run(run_dir: str | Path) -> tuple[torch.nn.Module, Prepared, ExperimentConfig]:
-    """Rebuild a finished run's model (best weights) with its prepared data and resolved config."""
+    """Rebuild a finished run's model (best weights) with its prepared data and resolved config
+    (``run_dir``: a path, or a URI read from its local cached copy)."""
     from raypipe.config import load_config
 
-    run_dir = Path(run_dir)
+    run_dir = storage.local_path(run_dir)
     cfg = load_config(run_dir / CONFIG_FILE)
     prep = prepare_for(cfg.data)
     saved = ItemIndex.load(run_dir / INDEX_FILE)

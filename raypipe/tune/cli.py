@@ -8,6 +8,8 @@
 
 Writes <storage-path>/<name>/{results.csv, results.md, best_config.yaml, metric_vs_axes.png}; each trial's
 Train run is under <storage-path>/<name>/trials/<trial_id>/.  On a cluster: ray job submit -- python jobs/tune.py ...
+--storage-path may be a URI (s3://bucket/tune, gs://..., file:///...): the report is then written into a local
+copy of the experiment directory (~/.cache/raypipe/runs/) and uploaded.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from typing import Any, Sequence
 
 import yaml
 
+from raypipe import storage
 from raypipe.cli import HelpFormatter
 from raypipe.config import ConfigError
 from raypipe.tune.report import write_report
@@ -54,7 +57,8 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--space", required=True, help="tune_spaces/<model>.yaml")
     p.add_argument("--dataset", help="builtin:<size>, movielens:<name> or a dataset dir (default: builtin:small)")
     p.add_argument("--name", help="experiment name (default: <space file stem>)")
-    p.add_argument("--storage-path", default="runs/tune", help="experiments go here (shared storage on a cluster)")
+    p.add_argument("--storage-path", default="runs/tune",
+                   help="experiments go here: a path (shared storage on a cluster) or a URI (s3://, gs://, file://)")
     p.add_argument("--max-concurrent", type=int, default=1, help="trials running at once")
     p.add_argument("--num-workers", type=int, help="Ray Train workers per trial (default: the space's, else 1)")
     p.add_argument("--scheduler", choices=["asha", "none"],
@@ -87,6 +91,10 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         p.error(str(e))
     except DataValidationError as e:
         p.error(f"data.dataset (--dataset): {e}")
+    try:  # a URI's filesystem is built now (an unknown scheme, unreachable bucket ... exit 2 before Ray)
+        storage.check(args.storage_path)
+    except storage.StorageError as e:
+        p.error(f"--storage-path: {e}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from raypipe.runtime import init_ray
 
@@ -101,16 +109,26 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     # Absolute paths, and the sweep runs from its storage directory: under `ray job submit --working-dir`
     # the driver starts inside Ray's unpacked working-dir package, which another node sharing the same
     # disk re-creates when it first sets up the job (one-machine clusters; see scripts/clusterlib.py).
-    storage = Path(args.storage_path).resolve()
-    storage.mkdir(parents=True, exist_ok=True)
-    os.chdir(storage)
-    sc = SweepConfig(space=space, name=args.name or space.path.stem, storage_path=str(storage),
+    # A URI storage path: the same from a local directory of this machine.
+    name = args.name or space.path.stem
+    if storage.is_uri(args.storage_path):
+        storage_path, workdir = args.storage_path, storage.cache_dir(storage.join(args.storage_path, name))
+    else:
+        workdir = Path(args.storage_path).resolve()
+        storage_path = str(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    os.chdir(workdir)
+    sc = SweepConfig(space=space, name=name, storage_path=storage_path,
                      overrides=overrides, max_concurrent=args.max_concurrent, scheduler=args.scheduler,
                      resume=args.resume)
     res = run_sweep(sc)
     paths = write_report(res.experiment_dir, res.rows, space, res.metric, res.mode, overrides)
+    shown: dict[str, object] = dict(paths)
+    if res.experiment_uri is not None:
+        storage.upload_dir(res.experiment_dir, res.experiment_uri, files=[Path(v).name for v in paths.values()])
+        shown = {k: f"{storage.join(res.experiment_uri, k)} (local copy {v})" for k, v in paths.items()}
     print("\n" + paths["results.md"].read_text())
-    print("\n".join(f"{k}: {v}" for k, v in paths.items()))
+    print("\n".join(f"{k}: {v}" for k, v in shown.items()))
     failed = [r["trial_id"] for r in res.rows if r["status"] == "error"]
     if failed:
         print(f"\n{len(failed)} trial(s) failed: {failed} (errors in results.csv; --resume reruns them)", file=sys.stderr)

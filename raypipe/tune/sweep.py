@@ -5,7 +5,10 @@ Each trial is a *driver* that needs almost nothing itself (``{"CPU": 0, "memory"
 default 1 CPU a 2-worker trainer on 2 CPUs deadlocks, see RAY_NOTES) and launches the Ray Train run
 whose workers hold the real resources.  The trainer's per-epoch reports reach Tune through
 ``TuneReportCallback``; the trial's Train run lives at ``<experiment>/trials/<trial_id>/`` so a
-restored, unfinished trial resumes its own Train checkpoints.
+restored, unfinished trial resumes its own Train checkpoints.  ``storage_path`` may be a URI (``s3://``,
+``gs://``, ``file://``): Tune's experiment state, the trials' checkpoints and their published run
+directories all go there (:mod:`raypipe.storage`); the report is written into a local copy of the
+experiment directory and uploaded.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from raypipe import storage
 from raypipe.tune.spaces import SpaceError, TuneSpace
 
 log = logging.getLogger(__name__)
@@ -32,6 +36,7 @@ class SweepConfig:
     space: TuneSpace
     #: experiment directory name under ``storage_path`` (re-use it with ``resume=True``)
     name: str
+    #: a local path or a URI (:mod:`raypipe.storage`)
     storage_path: str = "runs/tune"
     #: dotted overrides applied to every trial after the space's own (dataset, epochs, workers ...)
     overrides: list[str] = field(default_factory=list)
@@ -45,10 +50,13 @@ class SweepConfig:
 
 @dataclass
 class SweepResult:
+    #: the experiment directory (with a URI ``storage_path``: its local copy, where the report goes)
     experiment_dir: Path
     rows: list[dict[str, Any]]
     metric: str
     mode: str
+    #: the experiment directory when ``storage_path`` is a URI (``None``: local)
+    experiment_uri: str | None = None
 
 
 def restrict(space: TuneSpace, only: dict[str, list[Any]]) -> TuneSpace:
@@ -117,27 +125,33 @@ def run_sweep(sc: SweepConfig) -> SweepResult:
     space.require_built()
     sweep_env()
     probe = space.config(space.points()[0], sc.overrides)  # fail fast on bad overrides, before Ray work
-    exp_dir = (Path(sc.storage_path) / sc.name).resolve()
-    trials_dir = exp_dir / TRIALS_DIR
+    if storage.is_uri(sc.storage_path):  # Tune and Train write straight to it; the report is uploaded
+        exp_uri: str | None = storage.join(sc.storage_path, sc.name)
+        exp_dir, exp_loc, ray_storage = storage.cache_dir(exp_uri), exp_uri, sc.storage_path
+    else:
+        exp_uri = None
+        exp_dir = (Path(sc.storage_path) / sc.name).resolve()
+        exp_loc, ray_storage = str(exp_dir), str(exp_dir.parent)
+    trials_dir = storage.join(exp_loc, TRIALS_DIR)
     metric, mode = f"best/{space.metric}", space.mode
     trainable = ray.tune.with_resources(
-        ray.tune.with_parameters(_trial, space=space, overrides=list(sc.overrides), trials_dir=str(trials_dir)),
+        ray.tune.with_parameters(_trial, space=space, overrides=list(sc.overrides), trials_dir=trials_dir),
         {**DRIVER_RESOURCES, **sc.driver_resources})
     if sc.resume:
-        if not Tuner.can_restore(str(exp_dir)):
-            raise FileNotFoundError(f"{exp_dir}: no Tune experiment to resume (run without --resume first)")
-        log.info("restoring %s (finished trials are kept, unfinished ones resume)", exp_dir)
-        tuner = Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
+        if not Tuner.can_restore(exp_loc):
+            raise FileNotFoundError(f"{exp_loc}: no Tune experiment to resume (run without --resume first)")
+        log.info("restoring %s (finished trials are kept, unfinished ones resume)", exp_loc)
+        tuner = Tuner.restore(exp_loc, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
-        if exp_dir.exists() and any(exp_dir.iterdir()):
-            raise FileExistsError(f"{exp_dir} already holds a sweep: pass --resume or choose another --name")
+        if storage.is_nonempty_dir(exp_loc):
+            raise FileExistsError(f"{exp_loc} already holds a sweep: pass --resume or choose another --name")
         param_space = {k: ray.tune.grid_search(v) for k, v in space.grid.items()}
         tuner = Tuner(
             trainable,
             param_space=param_space,
             tune_config=TuneConfig(metric=metric, mode=mode, max_concurrent_trials=sc.max_concurrent,
                                    scheduler=_scheduler(space, sc.scheduler, probe.train.epochs)),
-            run_config=RunConfig(name=sc.name, storage_path=str(exp_dir.parent),
+            run_config=RunConfig(name=sc.name, storage_path=ray_storage,
                                  checkpoint_config=CheckpointConfig(num_to_keep=1), verbose=1),
         )
     warn_without_state_api()
@@ -145,10 +159,10 @@ def run_sweep(sc: SweepConfig) -> SweepResult:
              space.n_trials, space.paper, space.source, sc.max_concurrent)
     grid = tuner.fit()
     rows = [_row(r, space, metric, trials_dir) for r in grid]
-    return SweepResult(exp_dir, rows, metric, mode)
+    return SweepResult(exp_dir, rows, metric, mode, exp_uri)
 
 
-def _row(result: Any, space: TuneSpace, metric: str, trials_dir: Path) -> dict[str, Any]:
+def _row(result: Any, space: TuneSpace, metric: str, trials_dir: str) -> dict[str, Any]:
     """One trial of the result grid as a flat row: id, swept values, status, best validation value and
     its epoch, epochs run, test metrics of the best-epoch model (only for trials that ran to the end)."""
     cfg = result.config or {}
@@ -166,7 +180,7 @@ def _row(result: Any, space: TuneSpace, metric: str, trials_dir: Path) -> dict[s
     else:
         row[metric], row["best_epoch"], row["epochs_run"] = float("nan"), -1, 0
     row.update({k: v for k, v in final.items() if k.startswith("test/")})
-    row["run_dir"] = str(trials_dir / trial_id)
+    row["run_dir"] = storage.join(trials_dir, trial_id)
     row["error"] = str(result.error).splitlines()[0] if result.error else ""
     return row
 
