@@ -128,6 +128,6 @@ POP_SPEC = ModelSpec(name="pop", config=PopConfig, build=_pop,
                      reference="PreRec appendix C.2 baseline")
 CONTENT_LAST_ITEM_SPEC = ModelSpec(
     name="content_last_item", config=ContentLastItemConfig, build=_content,
-    capabilities=frozenset({"retrieval", "scorer"}),
+    capabilities=frozenset({"retrieval", "scorer"}), feature_views=lambda cfg: [cfg.view],
     summary="the last item's frozen content vector is the user vector (SBERT last item)",
     reference="PreRec appendix C.2 baseline")

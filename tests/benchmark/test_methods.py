@@ -1,0 +1,55 @@
+"""The leaderboard's method table, settings and options."""
+from __future__ import annotations
+
+import pytest
+
+from raypipe.benchmark.cli import config_from, parser
+from raypipe.benchmark.methods import METHODS, REFERENCE, check_methods, not_applicable, settings
+
+
+def test_the_reference_always_runs_first_then_the_table_order() -> None:
+    assert check_methods(["unim2rec", "pop"]) == [REFERENCE, "pop", "unim2rec"]
+    assert check_methods(list(METHODS))[0] == REFERENCE and len(check_methods(list(METHODS))) == len(METHODS)
+    with pytest.raises(ValueError, match=r"--methods: unknown \['nope'\]"):
+        check_methods(["sasrec", "nope"])
+
+
+def test_the_table_holds_every_method_and_baseline_of_the_issue() -> None:
+    assert set(METHODS) == {"random", "pop", "sbert_last", "gru4rec", "sasrec", "bert4rec", "idp", "unisrec",
+                            "unim2rec", "prerec", "upsr", "unimp"}
+    # the language models re-rank; everything else is judged on the whole catalogue too
+    assert {m for m, x in METHODS.items() if not x.full_ranking} == {"upsr", "unimp"}
+    assert {m for m, x in METHODS.items() if x.pretrained} == {"idp", "unisrec", "unim2rec", "prerec", "upsr"}
+
+
+def test_image_methods_are_not_applicable_to_movielens_and_say_why() -> None:
+    ml, builtin = settings("tiny")["movielens"], settings("tiny")["builtin"]
+    assert "no image features" in not_applicable(METHODS["unim2rec"], ml)
+    assert not_applicable(METHODS["unimp"], ml) is not None
+    assert not_applicable(METHODS["upsr"], ml) is None and not_applicable(METHODS["unim2rec"], builtin) is None
+    assert (ml.source, ml.target_dataset) == ("movielens:ml-1m", "movielens:ml-100k")
+    assert builtin.target_dataset == builtin.source == "builtin:tiny"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--settings", "amazon"], "--settings: unknown ['amazon']"),
+    (["--seeds", "0,x"], "--seeds: '0,x' is not"),
+    (["--seeds", "1,1"], "--seeds: '1,1' must be distinct"),
+    (["--max-len", "0"], "--max-len: 0"),
+])
+def test_bad_options_are_named(argv: list[str], message: str) -> None:
+    with pytest.raises(ValueError) as e:
+        config_from(parser().parse_args(argv))
+    assert message in str(e.value)
+
+
+def test_a_bad_option_exits_2_before_ray_starts(capsys: pytest.CaptureFixture[str]) -> None:
+    import ray
+
+    from raypipe.benchmark.cli import main
+
+    started = ray.is_initialized()
+    with pytest.raises(SystemExit) as e:
+        main(["--methods", "sasrec,upsr2"])
+    assert e.value.code == 2 and "upsr2" in capsys.readouterr().err
+    assert ray.is_initialized() == started
