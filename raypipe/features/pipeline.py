@@ -52,6 +52,7 @@ from raypipe.features.encoders import (
     ImageDecodeError,
     ImagePreprocess,
     ModelSpec,
+    check_image_packages,
     image_preprocess_for,
     parse_cross_model,
     parse_image_model,
@@ -140,6 +141,11 @@ class FeatureConfig:
             raise ValueError(f"image_grid must be in 1..7, got {self.image_grid}")
         if not (Path(self.dataset) / ITEMS_FILE).is_file():
             raise FileNotFoundError(f"{self.dataset}: no {ITEMS_FILE} (expected a canonical dataset directory)")
+        # the image and cross-modal encoders are the [image] extra: name a missing package before Ray starts
+        if any(v in IMAGE_VIEWS for v in self.views):
+            check_image_packages(parse_image_model(self.image_model))
+        if "cross" in self.views:
+            check_image_packages(parse_cross_model(self.cross_model))
 
 
 @dataclass

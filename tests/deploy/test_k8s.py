@@ -1,7 +1,7 @@
 """The KubeRay manifests (k8s/), the node image (docker/Dockerfile) and cluster.yaml's docker mode: one setup.
 
 Everything is read from the repository's own files with PyYAML (no kubectl, no cluster, no network): the
-manifests' required fields; the Ray version of every image against pyproject.toml's pin; node groups, pod
+manifests' required fields; the Ray version of every image against constraints.txt's pin; node groups, pod
 sizes, start parameters and environment against cluster.yaml (the autoscaler's view of the RayCluster is
 derived with Ray's own KubeRay translation); the RayJob's entrypoint against the repository and the job's own
 argument parser; the RayService's Serve config against Ray Serve's schema, the app's import path and its
@@ -55,9 +55,15 @@ def cluster() -> dict:
 
 @pytest.fixture(scope="module")
 def ray_pin() -> str:
+    """Ray's exact version: constraints.txt's pin, which pyproject.toml's Ray range must admit."""
+    lines = [ln.split("#")[0].replace(" ", "") for ln in (REPO / "constraints.txt").read_text().splitlines()]
+    pins = [m.group(1) for ln in lines if (m := re.fullmatch(r"ray==([\w.]+)", ln))]
+    assert len(pins) == 1, pins
     deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    pins = [m.group(1) for d in deps if (m := re.fullmatch(r"ray(?:\[[^\]]*\])?==([\w.]+)", d.replace(" ", "")))]
-    assert len(pins) == 1, deps
+    (ray_dep,) = [d for d in deps if re.match(r"ray(\[|[<>=!~ ]|$)", d)]
+    from packaging.requirements import Requirement
+
+    assert Requirement(ray_dep).specifier.contains(pins[0]), (ray_dep, pins[0])
     return pins[0]
 
 
@@ -276,7 +282,13 @@ def check_serve_config(service: dict, cluster: dict) -> None:
         assert len(same) == 1, f"{app['import_path']} is not in serve_apps/recommender.yaml"
         drop = lambda a: {k: v for k, v in a.items() if k not in SERVE_ARGS_CHANGED}  # noqa: E731
         assert drop(app["args"]) == drop(same[0]["args"])
-        assert app["deployments"] == same[0]["deployments"]
+        # whole CPUs per replica on the pods: the file's fractional num_cpus is for a 2-CPU host
+        assert all(d["ray_actor_options"]["num_cpus"] == args.num_cpus for d in app["deployments"])
+        def no_cpus(ds: list[dict]) -> list[dict]:
+            return [{**d, "ray_actor_options": {k: v for k, v in d["ray_actor_options"].items() if k != "num_cpus"}}
+                    for d in ds]
+
+        assert no_cpus(app["deployments"]) == no_cpus(same[0]["deployments"])
         assert app["route_prefix"] == same[0]["route_prefix"]
 
 
