@@ -50,6 +50,8 @@ COMMANDS: dict[str, Command] = {
                                                         "transfer, fine-tuning, evaluation (jobs/idp.py)"),
     "serve": Command("raypipe.serve.launch", "main", "serve a trained run or IDP pipeline over HTTP with Ray Serve "
                                                      "(serve run serve_apps/recommender.yaml)"),
+    "bundle": Command("raypipe.serve.bundle", "main", "export a trained run or IDP pipeline as a serving bundle: "
+                                                      "the model, item vectors, popularity and attributes, no dataset"),
 }
 
 

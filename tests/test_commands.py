@@ -16,7 +16,8 @@ from raypipe.config import ConfigError, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).parent / "raypipe"  # the console script of this environment
-EXPECTED = {"data", "convert", "features", "pretrain", "finetune", "evaluate", "tune", "idp", "serve"}
+EXPECTED = {"data", "convert", "features", "pretrain", "finetune", "evaluate", "tune", "idp", "serve",
+            "bundle"}
 
 
 def _script(*args: str) -> subprocess.CompletedProcess[str]:
@@ -105,6 +106,9 @@ def test_print_config_prints_the_resolved_yaml(no_ray: None, capsys: pytest.Capt
     (["serve", "artifacts={missing}"], "artifacts"),
     (["serve", "artifacts={out}", "nosuchkey=1"], "nosuchkey"),
     (["serve", "--config", "{missing}"], "{missing}"),
+    (["bundle", "{missing}", "--out", "{out}/bundle"], "{missing}"),
+    (["bundle", "{out}"], "--out"),
+    (["bundle", "{out}", "--out", "{out}/b", "--onboarding", "clip"], "--onboarding"),
     (["nosuchcommand"], "nosuchcommand"),
 ])
 def test_bad_arguments_exit_2_before_ray_naming_them(argv: list[str], named: str, tmp_path: Path, no_ray: None,

@@ -37,8 +37,10 @@ from ray.serve.handle import DeploymentHandle
 from raypipe.serve import errors
 from raypipe.serve.errors import ApiError, error_result, raise_if_error
 from raypipe.serve.loopback import pin_internal_grpc_to_loopback
+from raypipe.serve import openapi
+from raypipe.serve.openapi import HEALTH_EXAMPLE, responses
 from raypipe.serve.schemas import (
-    DEFAULT_MAX_BODY_BYTES, MAX_K, DeleteResponse, DomainRequest, DomainResponse, ErrorResponse, EventsRequest, EventsResponse, ExplainRequest, ExplainResponse, ItemOut,
+    DEFAULT_MAX_BODY_BYTES, MAX_K, DeleteResponse, DomainRequest, DomainResponse, EventsRequest, EventsResponse, ExplainRequest, ExplainResponse, ItemOut,
     MatchRequest, MatchResponse,
     OnboardRequest, OnboardResponse,
     RankRequest, RankResponse, RecommenderArgs, RecommendRequest, RecommendResponse, SimilarResponse,
@@ -51,8 +53,16 @@ api = FastAPI(title="raypipe recommender", version="1.0",
                           "model's projectors for UniM2Rec, UniSRec and PreRec).")
 api.state.max_body_bytes = DEFAULT_MAX_BODY_BYTES
 errors.install(api, limit=lambda: api.state.max_body_bytes)
-BAD = {400: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
-       503: {"model": ErrorResponse}}
+openapi.install(api)
+# each endpoint's success example and the error responses it can give (raypipe.serve.openapi.ENDPOINT_ERRORS)
+DOCS = {"recommend": responses("recommend", RecommendResponse), "rank": responses("rank", RankResponse),
+        "onboard": responses("onboard", OnboardResponse, 201),
+        "add_domain": responses("add_domain", DomainResponse, 201),
+        "match": responses("match", MatchResponse), "events": responses("events", EventsResponse),
+        "explain": responses("explain", ExplainResponse),
+        "similar_items": responses("similar_items", SimilarResponse),
+        "get_item": responses("get_item", ItemOut), "delete_item": responses("delete_item", DeleteResponse),
+        "health": responses("health", HEALTH_EXAMPLE)}
 
 
 @serve.deployment
@@ -99,7 +109,7 @@ class ANNRetriever:
         from pathlib import Path
 
         from raypipe.serve.artifacts import (
-            dataset_events, item_attributes, item_vectors, load_model, popularity, weights_key,
+            item_vectors, load_model, serving_attributes, serving_events, serving_popularity, weights_key,
         )
         from raypipe.serve.catalogue import Catalogue
         from raypipe.serve.deletions import DELETIONS_FILE, DeletionLog
@@ -111,15 +121,14 @@ class ANNRetriever:
         state = Path(spec["state_dir"])
         live = bool(spec["live_popularity"])
         if live:  # the interactions with their times, read once: the seed of the live counts and the totals
-            events = (dataset_events(spec["dataset"], index) if spec["dataset"]
-                      else (np.zeros(0, np.int64), np.zeros(0, np.int64)))
+            events = serving_events(spec, index)  # from the bundle or the dataset
             counts = np.bincount(events[0], minlength=len(index) + 1)
         else:
-            counts = popularity(spec["dataset"], index)
+            counts = serving_popularity(spec, index)
         key = weights_key(Path(spec["run_dir"]) / "model.pt", extra=["ip", M, ef_construction])
         self.catalogue = Catalogue(
             list(index.item_ids), list(index.domains), item_vectors(model, len(index)), counts[1:],
-            item_attributes(spec["dataset"], index), OnboardingLog(state / LOG_FILE), ef_search=ef_search, M=M,
+            serving_attributes(spec, index), OnboardingLog(state / LOG_FILE), ef_search=ef_search, M=M,
             ef_construction=ef_construction,
             # live popularity rewrites the graphs after start-up: a disk cache would hold stale terms
             cache_dir=None if live else state / "ann" / key, deletion_log=DeletionLog(state / DELETIONS_FILE))
@@ -214,7 +223,7 @@ class CDIMMatcher:
         from pathlib import Path
 
         from raypipe.index import HNSWIndex
-        from raypipe.serve.artifacts import item_attributes, item_vectors, load_model, weights_key
+        from raypipe.serve.artifacts import has_item_texts, item_vectors, load_model, serving_attributes, weights_key
         from raypipe.serve.onboarding import LOG_FILE, Matcher, OnboardingLog, item_text, load_cdim, \
             pretrained_cdim_index
 
@@ -224,11 +233,12 @@ class CDIMMatcher:
         if spec["cdim_index"]:
             pretrained = HNSWIndex.load(spec["cdim_index"], verify_checksums=False)
         else:
-            if spec["dataset"] is None:
-                raise FileNotFoundError("no CDIM index saved and no dataset to read pre-trained item texts from")
+            if not has_item_texts(spec):
+                raise FileNotFoundError("no CDIM index saved and no dataset or bundle to read pre-trained item "
+                                        "texts from")
             keep = np.isin(index.domains, spec["pretrained_domains"])
             ids = list(index.item_ids[keep])
-            attrs = item_attributes(spec["dataset"], index).loc[ids]
+            attrs = serving_attributes(spec, index).loc[ids]
             texts = [item_text(r) for r in attrs.reset_index().to_dict("records")]
             cdim_w = Path(spec["cdim_dir"]) / "model.pt" if spec["cdim_dir"] else None
             key = weights_key(cdim_w, extra=[ids[:3], len(ids), max_items, spec["cdim_config"]])
@@ -373,8 +383,8 @@ class Recommender:
             raise ApiError(422, "unknown_domain", f"unknown domain {domain!r}; known: {self.domains.names()} "
                            "(POST /domains adds one, for a content model)")
 
-    @api.post("/v1/recommend", response_model=RecommendResponse, responses=BAD)
-    @api.post("/recommend", response_model=RecommendResponse, responses=BAD)
+    @api.post("/v1/recommend", response_model=RecommendResponse, responses=DOCS["recommend"])
+    @api.post("/recommend", response_model=RecommendResponse, responses=DOCS["recommend"])
     async def recommend(self, req: RecommendRequest) -> RecommendResponse:
         """Top-k items for a history of item ids (unknown ids skipped; none known → popular items)."""
         self._check_domain(req.domain)
@@ -413,7 +423,7 @@ class Recommender:
         return RecommendResponse(items=items[:req.k], domain=req.domain, k=req.k, fallback=fallback,
                                  used_items=enc["used"], skipped_items=enc["skipped"], reranked=reranked)
 
-    @api.post("/v1/rank", response_model=RankResponse, responses=BAD)
+    @api.post("/v1/rank", response_model=RankResponse, responses=DOCS["rank"])
     async def rank(self, req: RankRequest) -> RankResponse:
         """The client's own candidates ranked for a history: the served model's user vector against their item
         vectors (no history item known: by popularity), then the reranker slot's model if one is served."""
@@ -430,8 +440,8 @@ class Recommender:
                             fallback="popular" if enc["vector"] is None else None, used_items=enc["used"],
                             skipped_items=enc["skipped"], reranked=reranked)
 
-    @api.post("/v1/items", status_code=201, response_model=OnboardResponse, responses={**BAD, 409: {"model": ErrorResponse}})
-    @api.post("/items", status_code=201, response_model=OnboardResponse, responses={**BAD, 409: {"model": ErrorResponse}})
+    @api.post("/v1/items", status_code=201, response_model=OnboardResponse, responses=DOCS["onboard"])
+    @api.post("/items", status_code=201, response_model=OnboardResponse, responses=DOCS["onboard"])
     async def onboard(self, req: OnboardRequest) -> OnboardResponse:
         """Onboard new items, live in the retriever at once.  ``onboarding=cdim`` (IDP): the item's text →
         CDIM → top-m pre-trained items → generated ID embedding (eq. 8-9); ``onboarding=content`` (UniM2Rec,
@@ -449,10 +459,8 @@ class Recommender:
                  for it in req.items]
         return OnboardResponse(**await self._call(self.matcher.onboard, items, idempotent=False))
 
-    @api.post("/v1/domains", status_code=201, response_model=DomainResponse,
-              responses={**BAD, 409: {"model": ErrorResponse}})
-    @api.post("/domains", status_code=201, response_model=DomainResponse,
-              responses={**BAD, 409: {"model": ErrorResponse}})
+    @api.post("/v1/domains", status_code=201, response_model=DomainResponse, responses=DOCS["add_domain"])
+    @api.post("/domains", status_code=201, response_model=DomainResponse, responses=DOCS["add_domain"])
     async def add_domain(self, req: DomainRequest) -> DomainResponse:
         """Add a domain the model was not trained on (a new market or category), served zero-shot: onboard
         its items with ``POST /items``, count its interactions with ``POST /events``.  Content models only
@@ -469,14 +477,14 @@ class Recommender:
             raise ApiError(409, "duplicate_domain", str(e)) from None
         return DomainResponse(domain=req.domain, domains=self.domains.names())
 
-    @api.post("/v1/match", response_model=MatchResponse, responses=BAD)
-    @api.post("/match", response_model=MatchResponse, responses=BAD)
+    @api.post("/v1/match", response_model=MatchResponse, responses=DOCS["match"])
+    @api.post("/match", response_model=MatchResponse, responses=DOCS["match"])
     async def match(self, req: MatchRequest) -> MatchResponse:
         """Nearest pre-trained (and onboarded) items of a text by CDIM similarity."""
         return MatchResponse(items=await self._call(self.matcher.match, req.text, req.k, req.include_onboarded))
 
-    @api.post("/v1/events", response_model=EventsResponse, responses=BAD)
-    @api.post("/events", response_model=EventsResponse, responses=BAD)
+    @api.post("/v1/events", response_model=EventsResponse, responses=DOCS["events"])
+    @api.post("/events", response_model=EventsResponse, responses=DOCS["events"])
     async def events(self, req: EventsRequest) -> EventsResponse:
         """Record interactions: with a live-popularity model (PreRec) they move its popularity term (Z) and
         the popular fallback from the next time slot on, on every retriever replica."""
@@ -488,10 +496,8 @@ class Recommender:
         out = await self._call(self.retriever.add_events, [e.model_dump() for e in req.events], idempotent=False)
         return EventsResponse(**out)
 
-    @api.post("/v1/explain", response_model=ExplainResponse,
-              responses={**BAD, 404: {"model": ErrorResponse}, 504: {"model": ErrorResponse}})
-    @api.post("/explain", response_model=ExplainResponse,
-              responses={**BAD, 404: {"model": ErrorResponse}, 504: {"model": ErrorResponse}})
+    @api.post("/v1/explain", response_model=ExplainResponse, responses=DOCS["explain"])
+    @api.post("/explain", response_model=ExplainResponse, responses=DOCS["explain"])
     async def explain(self, req: ExplainRequest) -> ExplainResponse:
         """Why ``item_id`` may suit the user of ``history``: generated by the reranker slot's model when it
         is generative (UniMP), at most ``max_tokens`` tokens; 504 after ``explain_timeout_s``."""
@@ -506,27 +512,26 @@ class Recommender:
         return ExplainResponse(**out)
 
     # before the item route: its {item_id:path} would take ".../similar" as part of an id
-    @api.get("/v1/items/{item_id:path}/similar", response_model=SimilarResponse,
-             responses={404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}})
+    @api.get("/v1/items/{item_id:path}/similar", response_model=SimilarResponse, responses=DOCS["similar_items"])
     async def similar_items(self, item_id: str, k: int = Query(10, ge=1, le=MAX_K)) -> SimilarResponse:
         """The items nearest to ``item_id`` in its domain (trained or onboarded), by the served model's item
         vectors: "customers who liked this may like"; the item itself left out."""
         return SimilarResponse(**await self._call(self.retriever.similar, item_id, k))
 
-    @api.delete("/v1/items/{item_id:path}", response_model=DeleteResponse, responses={404: {"model": ErrorResponse}})
-    @api.delete("/items/{item_id:path}", response_model=DeleteResponse, responses={404: {"model": ErrorResponse}})
+    @api.delete("/v1/items/{item_id:path}", response_model=DeleteResponse, responses=DOCS["delete_item"])
+    @api.delete("/items/{item_id:path}", response_model=DeleteResponse, responses=DOCS["delete_item"])
     async def delete_item(self, item_id: str) -> DeleteResponse:
         """Remove an item (trained or onboarded) from recommendations, the fallback, /rank, /similar, /match and
         look-ups, on every replica at once.  Its id stays reserved (it cannot be onboarded again)."""
         return DeleteResponse(**await self._call(self.retriever.delete_item, item_id, idempotent=False))
 
-    @api.get("/v1/items/{item_id:path}", response_model=ItemOut, responses={404: {"model": ErrorResponse}})
-    @api.get("/items/{item_id:path}", response_model=ItemOut, responses={404: {"model": ErrorResponse}})
+    @api.get("/v1/items/{item_id:path}", response_model=ItemOut, responses=DOCS["get_item"])
+    @api.get("/items/{item_id:path}", response_model=ItemOut, responses=DOCS["get_item"])
     async def get_item(self, item_id: str) -> ItemOut:
         return ItemOut(**await self._call(self.retriever.get_item, item_id))
 
-    @api.get("/v1/health")
-    @api.get("/healthz")
+    @api.get("/v1/health", responses=DOCS["health"])
+    @api.get("/healthz", responses=DOCS["health"])
     async def healthz(self) -> dict[str, Any]:
         return {"status": "ok", "catalogue": await self._call(self.retriever.stats),
                 "matcher": await self._call(self.matcher.stats), "serving": self.description,
@@ -555,6 +560,7 @@ def build_app(args: RecommenderArgs) -> Application:
     def opts(name: str) -> dict[str, Any]:
         # Serve's default of 5 ongoing requests per replica makes the proxy queue and re-probe replicas
         # under load (CPU it cannot spare on 2 cores); the ingress must admit enough requests to batch them.
+        # the default: a Serve config's `ray_actor_options` for the deployment replace it as a whole
         o: dict[str, Any] = {"ray_actor_options": {"num_cpus": args.num_cpus},
                              "max_ongoing_requests": MAX_ONGOING[name]}
         if name in replicas:

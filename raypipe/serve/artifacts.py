@@ -10,6 +10,10 @@ Accepted layouts (:meth:`ServingSpec.resolve`):
   model) plus an optional CDIM directory.  A run directory inside an IDP pipeline directory finds its
   sibling ``cdim/`` and ``transfer_cdim/index`` by itself.
 
+* a **serving bundle** (:mod:`raypipe.serve.bundle`, ``raypipe bundle``): a run directory plus the item
+  popularity, attributes, feature views and CDIM files the app would otherwise read from the dataset, the
+  feature store and the pipeline directory, so the serving node needs none of them.
+
 Without a CDIM directory the matcher uses the packaged MiniLM untuned (IDP's ablation "w/o BCL"); the
 app reports which one it runs in ``/healthz``.  Without a saved CDIM index the matcher encodes the
 pre-trained items' texts at start-up (cached under the state directory).
@@ -24,7 +28,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -38,6 +42,7 @@ from raypipe.models.base import SequentialRecommender
 from raypipe.models.registry import build_model, get_spec
 from raypipe.data.catalogue import ItemCatalogue, load_views
 from raypipe.rundir import CONFIG_FILE, INDEX_FILE, WEIGHTS_FILE, load_weights
+from raypipe.serve import bundle as bundles
 from raypipe.train.run import load_features
 
 log = logging.getLogger(__name__)
@@ -96,6 +101,8 @@ class ServingSpec:
     live_popularity: bool = False
     #: how POST /items embeds a new item: ``cdim`` (IDP's matcher) or ``content`` (the model's projectors)
     onboarding: str = "cdim"
+    #: the serving bundle served (its files replace the dataset's), ``None`` for a run or pipeline directory
+    bundle: str | None = None
 
     @classmethod
     def resolve(cls, artifacts: str | Path, *, variant: str | None = None, cdim_dir: str | Path | None = None,
@@ -105,7 +112,21 @@ class ServingSpec:
         if not root.exists():
             raise FileNotFoundError(f"artifacts: {root} does not exist")
         pipeline: Path | None = None
-        if is_run_dir(root):
+        manifest: dict[str, Any] | None = None
+        if bundles.is_bundle(root):
+            manifest = bundles.read_manifest(root)
+            if variant is not None:
+                raise ValueError(f"variant: {root} is a serving bundle of one run ({manifest['model']}); "
+                                 "export another bundle to serve another variant")
+            if dataset is not None:
+                raise ValueError(f"dataset: {root} is a serving bundle, it carries its own popularity and "
+                                 "item attributes")
+            run = root
+            if cdim_dir is None and (root / bundles.CDIM_DIR / WEIGHTS_FILE).is_file():
+                cdim_dir = root / bundles.CDIM_DIR
+            if cdim_index is None and (root / bundles.CDIM_INDEX_DIR / "meta.json").is_file():
+                cdim_index = root / bundles.CDIM_INDEX_DIR
+        elif is_run_dir(root):
             run = root
             if (root.parent / "pretrain").is_dir() and (root.parent / "cdim").exists():
                 pipeline = root.parent
@@ -126,14 +147,21 @@ class ServingSpec:
         if cdim_dir is not None and not (Path(cdim_dir) / WEIGHTS_FILE).is_file():
             raise FileNotFoundError(f"cdim_dir: no {WEIGHTS_FILE} in {cdim_dir}")
         cfg = load_config(run / CONFIG_FILE)
-        data = Path(dataset).resolve() if dataset else find_dataset(cfg.data.dataset, [run])
-        if data is None:
-            log.warning("dataset %s of %s is not on this machine: no popularity fallback ranking by counts, "
-                        "no item attributes", cfg.data.dataset, run)
+        if manifest is not None:  # a bundle: nothing is read from the dataset
+            data = None
+        else:
+            data = Path(dataset).resolve() if dataset else find_dataset(cfg.data.dataset, [run])
+            if data is None:
+                log.warning("dataset %s of %s is not on this machine: no popularity fallback ranking by counts, "
+                            "no item attributes", cfg.data.dataset, run)
         index = ItemIndex.load(run / INDEX_FILE)
         domains = sorted(set(index.domains))
-        pretrained = _pretrained_domains(run, data, domains)
-        cdim_cfg = _cdim_config(pipeline)
+        if manifest is not None:
+            pretrained = [d for d in manifest["pretrained_domains"] if d in domains] or list(domains)
+            cdim_cfg = dict(manifest.get("cdim_config") or {})
+        else:
+            pretrained = _pretrained_domains(run, data, domains)
+            cdim_cfg = _cdim_config(pipeline)
         state = Path(state_dir).resolve() if state_dir else (pipeline or run) / "serve_state"
         caps = get_spec(cfg.model.name).capabilities
         live = "live_popularity" in caps and bool(getattr(cfg.model, "popularity", True))
@@ -153,12 +181,15 @@ class ServingSpec:
                         "are onboarded by CDIM instead of %s's own projectors", run, cfg.data.features, cfg.model.name)
         desc = {"run_dir": str(run), "model": cfg.model.name, "stage": cfg.run.stage, "mode": cfg.run.mode,
                 "live_popularity": live, "onboarding": method}
+        if manifest is not None:
+            desc.update({"bundle": str(root), "source_run": manifest["source"]["run_dir"]})
         if method == "cdim":
             desc.update({"cdim": str(cdim_dir) if cdim_dir else UNTUNED_CDIM,
                          "cdim_index": str(cdim_index) if cdim_index else "built from pre-trained item texts at start-up"})
         return cls(str(run), str(data) if data else None, str(Path(cdim_dir).resolve()) if cdim_dir else None,
                    str(Path(cdim_index).resolve()) if cdim_index else None, cdim_cfg, str(state), domains,
-                   pretrained, cfg.model.name, len(index), desc, live, method)
+                   pretrained, cfg.model.name, len(index), desc, live, method,
+                   str(root) if manifest is not None else None)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -176,6 +207,9 @@ def features_path(cfg: ExperimentConfig, run: Path) -> Path | None:
     """``data.features`` of a run, a relative path found from the working directory or the run's ancestors."""
     if cfg.data.features is None:
         return None
+    bundled = bundles.bundled_features(run)  # a bundle reads its own copy of the run's feature views
+    if bundled is not None:
+        return bundled
     store = Path(cfg.data.features)
     return store if store.is_absolute() else (find_relative(cfg.data.features, run) or store)
 
@@ -295,14 +329,48 @@ def popularity(dataset: str | Path | None, index: ItemIndex) -> np.ndarray:
 
 def item_attributes(dataset: str | Path | None, index: ItemIndex) -> pd.DataFrame:
     """Title, category, brand, description, price of the indexed items (indexed by ``item_id``)."""
-    cols = list(ATTRIBUTE_COLUMNS)
     if dataset is None:
-        return pd.DataFrame(columns=cols, index=pd.Index([], name="item_id"))
-    path = Path(dataset) / ITEMS_FILE
+        return pd.DataFrame(columns=list(ATTRIBUTE_COLUMNS), index=pd.Index([], name="item_id"))
+    return attributes_table(Path(dataset) / ITEMS_FILE, index)
+
+
+def attributes_table(path: str | Path, index: ItemIndex) -> pd.DataFrame:
+    """The :data:`ATTRIBUTE_COLUMNS` of the indexed items from a Parquet file with an ``item_id`` column (a
+    dataset's items or a bundle's item attributes); absent columns and items are missing values."""
+    cols = list(ATTRIBUTE_COLUMNS)
     have = set(pq.read_schema(path).names)
     t = pq.read_table(path, columns=["item_id"] + [c for c in cols if c in have]).to_pandas()
     t = t.drop_duplicates("item_id").set_index("item_id")
     return t.reindex(pd.Index(list(index.item_ids), name="item_id")).reindex(columns=cols)
+
+
+# ------------------------------------------------------------------- what a deployment serves from
+def serving_popularity(spec: Mapping[str, Any], index: ItemIndex) -> np.ndarray:
+    """:func:`popularity` of a resolved spec (``ServingSpec.to_dict()``): from its bundle, else its dataset."""
+    if spec.get("bundle"):
+        return bundles.read_popularity(spec["bundle"], index)
+    return popularity(spec["dataset"], index)
+
+
+def serving_events(spec: Mapping[str, Any], index: ItemIndex) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`dataset_events` of a resolved spec: from its bundle, else its dataset, else none."""
+    if spec.get("bundle"):
+        return bundles.read_events(spec["bundle"], index)
+    if spec["dataset"]:
+        return dataset_events(spec["dataset"], index)
+    return np.zeros(0, np.int64), np.zeros(0, np.int64)
+
+
+def serving_attributes(spec: Mapping[str, Any], index: ItemIndex) -> pd.DataFrame:
+    """:func:`item_attributes` of a resolved spec: from its bundle, else its dataset."""
+    if spec.get("bundle"):
+        return attributes_table(Path(spec["bundle"]) / bundles.ATTRIBUTES_FILE, index)
+    return item_attributes(spec["dataset"], index)
+
+
+def has_item_texts(spec: Mapping[str, Any]) -> bool:
+    """Whether the spec has item attributes to read texts from (a bundle or a dataset)."""
+    return bool(spec.get("bundle") or spec.get("dataset"))
 
 
 def weights_key(*paths: str | Path | None, extra: Any = None) -> str:

@@ -4,11 +4,20 @@
 
 * a body-size limit (pure ASGI middleware): a ``Content-Length`` above the limit, or a streamed body
   that grows past it, is answered 413 ``body_too_large`` without calling the endpoint; a malformed
-  ``Content-Length`` is 400;
+  ``Content-Length`` is 400.  The 413 keeps the connection open, so that the HTTP server (uvicorn, in
+  Serve's proxy or in a direct-ingress replica) reads and discards the rest of the body at the socket
+  and a client that sends its whole body before reading gets its answer; closing at once would make the
+  kernel reset the connection over the unread bytes, and such a client would see a reset instead of the
+  413 (see :class:`BodySizeLimit`);
 * handlers: malformed JSON → 400 ``malformed_json``; validation errors (wrong types, missing fields,
   out-of-range values, unknown fields) → 422 ``invalid_request`` with one entry per problem;
-  Starlette's 404/405 → ``not_found``/``method_not_allowed``; :class:`ApiError` → its status;
-  anything else → 500 ``internal_error`` (a bug, logged with its traceback).
+  Starlette's HTTP errors → :data:`_HTTP_CODES` (404/405 → ``not_found``/``method_not_allowed``);
+  :class:`ApiError` → its status; anything else → 500 ``internal_error`` (a bug, logged with its
+  traceback).
+
+Every ``error`` the app answers is one of the closed set :data:`raypipe.serve.schemas.ErrorCode` (the
+OpenAPI schema lists it; ``tests/serve/test_openapi.py`` scans this package for codes outside it), each
+with one HTTP status (:data:`ERROR_STATUS`).
 
 Deployments behind the ingress report expected failures as values (:func:`error_result`), not
 exceptions, so that they cross Ray's process boundary intact.
@@ -25,26 +34,49 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from raypipe.serve.schemas import ErrorCode
+
 log = logging.getLogger(__name__)
 
-_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 406: "not_acceptable",
-               409: "conflict", 413: "body_too_large", 415: "unsupported_media_type", 422: "invalid_request",
-               429: "too_many_requests", 503: "unavailable", 504: "timeout"}
+#: Starlette's HTTP errors (routing, FastAPI's body parsing) by status; any other 4xx is ``bad_request``,
+#: any other 5xx ``internal_error``
+_HTTP_CODES: dict[int, ErrorCode] = {
+    400: "bad_request", 404: "not_found", 405: "method_not_allowed", 406: "not_acceptable", 409: "conflict",
+    413: "body_too_large", 415: "unsupported_media_type", 422: "invalid_request", 429: "too_many_requests",
+    503: "unavailable", 504: "timeout"}
+
+#: the HTTP status of every error code; the keys are exactly ``ErrorCode``'s values (a Starlette error with
+#: a status missing from ``_HTTP_CODES`` keeps its status, as ``bad_request`` or ``internal_error``)
+ERROR_STATUS: dict[str, int] = {
+    **{code: status for status, code in _HTTP_CODES.items()},
+    "malformed_json": 400, "no_live_popularity": 400, "no_new_domains": 400, "no_reranker": 400,
+    "no_text_matcher": 400, "not_generative": 400,
+    "unknown_item": 404,
+    "duplicate_domain": 409, "duplicate_item": 409,
+    "duplicate_candidates": 422, "invalid_events": 422, "invalid_image": 422, "no_text": 422,
+    "unknown_domain": 422,
+    "internal_error": 500,
+}
+
+#: an oversized body declared (``Content-Length``) up to this size is answered 413 with the connection
+#: kept open, for the HTTP server to read and discard the rest; a larger one is answered with
+#: ``Connection: close`` (the client may then see a reset before it reads the 413)
+DRAIN_CAP_BYTES = 64 * 1024 * 1024
 
 
 class ApiError(Exception):
     """An expected request failure with its HTTP status, error code and reason."""
 
-    def __init__(self, status: int, error: str, detail: Any = None) -> None:
+    def __init__(self, status: int, error: ErrorCode, detail: Any = None) -> None:
         super().__init__(f"{status} {error}: {detail}")
         self.status, self.error, self.detail = status, error, detail
 
 
-def error_body(error: str, detail: Any = None) -> dict[str, Any]:
+def error_body(error: ErrorCode, detail: Any = None) -> dict[str, Any]:
     return {"error": error, "detail": jsonable_encoder(detail)}
 
 
-def error_result(status: int, error: str, detail: Any = None) -> dict[str, Any]:
+def error_result(status: int, error: ErrorCode, detail: Any = None) -> dict[str, Any]:
     """An expected failure as a value (returned by a deployment, re-raised by the ingress)."""
     return {"__error__": {"status": status, "error": error, "detail": detail}}
 
@@ -65,7 +97,23 @@ def _problems(exc: RequestValidationError) -> list[dict[str, Any]]:
 
 
 class BodySizeLimit:
-    """ASGI middleware: reject request bodies larger than ``limit()`` bytes with 413."""
+    """ASGI middleware: reject request bodies larger than ``limit()`` bytes with 413.
+
+    The 413 is sent as soon as the size is known to be too large (at once for a declared
+    ``Content-Length``; after ``limit`` bytes of a streamed body), without reading the rest through the
+    app: behind Serve's proxy every body chunk the replica reads crosses a Ray call.  The answer does not
+    close the connection, so uvicorn goes on reading the request's remaining bytes and drops them (its
+    parser discards the body of a request whose response is complete; nothing is buffered) and the client
+    finishes sending, then reads the 413.  Answering with ``Connection: close`` instead made uvicorn close
+    the socket with the client's bytes unread; the kernel then resets the connection, and a client that
+    was still sending (Python's ``http.client``; ``requests``/urllib3 swallow the send error and read the
+    answer) saw ``ConnectionResetError`` instead of the 413 (counts in docs/ARCHITECTURE.md, "Serving").
+    Exceptions, answered with ``Connection: close``: a declared body over :data:`DRAIN_CAP_BYTES` (not
+    worth receiving) and a malformed ``Content-Length`` (the body's end is unknown).  A streamed (chunked)
+    body past the limit has no declared size: the server discards it to its end.  (``Expect:
+    100-continue`` needs no case of its own: Serve's proxy, like a direct-ingress replica, reads the body
+    at once, so uvicorn has sent ``100 Continue`` before the app answers.)
+    """
 
     def __init__(self, app: Callable, limit: Callable[[], int]) -> None:
         self.app = app
@@ -84,11 +132,13 @@ class BodySizeLimit:
                 if n < 0:
                     raise ValueError
             except ValueError:
-                await _send_json(send, 400, error_body("bad_request", f"malformed Content-Length {declared!r}"))
+                await _send_json(send, 400, error_body("bad_request", f"malformed Content-Length {declared!r}"),
+                                 close=True)
                 return
             if n > limit:
                 await _send_json(send, 413, error_body("body_too_large", f"body of {n} bytes exceeds the "
-                                                                          f"limit of {limit} bytes"))
+                                                                          f"limit of {limit} bytes"),
+                                 close=n > max(DRAIN_CAP_BYTES, limit))
                 return
         # read the whole (bounded) body first, then replay it to the app
         chunks: list[bytes] = []
@@ -100,7 +150,8 @@ class BodySizeLimit:
             body = message.get("body", b"")
             size += len(body)
             if size > limit:
-                await _send_json(send, 413, error_body("body_too_large", f"body exceeds the limit of {limit} bytes"))
+                await _send_json(send, 413, error_body("body_too_large", f"body exceeds the limit of {limit} bytes"),
+                                 close=False)
                 return
             chunks.append(body)
             if not message.get("more_body", False):
@@ -117,11 +168,14 @@ class BodySizeLimit:
         await self.app(scope, replay, send)
 
 
-async def _send_json(send: Callable, status: int, body: dict) -> None:
+async def _send_json(send: Callable, status: int, body: dict, close: bool) -> None:
+    """Answer before the request's body was read: ``close`` ends the connection after the answer (unread
+    bytes then reset it); otherwise the server reads and discards the rest of the body."""
     raw = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode()),
-                            (b"connection", b"close")]})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": raw})
 
 
@@ -143,7 +197,7 @@ def install(app: FastAPI, limit: Callable[[], int]) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+        code = _HTTP_CODES.get(exc.status_code, "internal_error" if exc.status_code >= 500 else "bad_request")
         return JSONResponse(error_body(code, exc.detail), status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
 

@@ -10,8 +10,12 @@ Either a Serve config file (default: the repository's ``serve_apps/recommender.y
 :class:`raypipe.serve.schemas.RecommenderArgs`), not both (``serve run`` ignores the arguments of a
 config file).  The arguments of every app that runs the builder (``raypipe.serve.app:build_app``, or its
 former path ``serve_apps.recommender:build_app``) are validated
-and its artifacts resolved (:meth:`raypipe.serve.artifacts.ServingSpec.resolve`) first: a bad key or
-value or a missing run directory exits with code 2, naming it.  Ray is the cluster at ``--address`` /
+and its artifacts resolved (:meth:`raypipe.serve.artifacts.ServingSpec.resolve`) first, and so are its
+``deployments`` entries (which Ray Serve's schema reads leniently): each must name a deployment this app
+builds, with only keys Ray Serve knows, and ``ray_actor_options`` only with the keys of Ray's
+``RayActorOptionsSchema``, ``num_cpus`` included (Serve replaces the builder's options by them as a whole,
+so an entry without ``num_cpus`` would reserve a whole CPU per replica).  A bad key or value, a missing run
+directory or an unknown deployment exits with code 2, naming it.  Ray is the cluster at ``--address`` /
 ``$RAY_ADDRESS``, else a private local Ray on 127.0.0.1 (:func:`raypipe.runtime.init_ray`).  The app is
 in the installed package; the default config file is the checkout's ``serve_apps/recommender.yaml`` (an
 editable install), whose root also goes on the replicas' ``PYTHONPATH`` for configs that still name the
@@ -54,8 +58,15 @@ def parse_builder_args(items: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def check_recommender_args(args: dict[str, Any], where: str) -> None:
-    """Validate the builder's arguments and resolve what they serve, without Ray."""
+def app_deployments(onboarding: str, reranker: bool) -> list[str]:
+    """The deployments :func:`raypipe.serve.app.build_app` builds for a resolved spec."""
+    matcher = "ContentOnboarder" if onboarding == "content" else "CDIMMatcher"
+    return ["Recommender", "SequenceEncoder", "ANNRetriever", matcher] + (["Reranker"] if reranker else [])
+
+
+def check_recommender_args(args: dict[str, Any], where: str) -> list[str]:
+    """Validate the builder's arguments and resolve what they serve, without Ray; the names of the
+    deployments the app will have."""
     from pydantic import ValidationError
 
     from raypipe.serve.schemas import RecommenderArgs
@@ -70,12 +81,49 @@ def check_recommender_args(args: dict[str, Any], where: str) -> None:
     from raypipe.serve.artifacts import ServingSpec
 
     try:
-        ServingSpec.resolve(a.artifacts, variant=a.variant, cdim_dir=a.cdim_dir, cdim_index=a.cdim_index,
-                            state_dir=a.state_dir, dataset=a.dataset, onboarding=a.onboarding)
+        spec = ServingSpec.resolve(a.artifacts, variant=a.variant, cdim_dir=a.cdim_dir, cdim_index=a.cdim_index,
+                                   state_dir=a.state_dir, dataset=a.dataset, onboarding=a.onboarding)
     except (FileNotFoundError, ValueError, ConfigError, DataValidationError) as e:
         raise ServeArgsError(f"{where}: {e}") from None
     if a.reranker_run is not None and not Path(a.reranker_run).exists():
         raise ServeArgsError(f"{where}: reranker_run: {a.reranker_run} does not exist")
+    return app_deployments(spec.onboarding, a.reranker_run is not None)
+
+
+def check_deployments(entries: Any, built: list[str], where: str) -> None:
+    """A Serve config's ``deployments`` entries of the recommender app (raw YAML: Ray's schema ignores
+    unknown keys): known deployment names, Ray Serve's deployment keys, Ray's actor-option keys with
+    ``num_cpus``.  The problems, all named, in one :class:`ServeArgsError`."""
+    from ray.serve.schema import DeploymentSchema, RayActorOptionsSchema
+
+    problems = []
+    for j, d in enumerate(entries or []):
+        at = f"deployments[{j}]"
+        if not isinstance(d, dict):
+            continue  # ServeDeploySchema has rejected it already
+        name = d.get("name")
+        if name not in built:
+            problems.append(f"{at}.name: {name!r} is not a deployment of this app (it builds {', '.join(built)})")
+        else:
+            at = f"deployments[{name}]"
+        unknown = sorted(set(d) - set(DeploymentSchema.model_fields))
+        if unknown:
+            problems.append(f"{at}: unknown key(s) {unknown}")
+        opts = d.get("ray_actor_options")
+        if opts is None:
+            continue
+        if not isinstance(opts, dict):
+            problems.append(f"{at}.ray_actor_options: expected a mapping, got {type(opts).__name__}")
+            continue
+        unknown = sorted(set(opts) - set(RayActorOptionsSchema.model_fields))
+        if unknown:
+            problems.append(f"{at}.ray_actor_options: unknown key(s) {unknown}; Ray accepts "
+                            f"{sorted(RayActorOptionsSchema.model_fields)}")
+        if "num_cpus" not in opts:
+            problems.append(f"{at}.ray_actor_options: no num_cpus (these options replace the builder's as a "
+                            "whole: Serve would reserve 1 CPU per replica)")
+    if problems:
+        raise ServeArgsError(f"{where}: " + "; ".join(problems))
 
 
 def check_config_file(path: Path) -> None:
@@ -94,9 +142,10 @@ def check_config_file(path: Path) -> None:
     except ValidationError as e:
         bad = "; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors())
         raise ServeArgsError(f"--config {path}: {bad}") from None
-    for app in schema.applications:
+    for app, raw_app in zip(schema.applications, raw["applications"]):
         if app.import_path in (BUILDER, FORMER_BUILDER):
-            check_recommender_args(dict(app.args or {}), f"--config {path}: application {app.name!r} args")
+            built = check_recommender_args(dict(app.args or {}), f"--config {path}: application {app.name!r} args")
+            check_deployments(raw_app.get("deployments"), built, f"--config {path}: application {app.name!r}")
 
 
 def parser(prog: str | None = None) -> argparse.ArgumentParser:

@@ -2,6 +2,9 @@
 
 Requests are validated strictly: unknown fields, wrong JSON types (``"k": "10"``, ``"history": "a"``),
 out-of-range numbers and oversized lists are rejected with 422 before any deployment is called.
+
+Every request and response model carries an example (``json_schema_extra``), shown in the OpenAPI schema;
+:data:`ErrorCode` is the closed set of error codes the API answers with.
 """
 from __future__ import annotations
 
@@ -32,6 +35,9 @@ class _Strict(BaseModel):
 class RecommendRequest(_Strict):
     """``history``: item ids, oldest first (unknown ids are skipped and reported)."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"history": ["toys/B0A1B2C3D4", "toys/B0E5F6G7H8"], "domain": "toys", "k": 3, "exclude_history": True}]})
+
     history: list[ItemId] = Field(default_factory=list, max_length=MAX_HISTORY)
     domain: Domain | None = Field(None, description="recommend only items of this domain (None: any domain)")
     k: int = Field(10, ge=1, le=MAX_K)
@@ -45,6 +51,12 @@ class ScoredItem(BaseModel):
 
 
 class RecommendResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"items": [{"item_id": "toys/B0J1K2L3M4", "domain": "toys", "score": 4.18},
+                   {"item_id": "toys/B0N5P6Q7R8", "domain": "toys", "score": 3.95},
+                   {"item_id": "toys/B0S9T1U2V3", "domain": "toys", "score": 3.71}],
+         "domain": "toys", "k": 3, "fallback": None, "used_items": 2, "skipped_items": [], "reranked": False}]})
+
     items: list[ScoredItem]
     domain: str | None
     k: int
@@ -99,6 +111,10 @@ class NewItem(_Strict):
 
 
 class OnboardRequest(_Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"items": [{"item_id": "toys/NEW-1", "domain": "toys", "title": "ocean wave kite", "category": "Toys > Outdoor",
+                    "brand": "Skyline", "price": 9.5}]}]})
+
     items: list[NewItem] = Field(min_length=1, max_length=MAX_NEW_ITEMS)
 
     @model_validator(mode="after")
@@ -128,6 +144,12 @@ class OnboardedItemOut(BaseModel):
 
 
 class OnboardResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"items": [{"item_id": "toys/NEW-1", "domain": "toys", "method": "cdim", "views": ["text"],
+                    "neighbours": [{"item_id": "toys/B0J1K2L3M4", "similarity": 0.82, "weight": 0.36},
+                                   {"item_id": "toys/B0S9T1U2V3", "similarity": 0.74, "weight": 0.33}]}],
+         "catalogue_version": 1}]})
+
     items: list[OnboardedItemOut]
     catalogue_version: int = Field(description="number of items onboarded so far (all replicas)")
 
@@ -135,15 +157,23 @@ class OnboardResponse(BaseModel):
 class DomainRequest(_Strict):
     """A domain the served model was not trained on (a new market, category or platform)."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{"domain": "garden"}]})
+
     domain: Domain
 
 
 class DomainResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"domain": "garden",
+                                                                "domains": ["books", "garden", "toys"]}]})
+
     domain: str
     domains: list[str] = Field(description="every domain served now: the model's and those added")
 
 
 class MatchRequest(_Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"text": "ocean wave kite", "k": 2, "include_onboarded": True}]})
+
     text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT)]
     k: int = Field(10, ge=1, le=MAX_MATCH_K)
     include_onboarded: bool = True
@@ -164,6 +194,10 @@ class MatchedItem(BaseModel):
 
 
 class MatchResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"items": [{"item_id": "toys/NEW-1", "domain": "toys", "score": 0.97, "onboarded": True},
+                   {"item_id": "toys/B0J1K2L3M4", "domain": "toys", "score": 0.81, "onboarded": False}]}]})
+
     items: list[MatchedItem]
 
 
@@ -177,16 +211,27 @@ class EventIn(_Strict):
 
 
 class EventsRequest(_Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"events": [{"user_id": "u-42", "item_id": "toys/B0J1K2L3M4", "domain": "toys", "timestamp": 1767225600},
+                    {"user_id": "u-7", "item_id": "toys/NEW-1", "timestamp": 1767225660}]}]})
+
     events: list[EventIn] = Field(min_length=1, max_length=MAX_EVENTS)
 
 
 class EventsResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"accepted": 2, "stale": 0, "version": 120431}]})
+
     accepted: int = Field(description="events that enter a popularity window (now or from the next slot)")
     stale: int = Field(description="events too old to enter any window from now on (ignored)")
     version: int = Field(description="events counted so far by the replica that answered (seed + live)")
 
 
 class ItemOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"item_id": "toys/B0J1K2L3M4", "domain": "toys", "onboarded": False, "popularity": 37,
+         "recent_interactions": None, "title": "beach kite, 2 lines", "category": "Toys > Outdoor",
+         "brand": "Skyline", "description": None, "price": 12.99}]})
+
     item_id: str
     domain: str
     onboarded: bool
@@ -201,6 +246,9 @@ class ItemOut(BaseModel):
 
 
 class DeleteResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"item_id": "toys/NEW-1", "domain": "toys",
+                                                                "deleted": True}]})
+
     item_id: str
     domain: str
     deleted: bool = True
@@ -212,12 +260,21 @@ MAX_RANK_CANDIDATES = 1000
 class RankRequest(_Strict):
     """Score the client's own candidates for a history (``history`` as in ``/recommend``)."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"history": ["toys/B0A1B2C3D4"], "candidates": ["toys/B0J1K2L3M4", "books/B04CFTVGAY", "toys/NOPE"]}]})
+
     history: list[ItemId] = Field(default_factory=list, max_length=MAX_HISTORY)
     candidates: list[ItemId] = Field(min_length=1, max_length=MAX_RANK_CANDIDATES,
                                      description="distinct item ids, of any domains")
 
 
 class RankResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"items": [{"item_id": "toys/B0J1K2L3M4", "domain": "toys", "score": 4.18},
+                   {"item_id": "books/B04CFTVGAY", "domain": "books", "score": 1.02}],
+         "unknown_candidates": ["toys/NOPE"], "fallback": None, "used_items": 1, "skipped_items": [],
+         "reranked": False}]})
+
     items: list[ScoredItem] = Field(description="the known candidates, best first")
     unknown_candidates: list[str] = Field(description="candidate ids the served catalogue does not hold (unscored)")
     fallback: Literal["popular"] | None = Field(
@@ -228,6 +285,11 @@ class RankResponse(BaseModel):
 
 
 class SimilarResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"item_id": "toys/B0A1B2C3D4", "domain": "toys", "k": 2,
+         "items": [{"item_id": "toys/B0J1K2L3M4", "domain": "toys", "score": 3.3},
+                   {"item_id": "toys/NEW-1", "domain": "toys", "score": 2.9}]}]})
+
     item_id: str
     domain: str = Field(description="the item's domain, where its neighbours are searched")
     k: int
@@ -250,6 +312,10 @@ class ExplainRequest(_Strict):
 
 
 class ExplainResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"item_id": "books/B0XBUREA3R", "explanation": "another fast-paced mystery by an author you read twice",
+         "tokens": 11, "used_items": 2, "skipped_items": [], "model": "UniMP"}]})
+
     item_id: str
     explanation: str
     tokens: int = Field(description="generated tokens (at most max_tokens)")
@@ -258,9 +324,37 @@ class ExplainResponse(BaseModel):
     model: str
 
 
+#: every ``error`` code the API answers with, by HTTP status (raypipe.serve.errors.ERROR_STATUS maps them):
+#: a closed set, listed by the OpenAPI schema; tests/serve/test_openapi.py fails on a code used in
+#: raypipe/serve that is not here
+ErrorCode = Literal[
+    # 400
+    "bad_request", "malformed_json", "no_live_popularity", "no_new_domains", "no_reranker", "no_text_matcher",
+    "not_generative",
+    "not_found", "unknown_item",  # 404
+    "method_not_allowed",  # 405
+    "not_acceptable",  # 406
+    "conflict", "duplicate_domain", "duplicate_item",  # 409
+    "body_too_large",  # 413
+    "unsupported_media_type",  # 415
+    # 422
+    "invalid_request", "duplicate_candidates", "invalid_events", "invalid_image", "no_text", "unknown_domain",
+    "too_many_requests",  # 429
+    "internal_error",  # 500
+    "unavailable",  # 503
+    "timeout",  # 504
+]
+
+
 class ErrorResponse(BaseModel):
-    error: str
-    detail: object = None
+    """Every error answer (4xx, 5xx) of the API."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"error": "unknown_item",
+                                                                "detail": "no item 'toys/NOPE'"}]})
+
+    error: ErrorCode = Field(description="what failed, one of a closed set of codes (stable, for programs)")
+    detail: object = Field(None, description="why, for people: a reason, or the list of problems (invalid_request: "
+                                             "one {loc, msg, type} per problem)")
 
 
 class RecommenderArgs(BaseModel):
@@ -268,7 +362,8 @@ class RecommenderArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    artifacts: str = Field(description="an IDP pipeline directory or a run directory")
+    artifacts: str = Field(description="an IDP pipeline directory, a run directory or a serving bundle "
+                                       "(raypipe bundle)")
     variant: str | None = Field(None, description="run inside an IDP pipeline directory (default idp > "
                                                   "idp_zero_shot > pretrain)")
     cdim_dir: str | None = None
@@ -295,7 +390,8 @@ class RecommenderArgs(BaseModel):
                                                        "re-scores the retrieved candidates (the reranker slot)")
     rerank_depth: int = Field(3, ge=1, le=10, description="the reranker sees k * rerank_depth candidates")
     explain_timeout_s: float = Field(30.0, gt=0.0, description="POST /explain answers 504 after this long")
-    num_cpus: float = Field(0.1, gt=0.0, description="CPUs reserved per replica (fractional on small hosts)")
+    num_cpus: float = Field(0.1, gt=0.0, description="CPUs reserved per replica (fractional on small hosts) of the "
+                            "deployments whose ray_actor_options the Serve config does not set (those replace it)")
     onboarding: Literal["auto", "cdim", "content"] = Field(
         "auto", description="how POST /items embeds a new item: cdim (IDP's matcher), content (the served "
                             "model's projectors; needs the content_items capability); auto: content when the "
