@@ -48,6 +48,8 @@ COMMANDS: dict[str, Command] = {
     "tune": Command("raypipe.tune.cli", "main", "sweep a paper's published grid with Ray Tune (jobs/tune.py)"),
     "idp": Command("raypipe.pipelines.idp_cli", "main", "the whole IDP pipeline: features, pre-training, CDIM, "
                                                         "transfer, fine-tuning, evaluation (jobs/idp.py)"),
+    "benchmark": Command("raypipe.benchmark.cli", "main", "the leaderboard: every method and baseline on one protocol, "
+                                                         "one report (jobs/benchmark.py)", takes_prog=False),
     "serve": Command("raypipe.serve.launch", "main", "serve a trained run or IDP pipeline over HTTP with Ray Serve "
                                                      "(serve run serve_apps/recommender.yaml)"),
     "bundle": Command("raypipe.serve.bundle", "main", "export a trained run or IDP pipeline as a serving bundle: "

@@ -16,7 +16,7 @@ from raypipe.config import ConfigError, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).parent / "raypipe"  # the console script of this environment
-EXPECTED = {"data", "convert", "features", "pretrain", "finetune", "evaluate", "tune", "idp", "serve",
+EXPECTED = {"data", "convert", "features", "pretrain", "finetune", "evaluate", "tune", "idp", "benchmark", "serve",
             "bundle"}
 
 
@@ -109,6 +109,8 @@ def test_print_config_prints_the_resolved_yaml(no_ray: None, capsys: pytest.Capt
     (["bundle", "{missing}", "--out", "{out}/bundle"], "{missing}"),
     (["bundle", "{out}"], "--out"),
     (["bundle", "{out}", "--out", "{out}/b", "--onboarding", "clip"], "--onboarding"),
+    (["benchmark", "--methods", "sasrec,nosuchmethod"], "nosuchmethod"),
+    (["benchmark", "--budget", "forever"], "--budget"),
     (["nosuchcommand"], "nosuchcommand"),
 ])
 def test_bad_arguments_exit_2_before_ray_naming_them(argv: list[str], named: str, tmp_path: Path, no_ray: None,
@@ -139,7 +141,8 @@ def test_a_subcommand_whose_module_is_absent_fails_clearly(monkeypatch: pytest.M
 
 
 @pytest.mark.parametrize("job,module", [("tune", "raypipe.tune.cli"), ("idp", "raypipe.pipelines.idp_cli"),
-                                        ("extract_features", "raypipe.features.cli")])
+                                        ("extract_features", "raypipe.features.cli"),
+                                        ("benchmark", "raypipe.benchmark.cli")])
 def test_jobs_run_the_subcommands_code(job: str, module: str) -> None:
     spec = importlib.util.spec_from_file_location(f"job_{job}", REPO / "jobs" / f"{job}.py")
     mod = importlib.util.module_from_spec(spec)

@@ -76,11 +76,11 @@ def common_overrides(cfg: BenchmarkConfig, setting: Setting, method: Method, see
     lm = method.language_model
     out = [f"data.max_len={cfg.max_len}", "data.split_seed=0", f"train.seed={seed}", f"train.patience={b.patience}",
            f"train.valid_users={b.lm_valid_users if lm else b.valid_users}", "train.metric=ndcg@10",
-           f"eval.ks=[{','.join(map(str, KS))}]", "eval.exclude_seen=true",
+           f"eval.ks=[{','.join(map(str, KS))}]", "eval.exclude_seen=true", f"eval.n_neg={b.n_neg}",
            f"eval.test_users={b.test_users if b.test_users is not None else 'null'}",
            f"run.storage_path={Path(cfg.storage_path) / setting.name}", "data.eval_domains=[]"]
     if lm:
-        out += [f"train.max_rows={b.lm_rows}", "train.batch_size=8", "train.valid_protocol=sampled"]
+        out += [f"train.max_rows={b.lm_rows}", "train.batch_size=8"]
     else:
         out += [f"train.batch_size={b.batch_size}"]
     if "hidden" in _model_fields(method) and not lm:

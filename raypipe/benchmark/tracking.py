@@ -3,7 +3,7 @@
 ``tracker_callbacks("mlflow" | "tensorboard" | "none", root, experiment, run_name)`` gives the callbacks
 for :func:`raypipe.train.run.run_experiment` (``RunConfig(callbacks=...)``): Ray Train V2 calls
 ``after_report`` on its controller with every worker's epoch metrics, and rank 0's numeric metrics are
-logged per epoch.  The stores are local files by default:
+logged per epoch (``@`` becomes ``_at_``: ``valid/ndcg_at_10``).  The stores are local files by default:
 
 * ``mlflow``: an MLflow file store at ``<root>/tracking/mlruns`` (``mlflow ui --backend-store-uri
   <root>/tracking/mlruns``), one experiment per setting, one MLflow run per Ray Train run, created by the
@@ -28,6 +28,11 @@ TRACKERS: tuple[str, ...] = ("none", "mlflow", "tensorboard")
 
 def _numeric(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _tag(metric: str) -> str:
+    """A metric's name in both stores: ``@`` is not allowed there (``valid/ndcg@10`` → ``valid/ndcg_at_10``)."""
+    return metric.replace("@", "_at_")
 
 
 def check_tracker(tracker: str) -> None:
@@ -56,7 +61,7 @@ class TensorBoardCallback(UserCallback):
         step = int(m.get("epoch", 0))
         with SummaryWriter(self.logdir) as w:  # open per epoch: the controller may restart
             for k, v in m.items():
-                w.add_scalar(k, v, step)
+                w.add_scalar(_tag(k), v, step)
 
 
 def _mlflow_client(uri: str) -> Any:
@@ -79,7 +84,7 @@ class MLflowCallback(UserCallback):
         step = int(m.get("epoch", 0))
         client = _mlflow_client(self.uri)
         for k, v in m.items():
-            client.log_metric(self.run_id, k.replace("@", "_at_"), v, step=step)
+            client.log_metric(self.run_id, _tag(k), v, step=step)
 
 
 def mlflow_uri(root: Path) -> str:
