@@ -205,8 +205,11 @@ def _ndcg10(ranks: np.ndarray) -> np.ndarray:
 
 def can_sample(es: Any, n_neg: int) -> bool:
     """Whether every user has ``n_neg`` untouched catalogue items to draw the sampled protocol from."""
-    indptr, _ = es.seen_csr()
-    return bool(np.all(es.catalogue.size - np.diff(indptr) - 1 >= n_neg))
+    indptr, indices = es.seen_csr()
+    rows = np.repeat(np.arange(es.n_users), np.diff(indptr))
+    # touched items of the domain's catalogue (a mixed-flow history also holds other domains' items)
+    touched = np.isin(indices, es.catalogue) & (indices != es.target[rows])
+    return bool(np.all(es.catalogue.size - np.bincount(rows[touched], minlength=es.n_users) - 1 >= n_neg))
 
 
 def judge_run(run_dir: Path, method: Method, short: dict[str, dict[str, np.ndarray]] | None,

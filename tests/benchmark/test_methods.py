@@ -53,3 +53,16 @@ def test_a_bad_option_exits_2_before_ray_starts(capsys: pytest.CaptureFixture[st
         main(["--methods", "sasrec,upsr2"])
     assert e.value.code == 2 and "upsr2" in capsys.readouterr().err
     assert ray.is_initialized() == started
+
+
+def test_the_sampled_protocol_counts_only_the_domains_own_touched_items() -> None:
+    import numpy as np
+
+    from raypipe.benchmark.runner import can_sample
+    from raypipe.eval.protocols import EvalSet
+
+    # catalogue 1..6; user 0 touched 1, 2 and items 50, 51 of another domain; user 1 touched 1..4
+    es = EvalSet(history=np.array([[1, 2, 50, 51], [1, 2, 3, 4]]), target=np.array([3, 5]), catalogue=np.arange(1, 7))
+    assert can_sample(es.subset(np.array([0])), 3)  # 6 - {1, 2} - target = 3 untouched
+    assert not can_sample(es.subset(np.array([0])), 4)
+    assert not can_sample(es, 2)  # user 1: 6 - {1, 2, 3, 4} - target = 1 untouched
