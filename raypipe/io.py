@@ -13,6 +13,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only way to read it; done once, at import (umask is process-wide)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it over ``path``, else remove it."""
@@ -23,6 +32,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():  # mkstemp's 0600, not the permissions any other new file gets
+            os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
