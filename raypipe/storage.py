@@ -275,14 +275,15 @@ class _Stamp:
     mtime_ns: int | None
 
     @classmethod
-    def of(cls, uri: str) -> "_Stamp | None":
-        """The stamp of the run at ``uri`` now (``None``: its commit file is not there: unfinished)."""
+    def of(cls, uri: str, commit: str | None = None) -> "_Stamp | None":
+        """The stamp of the run at ``uri`` now (``None``: its commit file -- ``metrics.json`` unless
+        ``commit`` names another, e.g. a serving bundle's ``bundle.json`` -- is not there: unfinished)."""
         import pyarrow.fs
 
         from raypipe.rundir import COMMIT_FILE
 
         fs, root = resolve(uri)
-        info = fs.get_file_info(f"{root}/{COMMIT_FILE}")
+        info = fs.get_file_info(f"{root}/{commit or COMMIT_FILE}")
         if info.type != pyarrow.fs.FileType.File:
             return None
         return cls(uri, info.size, info.mtime_ns)
@@ -298,15 +299,16 @@ class _Stamp:
         (local / STAMP_FILE).write_text(json.dumps(self.__dict__))
 
 
-def publish_run(staging: str | os.PathLike[str], uri: str) -> Path:
-    """Upload the finished run written in ``staging`` to ``uri`` (commit file last) and keep ``staging``
-    as the local cached copy of ``uri``; returns that copy's path."""
+def publish_run(staging: str | os.PathLike[str], uri: str, commit: str | None = None) -> Path:
+    """Upload the finished run written in ``staging`` to ``uri`` (its commit file, ``metrics.json`` unless
+    ``commit`` names another, last) and keep ``staging`` as the local cached copy of ``uri``; returns that
+    copy's path."""
     from raypipe.io import replace_dir
     from raypipe.rundir import COMMIT_FILE
 
     staging = Path(staging)
-    upload_dir(staging, uri, last=COMMIT_FILE)
-    stamp = _Stamp.of(uri)
+    upload_dir(staging, uri, last=commit or COMMIT_FILE)
+    stamp = _Stamp.of(uri, commit)
     if stamp is not None:
         stamp.write(staging)
     dest = cache_dir(uri)
@@ -316,17 +318,18 @@ def publish_run(staging: str | os.PathLike[str], uri: str) -> Path:
     return dest
 
 
-def fetch_run(uri: str, attempts: int = 3) -> Path:
-    """The local copy of the finished run at ``uri``, downloaded (without Ray Train's checkpoints) unless
-    the cached copy is current.  :class:`FileNotFoundError` when ``uri`` holds no finished run."""
+def fetch_run(uri: str, attempts: int = 3, commit: str | None = None) -> Path:
+    """The local copy of the finished run at ``uri`` (finished: its commit file, ``metrics.json`` unless
+    ``commit`` names another, is there), downloaded (without Ray Train's checkpoints) unless the cached copy
+    is current.  :class:`FileNotFoundError` when ``uri`` holds no finished run."""
     from raypipe.rundir import COMMIT_FILE
 
     uri = str(uri).rstrip("/")
     dest = cache_dir(uri)
     for _ in range(attempts):
-        before = _Stamp.of(uri)
+        before = _Stamp.of(uri, commit)
         if before is None:
-            what = "does not exist" if not exists(uri) else f"holds no {COMMIT_FILE}: the run is unfinished"
+            what = "does not exist" if not exists(uri) else f"holds no {commit or COMMIT_FILE}: it is unfinished"
             raise FileNotFoundError(f"{uri} {what}")
         if _Stamp.read(dest) == before:
             return dest
@@ -334,7 +337,7 @@ def fetch_run(uri: str, attempts: int = 3) -> Path:
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
         try:
             files = _download_into(uri, tmp, lambda rel: not _run_files(rel))
-            if _Stamp.of(uri) != before:  # published again while we read it: read it again
+            if _Stamp.of(uri, commit) != before:  # published again while we read it: read it again
                 shutil.rmtree(tmp, ignore_errors=True)
                 continue
             before.write(tmp)

@@ -65,9 +65,16 @@ DOCS = {"recommend": responses("recommend", RecommendResponse), "rank": response
         "health": responses("health", HEALTH_EXAMPLE)}
 
 
+def _on_this_node(spec: dict[str, Any]) -> dict[str, Any]:
+    from raypipe.serve.artifacts import on_this_node
+
+    return on_this_node(spec)
+
+
 @serve.deployment
 class SequenceEncoder:
     def __init__(self, spec: dict[str, Any], max_batch: int, batch_wait_s: float) -> None:
+        spec = _on_this_node(spec)  # a bundle or run in storage: this node's copy
         pin_internal_grpc_to_loopback()
         from raypipe.serve.artifacts import load_model
         from raypipe.serve.encoder import HistoryEncoder
@@ -104,6 +111,7 @@ class SequenceEncoder:
 class ANNRetriever:
     def __init__(self, spec: dict[str, Any], ef_search: int, M: int, ef_construction: int,
                  popularity_clock: float | None = None) -> None:
+        spec = _on_this_node(spec)  # a bundle or run in storage: this node's copy
         pin_internal_grpc_to_loopback()
         import time
         from pathlib import Path
@@ -219,6 +227,7 @@ class ANNRetriever:
 class CDIMMatcher:
     def __init__(self, spec: dict[str, Any], top_m: int, ef_search: int, max_items: int | None,
                  max_batch: int) -> None:
+        spec = _on_this_node(spec)  # a bundle or run in storage: this node's copy
         pin_internal_grpc_to_loopback()
         from pathlib import Path
 
@@ -288,6 +297,7 @@ class ContentOnboarder:
     text and image are encoded live with the feature store's encoders (:mod:`raypipe.serve.content`)."""
 
     def __init__(self, spec: dict[str, Any]) -> None:
+        spec = _on_this_node(spec)  # a bundle or run in storage: this node's copy
         pin_internal_grpc_to_loopback()
         from pathlib import Path
 

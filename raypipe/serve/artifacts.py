@@ -20,13 +20,19 @@ pre-trained items' texts at start-up (cached under the state directory).
 
 Paths are made absolute when the spec is resolved (in the process that builds the app), because Serve
 replicas do not share the caller's working directory.
+
+``artifacts`` may also be a URI (``s3://``, ``gs://``, ``file://``) of a serving bundle (exported with
+``raypipe bundle ... --out <uri>``) or of a finished run: it is downloaded into the local cache
+(:mod:`raypipe.storage`), and each replica fetches its own copy on its node (:func:`on_this_node`).  The
+serve state then defaults to ``<cache>/serve_state/`` (the cached copy is replaced when the stored one
+changes).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -35,6 +41,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import torch
 
+from raypipe import storage
 from raypipe.config import ExperimentConfig, load_config
 from raypipe.data.schema import DATASET_FILE, INTERACTIONS_FILE, ITEMS_FILE, DatasetInfo
 from raypipe.data.sequences import ItemIndex
@@ -103,11 +110,23 @@ class ServingSpec:
     onboarding: str = "cdim"
     #: the serving bundle served (its files replace the dataset's), ``None`` for a run or pipeline directory
     bundle: str | None = None
+    #: a bundle or run read from storage (``s3://``, ``gs://``, ``file://``): its URI, and the local copy
+    #: every path above points into on the node that resolved it (:func:`on_this_node` moves them)
+    source_uri: str | None = None
+    local_copy: str | None = None
 
     @classmethod
     def resolve(cls, artifacts: str | Path, *, variant: str | None = None, cdim_dir: str | Path | None = None,
                 cdim_index: str | Path | None = None, state_dir: str | Path | None = None,
                 dataset: str | Path | None = None, onboarding: str = "auto") -> "ServingSpec":
+        if storage.is_uri(str(artifacts)):  # a bundle (or run) in storage: served from its local copy
+            uri = str(artifacts).rstrip("/")
+            local = fetch_stored(uri)
+            state = state_dir or storage.cache_root() / "serve_state" / storage.cache_dir(uri).name
+            spec = cls.resolve(local, variant=variant, cdim_dir=cdim_dir, cdim_index=cdim_index, state_dir=state,
+                               dataset=dataset, onboarding=onboarding)
+            spec.description["source_uri"] = uri
+            return replace(spec, source_uri=uri, local_copy=str(local))
         root = Path(artifacts).resolve()
         if not root.exists():
             raise FileNotFoundError(f"artifacts: {root} does not exist")
@@ -193,6 +212,28 @@ class ServingSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def fetch_stored(uri: str) -> Path:
+    """The local copy of a serving bundle (``bundle.json``) or a finished run (``metrics.json``) at ``uri``,
+    downloaded unless the cached copy is current."""
+    if storage.exists(storage.join(uri, bundles.BUNDLE_FILE)):
+        return storage.fetch_run(uri, commit=bundles.BUNDLE_FILE)
+    return storage.fetch_run(uri)
+
+
+def on_this_node(spec: dict[str, Any]) -> dict[str, Any]:
+    """A replica's view of a spec (:meth:`ServingSpec.to_dict`): for a spec resolved from a URI, the stored
+    bundle or run fetched into this node's cache (nothing to do when it is current) and every path moved
+    from the resolving node's copy into it; any other spec as it is."""
+    uri, copy = spec.get("source_uri"), spec.get("local_copy")
+    if not uri or not copy:
+        return spec
+    local = str(fetch_stored(uri))
+    if local == copy:
+        return spec
+    return {k: local + v[len(copy):] if isinstance(v, str) and (v == copy or v.startswith(copy + "/")) else v
+            for k, v in spec.items()} | {"local_copy": local}
 
 
 def _live_store(cfg: ExperimentConfig, run: Path) -> Path | None:

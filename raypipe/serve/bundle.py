@@ -362,7 +362,8 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("artifacts", help="an IDP pipeline directory, a run directory or a bundle (what "
                                      "`raypipe serve artifacts=...` takes)")
-    p.add_argument("--out", required=True, type=Path, help="the bundle directory to write (new or empty)")
+    p.add_argument("--out", required=True, help="the bundle directory to write (new or empty), or a storage URI "
+                                               "(s3://, gs://, file://): exported locally, then published there")
     p.add_argument("--variant", help="the run inside an IDP pipeline directory (default idp > idp_zero_shot > "
                                      "pretrain)")
     p.add_argument("--force", action="store_true", help="replace a non-empty --out as a whole")
@@ -382,20 +383,32 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
 
     if not Path(ns.artifacts).exists():
         p.error(f"artifacts: {ns.artifacts} does not exist")
+    from raypipe import storage
+
+    uri = str(ns.out).rstrip("/") if storage.is_uri(str(ns.out)) else None
     try:
-        check_out_dir(Path(ns.out).absolute(), ns.force)
-    except BundleError as e:
+        if uri is None:
+            check_out_dir(Path(ns.out).absolute(), ns.force)
+        else:  # exported into a local staging directory, then published (bundle.json last)
+            storage.check(uri)
+            if storage.is_nonempty_dir(uri) and not ns.force:
+                raise BundleError(f"--out: {uri} is not empty; pass --force to replace it")
+    except (BundleError, storage.StorageError) as e:
         p.error(str(e))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from raypipe.config import ConfigError
     from raypipe.data.schema import DataValidationError
 
+    target = storage.staging_dir(uri) if uri else ns.out
     try:
-        out = export_bundle(ns.artifacts, ns.out, ns.variant, cdim_dir=ns.cdim_dir, cdim_index=ns.cdim_index,
-                            dataset=ns.dataset, onboarding=ns.onboarding, force=ns.force)
+        out = export_bundle(ns.artifacts, target, ns.variant, cdim_dir=ns.cdim_dir, cdim_index=ns.cdim_index,
+                            dataset=ns.dataset, onboarding=ns.onboarding, force=ns.force or uri is not None)
     except (FileNotFoundError, ValueError, ConfigError, DataValidationError) as e:  # BundleError is a ValueError
         p.error(str(e))
     m = read_manifest(out)
+    if uri:
+        storage.publish_run(out, uri, commit=BUNDLE_FILE)
+        out = uri
     size = sum(f["bytes"] for f in m["files"].values())
     print(f"{out}: {m['model']} ({m['stage']}), {m['num_items']} items in {len(m['domains'])} domains, "
           f"onboarding {m['onboarding']}, {len(m['files'])} files, {size / 2**20:.1f} MiB")

@@ -159,6 +159,36 @@ def test_the_command_exports_and_names_bad_arguments(idp_artifacts: Path, tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cli"]
 
 
+def test_a_bundle_published_to_storage_is_served_from_each_nodes_own_copy(
+        idp_artifacts: Path, tmp_path: Path, monkeypatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from raypipe.serve.artifacts import on_this_node
+
+    uri = (tmp_path / "store" / "idp-bundle").as_uri()
+    monkeypatch.setenv("RAYPIPE_CACHE", str(tmp_path / "node-a"))
+    assert commands.main(["bundle", str(idp_artifacts), "--out", uri]) == 0
+    assert f"raypipe serve artifacts={uri}" in capsys.readouterr().out
+    assert verify_bundle(tmp_path / "store" / "idp-bundle")
+    with pytest.raises(SystemExit) as e:  # published once: a second export must say --force
+        commands.main(["bundle", str(idp_artifacts), "--out", uri])
+    assert e.value.code == 2 and f"--out: {uri} is not empty" in capsys.readouterr().err
+    spec = ServingSpec.resolve(uri)  # node A (the one that builds the app): its cached copy
+    a = tmp_path / "node-a"
+    assert spec.source_uri == uri and spec.bundle and spec.bundle.startswith(str(a))
+    assert spec.run_dir.startswith(str(a)) and spec.state_dir.startswith(str(a / "serve_state"))
+    assert spec.cdim_dir and spec.cdim_dir.startswith(str(a))
+    # a replica on node B: its own copy, every path moved into it
+    monkeypatch.setenv("RAYPIPE_CACHE", str(tmp_path / "node-b"))
+    b = on_this_node(spec.to_dict())
+    for key in ("run_dir", "bundle", "cdim_dir", "cdim_index", "local_copy"):
+        assert b[key].startswith(str(tmp_path / "node-b")) and Path(b[key]).exists(), key
+    assert b["state_dir"] == spec.state_dir  # not inside the copy: kept
+    model, index, _ = load_model(b["run_dir"])
+    assert len(index) == spec.num_items
+    assert on_this_node(b) == b  # current: nothing fetched or moved
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        ServingSpec.resolve((tmp_path / "store" / "nothing").as_uri())
+
+
 def test_the_app_serves_from_the_bundle_with_no_dataset_on_the_machine(
         serve_port: int, bundle: Path, idp_artifacts: Path, tiny_dataset: Path, tmp_path_factory,
         monkeypatch: pytest.MonkeyPatch) -> None:
