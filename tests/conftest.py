@@ -43,3 +43,17 @@ def tiny_store(ray_local, tiny_dataset: Path, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny-store")
     extract_features(FeatureConfig(dataset=str(tiny_dataset), out=str(out), views=["text", "image"]))
     return out
+
+
+@pytest.fixture
+def no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Starting Ray fails the test: whatever a rejection does must happen before."""
+    import ray
+
+    import raypipe.runtime
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise AssertionError("Ray was started")
+
+    monkeypatch.setattr(raypipe.runtime, "init_ray", boom)
+    monkeypatch.setattr(ray, "init", boom)

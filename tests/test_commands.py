@@ -26,20 +26,6 @@ def _script(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, timeout=600, cwd=REPO)
 
 
-@pytest.fixture
-def no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Starting Ray fails the test: whatever a rejection does must happen before."""
-    import ray
-
-    import raypipe.runtime
-
-    def boom(*args: object, **kwargs: object) -> None:
-        raise AssertionError("Ray was started")
-
-    monkeypatch.setattr(raypipe.runtime, "init_ray", boom)
-    monkeypatch.setattr(ray, "init", boom)
-
-
 def _exit_code(argv: list[str]) -> int:
     try:
         return commands.main(argv)

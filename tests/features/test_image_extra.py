@@ -88,30 +88,28 @@ def test_missing_open_clip_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
     _names(err, "open_clip_torch")
 
 
-def test_a_missing_dependency_inside_the_extra_is_the_one_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    """timm installed but torchvision (which timm imports) not: the error names torchvision."""
+def _timm_import_fails_on(monkeypatch: pytest.MonkeyPatch, module: str) -> None:
+    """``import timm`` raises ModuleNotFoundError for ``module`` (a dependency of timm's)."""
     real = encoders.importlib.import_module
 
     def fake(name: str, package: str | None = None):
         if name == "timm":
-            raise ModuleNotFoundError("No module named 'torchvision'", name="torchvision")
+            raise ModuleNotFoundError(f"No module named {module!r}", name=module)
         return real(name, package)
 
     monkeypatch.setattr(encoders.importlib, "import_module", fake)
+
+
+def test_a_missing_dependency_inside_the_extra_is_the_one_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """timm installed but torchvision (which timm imports) not: the error names torchvision."""
+    _timm_import_fails_on(monkeypatch, "torchvision")
     with pytest.raises(ImageExtraMissingError) as err:
         encoders.build_timm(ModelSpec("timm", "resnet18"))
     _names(err, "torchvision")
 
 
 def test_another_missing_module_is_not_blamed_on_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = encoders.importlib.import_module
-
-    def fake(name: str, package: str | None = None):
-        if name == "timm":
-            raise ModuleNotFoundError("No module named 'somethingelse'", name="somethingelse")
-        return real(name, package)
-
-    monkeypatch.setattr(encoders.importlib, "import_module", fake)
+    _timm_import_fails_on(monkeypatch, "somethingelse")
     with pytest.raises(ModuleNotFoundError) as err:
         encoders.build_timm(ModelSpec("timm", "resnet18"))
     assert not isinstance(err.value, ImageExtraMissingError) and err.value.name == "somethingelse"

@@ -32,19 +32,6 @@ def run_dir(tmp_path: Path) -> Path:
     return run
 
 
-@pytest.fixture
-def no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
-    import ray
-
-    import raypipe.runtime
-
-    def boom(*args: object, **kwargs: object) -> None:
-        raise AssertionError("Ray was started")
-
-    monkeypatch.setattr(raypipe.runtime, "init_ray", boom)
-    monkeypatch.setattr(ray, "init", boom)
-
-
 def repo_config() -> dict[str, Any]:
     return yaml.safe_load((ROOT / "serve_apps" / "recommender.yaml").read_text())
 

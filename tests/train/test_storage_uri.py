@@ -22,20 +22,6 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
-@pytest.fixture
-def no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Starting Ray fails the test: whatever a rejection does must happen before."""
-    import ray
-
-    import raypipe.runtime
-
-    def boom(*args: object, **kwargs: object) -> None:
-        raise AssertionError("Ray was started")
-
-    monkeypatch.setattr(raypipe.runtime, "init_ray", boom)
-    monkeypatch.setattr(ray, "init", boom)
-
-
 def _uri(path: Path) -> str:
     return path.resolve().as_uri()  # file:///...
 
