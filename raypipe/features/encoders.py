@@ -208,13 +208,11 @@ def parse_cross_model(spec: str) -> ModelSpec:
     return ModelSpec("open_clip", arch, ckpt)
 
 
-def file_hash(path: str | Path, chunk: int = 1 << 22) -> str:
-    """SHA-256 (first 16 hex digits) of a whole file, read in chunks."""
-    h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()[:16]
+def file_hash(path: str | Path) -> str:
+    """SHA-256 (first 16 hex digits) of a whole file."""
+    from raypipe.io import sha256_file
+
+    return sha256_file(path)[:16]
 
 
 def weights_id(spec: ModelSpec) -> str:

@@ -68,7 +68,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import importlib.metadata
 import json
 import logging
@@ -83,7 +82,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from raypipe.io import atomic_dir
+from raypipe.io import atomic_dir, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -229,11 +228,7 @@ class _ReadWriteLock:
 # files
 # --------------------------------------------------------------------------------------------------
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(4 * 1024**2), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 def _write_labels(path: Path, ids: Sequence[str], domains: Sequence[str | None], deleted: np.ndarray) -> None:

@@ -14,7 +14,6 @@
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -22,6 +21,8 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from raypipe.io import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +49,7 @@ def packaged_gguf() -> Path:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 def models_root() -> Path:

@@ -46,7 +46,6 @@ names; a store extracted with other weights needs them at the same path on the s
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -55,6 +54,8 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
+
+from raypipe.io import sha256_file
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -343,11 +344,7 @@ def _files(root: Path) -> list[str]:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 def _readable(path: Path) -> None:
