@@ -10,7 +10,7 @@ Every run goes through :func:`raypipe.train.run.run_experiment` (IDP through its
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 
@@ -109,7 +109,6 @@ class Budget:
     n_neg: int = 100
     hidden: int = 64
     batch_size: int = 256
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 BUDGETS: dict[str, Budget] = {b.name: b for b in (

@@ -63,7 +63,7 @@ def summarise(results: dict[str, dict[str, dict[str, Any]]], cfg: BenchmarkConfi
     from raypipe.eval.significance import paired_bootstrap
     from raypipe.meta import run_meta
 
-    out: dict[str, Any] = {"config": {k: v for k, v in asdict(cfg).items() if k != "extra"},
+    out: dict[str, Any] = {"config": asdict(cfg),
                            "budget": asdict(cfg.plan), "meta": run_meta({"train": None, "split": 0, "eval": 0}),
                            "settings": {}}
     out["config"]["seeds"] = list(cfg.seeds)

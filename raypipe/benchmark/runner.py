@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
 
@@ -52,7 +52,6 @@ class BenchmarkConfig:
     tracker: Literal["none", "mlflow", "tensorboard"] = "none"
     #: the same runs judged again (the result files are rewritten; the run directories are reused)
     rejudge: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def plan(self) -> Budget:
