@@ -36,6 +36,9 @@ class Method:
     language_model: bool = False
     #: extra overrides of the fine-tuning (or only) run
     finetune: tuple[str, ...] = ()
+    #: the target run trains to early stopping (the budget's converge epochs and patience), not to the
+    #: fine-tuning cap every other method shares
+    converge: bool = False
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (
@@ -45,6 +48,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            ("model.name=content_last_item",), trains=False, views=("text",)),
     Method("gru4rec", "GRU4Rec on the target, item IDs", ("model.name=gru4rec", "model.loss=ce")),
     Method("sasrec", "SASRec on the target, item IDs", ("model.name=sasrec", "model.loss=ce")),
+    Method("sasrec_converged", "SASRec on the target, trained to early stopping (not the shared epoch cap)",
+           ("model.name=sasrec", "model.loss=ce"), converge=True),
     Method("bert4rec", "BERT4Rec on the target, item IDs", ("model.name=bert4rec",)),
     Method("idp", "IDP: SASRec pre-trained on the sources, target ID rows through CDIM", (),
            pretrained=True, pipeline="idp", views=("text",)),
@@ -105,6 +110,9 @@ class Budget:
     lm_epochs: int
     #: the first stage's shortlist re-ranked by the rerankers
     rerank_top_n: int
+    #: methods with ``converge``: an epoch cap and patience that let the target run stop by itself
+    converge_epochs: int = 200
+    converge_patience: int = 10
     #: negatives of the sampled protocol (a domain where some user has fewer untouched items skips it)
     n_neg: int = 100
     hidden: int = 64
@@ -114,7 +122,8 @@ class Budget:
 BUDGETS: dict[str, Budget] = {b.name: b for b in (
     # every method once, in minutes on `tiny` (the end-to-end test)
     Budget("quick", pretrain_epochs=1, finetune_epochs=1, patience=1, event_epochs=1, valid_users=50,
-           lm_valid_users=5, test_users=20, lm_rows=16, lm_epochs=1, rerank_top_n=10, n_neg=20, hidden=32),
+           lm_valid_users=5, test_users=20, lm_rows=16, lm_epochs=1, rerank_top_n=10, n_neg=20, hidden=32,
+           converge_epochs=1, converge_patience=1),
     # a 2-CPU machine's budget: the short runs of docs/RESULTS.md
     Budget("short", pretrain_epochs=6, finetune_epochs=8, patience=3, event_epochs=2, valid_users=1000,
            lm_valid_users=30, test_users=300, lm_rows=200, lm_epochs=2, rerank_top_n=20),

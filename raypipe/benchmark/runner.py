@@ -89,6 +89,8 @@ def common_overrides(cfg: BenchmarkConfig, setting: Setting, method: Method, see
 
 def _epochs(cfg: BenchmarkConfig, method: Method, stage: str) -> list[str]:
     b = cfg.plan
+    if method.converge and stage != "pretrain":
+        return [f"train.epochs={b.converge_epochs}", f"train.patience={b.converge_patience}"]
     if method.language_model:
         return [f"train.epochs={b.lm_epochs}"]
     if method.per_event:

@@ -15,8 +15,8 @@ def test_the_reference_always_runs_first_then_the_table_order() -> None:
 
 
 def test_the_table_holds_every_method_and_baseline_of_the_issue() -> None:
-    assert set(METHODS) == {"random", "pop", "sbert_last", "gru4rec", "sasrec", "bert4rec", "idp", "unisrec",
-                            "unim2rec", "prerec", "upsr", "unimp"}
+    assert set(METHODS) == {"random", "pop", "sbert_last", "gru4rec", "sasrec", "sasrec_converged", "bert4rec", "idp",
+                            "unisrec", "unim2rec", "prerec", "upsr", "unimp"}
     # the language models re-rank; everything else is judged on the whole catalogue too
     assert {m for m, x in METHODS.items() if not x.full_ranking} == {"upsr", "unimp"}
     assert {m for m, x in METHODS.items() if x.pretrained} == {"idp", "unisrec", "unim2rec", "prerec", "upsr"}
@@ -66,3 +66,15 @@ def test_the_sampled_protocol_counts_only_the_domains_own_touched_items() -> Non
     assert can_sample(es.subset(np.array([0])), 3)  # 6 - {1, 2} - target = 3 untouched
     assert not can_sample(es.subset(np.array([0])), 4)
     assert not can_sample(es, 2)  # user 1: 6 - {1, 2, 3, 4} - target = 1 untouched
+
+
+def test_a_converging_method_gets_its_own_epochs_and_patience_after_the_shared_ones() -> None:
+    from raypipe.benchmark.runner import BenchmarkConfig, common_overrides, _epochs
+
+    cfg = BenchmarkConfig(budget="short")
+    over = common_overrides(cfg, settings("small")["builtin"], METHODS["sasrec_converged"], 0) + _epochs(
+        cfg, METHODS["sasrec_converged"], "finetune")
+    # the last value of a key wins: 200 epochs, patience 10, after the shared patience 3
+    assert [o for o in over if o.startswith("train.patience=")] == ["train.patience=3", "train.patience=10"]
+    assert _epochs(cfg, METHODS["sasrec"], "finetune") == ["train.epochs=8"]
+    assert "train.epochs=200" in over
