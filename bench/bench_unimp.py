@@ -615,9 +615,11 @@ def markdown(results: dict[str, Any]) -> str:
                 for k, v in b.items() if k.startswith("selection_")]
         if sel:
             lines += ["", "### Multi-modal selection (1-3 positives among 6 candidates; mean per user)", "",
-                      "| Method | Domain | Precision | Recall | F1 | Prompts |", "|---|---|---:|---:|---:|---:|"]
-            lines += [f"| {n} | {d} | {_f(m['precision'])} | {_f(m['recall'])} | {_f(m['f1'])} | {m['n']} |"
-                      for n, d, m in sel]
+                      "| Method | Domain | Precision | Recall | F1 | Mean chosen | Empty | Prompts |",
+                      "|---|---|---:|---:|---:|---:|---:|---:|"]
+            # results written before the chosen-set sizes were recorded show "–" there
+            lines += [f"| {n} | {d} | {_f(m['precision'])} | {_f(m['recall'])} | {_f(m['f1'])} | "
+                      f"{_f(m.get('mean_chosen'))} | {_f(m.get('empty_share'))} | {m['n']} |" for n, d, m in sel]
     return "\n".join(lines) + "\n"
 
 

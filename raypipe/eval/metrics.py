@@ -59,7 +59,9 @@ def _as_ranks(ranks: np.ndarray | Sequence[float]) -> np.ndarray:
 
 def set_prf(selected: Sequence[Sequence[int]], positives: Sequence[Sequence[int]]) -> dict[str, float]:
     """Precision, recall and F1 of chosen sets against true sets, each per user then averaged (the
-    selection task of UniMP).  An empty choice has precision 0; F1 is 0 where P + R is 0."""
+    selection task of UniMP).  An empty choice has precision 0; F1 is 0 where P + R is 0.  Also the mean
+    size of the chosen sets and the share of empty choices (a model that chooses nothing scores 0 on all
+    three, and these say so)."""
     if len(selected) != len(positives):
         raise ValueError(f"{len(selected)} choices for {len(positives)} users")
     p, r, f = [], [], []
@@ -73,7 +75,9 @@ def set_prf(selected: Sequence[Sequence[int]], positives: Sequence[Sequence[int]
         r.append(ri)
         f.append(2 * pi * ri / (pi + ri) if pi + ri > 0 else 0.0)
     n = max(len(p), 1)
-    return {"precision": sum(p) / n, "recall": sum(r) / n, "f1": sum(f) / n, "n": len(p)}
+    sizes = [len(set(c)) for c in selected]
+    return {"precision": sum(p) / n, "recall": sum(r) / n, "f1": sum(f) / n, "n": len(p),
+            "mean_chosen": sum(sizes) / n, "empty_share": sum(x == 0 for x in sizes) / n}
 
 
 def _check_k(k: int) -> None:

@@ -132,5 +132,6 @@ def test_set_precision_recall_f1_by_hand() -> None:
     assert m["precision"] == pytest.approx((0.5 + 0 + 1 / 3) / 3)
     assert m["recall"] == pytest.approx((0.5 + 0 + 1) / 3)
     assert m["f1"] == pytest.approx((0.5 + 0 + 0.5) / 3) and m["n"] == 3
+    assert m["mean_chosen"] == pytest.approx(5 / 3) and m["empty_share"] == pytest.approx(1 / 3)
     with pytest.raises(ValueError, match="at least one positive"):
         set_prf([[1]], [[]])
