@@ -69,7 +69,8 @@ def summarise(results: dict[str, dict[str, dict[str, Any]]], cfg: BenchmarkConfi
     out["config"]["seeds"] = list(cfg.seeds)
     for setting, by_seed in results.items():
         methods = [m for m in METHODS if any(m in r for r in by_seed.values())]
-        s: dict[str, Any] = {"methods": {}, "paired": {}}
+        # the table's order (the JSON file sorts its keys)
+        s: dict[str, Any] = {"methods": {}, "paired": {}, "order": methods}
         for m in methods:
             done = _done(by_seed, m)
             if not done:
@@ -123,6 +124,11 @@ def summarise(results: dict[str, dict[str, dict[str, Any]]], cfg: BenchmarkConfi
     return out
 
 
+def _rows(s: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """``(method, row)`` in the table's order."""
+    return [(m, s["methods"][m]) for m in s.get("order", list(s["methods"]))]
+
+
 def _domains(s: dict[str, Any], proto: str) -> list[str]:
     return sorted({d for row in s["methods"].values() for d in row.get("protocols", {}).get(proto, {})})
 
@@ -135,7 +141,7 @@ def tables(board: dict[str, Any], setting: str) -> list[Table]:
         if not domains:
             continue
         rows = []
-        for m, row in s["methods"].items():
+        for m, row in _rows(s):
             per = row.get("protocols", {}).get(proto)
             if not per:
                 continue
@@ -150,7 +156,8 @@ def tables(board: dict[str, Any], setting: str) -> list[Table]:
     # paired tests against the reference: A − SASRec (p) per domain, per seed
     for proto, per_method in s["paired"].items():
         rows = []
-        for m, per_domain in per_method.items():
+        for m, per_domain in sorted(per_method.items(), key=lambda kv: s.get("order", []).index(kv[0])
+                                    if kv[0] in s.get("order", []) else len(s.get("order", []))):
             for d, per_seed in sorted(per_domain.items()):
                 cells = [f"{v['diff']:+.4f} ({v['p_value']:.3f})" for _, v in sorted(per_seed.items())]
                 rows.append([m, d, " / ".join(cells), str(sum(v["p_value"] < 0.05 and v["diff"] > 0
@@ -161,7 +168,7 @@ def tables(board: dict[str, Any], setting: str) -> list[Table]:
                           "seeds worse (p<.05)"], rows))
     # zero-shot against fine-tuned, on each pre-trained method's main protocol
     rows = []
-    for m, row in s["methods"].items():
+    for m, row in _rows(s):
         if not row.get("zero_shot"):
             continue
         proto = next(iter(row["protocols"]))
@@ -175,7 +182,7 @@ def tables(board: dict[str, Any], setting: str) -> list[Table]:
     labels = [f"{int(FEW_SHOT_EDGES[g])}–{'' if not np.isfinite(FEW_SHOT_EDGES[g + 1]) else int(FEW_SHOT_EDGES[g + 1]) - 1}"
               for g in range(len(FEW_SHOT_EDGES) - 1)]
     rows = []
-    for m, row in s["methods"].items():
+    for m, row in _rows(s):
         if row.get("few_shot"):
             vals = [[x for d in row["few_shot"] for x in row["few_shot"][d].get(str(g), [])] for g in range(len(labels))]
             rows.append([m] + [f"{np.mean(v):.4f}" if v else "–" for v in vals])
@@ -184,7 +191,7 @@ def tables(board: dict[str, Any], setting: str) -> list[Table]:
                          ["Method"] + labels, rows, "Mean over domains and seeds, each method's main protocol."))
     # cost
     rows = []
-    for m, row in s["methods"].items():
+    for m, row in _rows(s):
         if row["status"] != "done":
             rows.append([m, "n/a", "", "", "", "", row.get("reason", "")])
             continue
@@ -217,7 +224,7 @@ def figures(board: dict[str, Any], setting: str) -> list[tuple[str, str]]:
     fig, axes = plt.subplots(1, len(protos), figsize=(5 * len(protos), 3.6), squeeze=False)
     for ax, proto in zip(axes[0], protos):
         names, means, sds = [], [], []
-        for m, row in s["methods"].items():
+        for m, row in _rows(s):
             per = row.get("protocols", {}).get(proto)
             if per:
                 seed_means = np.mean([per[d]["ndcg@10"] for d in per], axis=0)  # mean over domains, per seed
@@ -228,7 +235,7 @@ def figures(board: dict[str, Any], setting: str) -> list[tuple[str, str]]:
         ax.set_title(proto), ax.set_xlabel("NDCG@10 (mean over target domains)")
     out.append((f"{setting}: NDCG@10 per method and protocol (error bars: sd over seeds)", _png(fig)))
     plt.close(fig)
-    curves = {m: row["curves"] for m, row in s["methods"].items() if row.get("curves")}
+    curves = {m: row["curves"] for m, row in _rows(s) if row.get("curves")}
     if curves:
         fig, ax = plt.subplots(figsize=(7, 3.6))
         for m, per_stage in curves.items():
@@ -239,7 +246,7 @@ def figures(board: dict[str, Any], setting: str) -> list[tuple[str, str]]:
         ax.set_xlabel("epoch"), ax.set_ylabel("validation NDCG@10"), ax.legend(fontsize=6, ncol=2)
         out.append((f"{setting}: validation curves of the first seed", _png(fig)))
         plt.close(fig)
-    few = {m: row["few_shot"] for m, row in s["methods"].items() if row.get("few_shot")}
+    few = {m: row["few_shot"] for m, row in _rows(s) if row.get("few_shot")}
     if few:
         fig, ax = plt.subplots(figsize=(7, 3.6))
         groups = range(len(FEW_SHOT_EDGES) - 1)
@@ -304,7 +311,7 @@ def readme_block(board: dict[str, Any], source: str) -> str:
                   f"over the target domains {', '.join(_domains(s, protos[0])) if protos else ''}"
                   f" (`{source}`):", ""]
         lines += ["| Method | " + " | ".join(protos) + " | zero-shot |", "|---|" + "---:|" * (len(protos) + 1)]
-        for m, row in s["methods"].items():
+        for m, row in _rows(s):
             if row["status"] != "done":
                 lines.append(f"| {m} | " + " | ".join("n/a" for _ in protos) + f" | n/a ({row.get('reason', '')}) |")
                 continue
