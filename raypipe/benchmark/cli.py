@@ -49,6 +49,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tracker", default=d.tracker, choices=["none", "mlflow", "tensorboard"])
     p.add_argument("--max-len", type=int, default=d.max_len, help="history length of every model")
     p.add_argument("--rejudge", action="store_true", help="judge the finished runs again")
+    p.add_argument("--absent-shares", default=",".join(f"{x:g}" for x in d.absent_shares),
+                   help="shares of the items missing each feature view in the missing-modality check "
+                        "(comma-separated, in (0, 1]; empty: no check)")
     p.add_argument("--report-only", action="store_true", help="write the report from the finished result files")
     p.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or a local Ray)")
     return p
@@ -71,10 +74,16 @@ def config_from(args: argparse.Namespace) -> BenchmarkConfig:
         raise ValueError(f"--seeds: {args.seeds!r} must be distinct integers >= 0")
     if args.max_len < 1:
         raise ValueError(f"--max-len: {args.max_len} must be >= 1")
+    try:
+        shares = tuple(float(x) for x in args.absent_shares.split(",") if x.strip())
+    except ValueError:
+        raise ValueError(f"--absent-shares: {args.absent_shares!r} is not a comma-separated list of numbers") from None
+    if any(not 0.0 < x <= 1.0 for x in shares) or len(set(shares)) != len(shares):
+        raise ValueError(f"--absent-shares: {args.absent_shares!r} must be distinct shares in (0, 1]")
     check_tracker(args.tracker)
     return BenchmarkConfig(settings=settings, size=args.size, methods=tuple(methods), budget=args.budget, seeds=seeds,
                            storage_path=args.storage_path, max_len=args.max_len, tracker=args.tracker,
-                           rejudge=args.rejudge)
+                           rejudge=args.rejudge, absent_shares=shares)
 
 
 def check_data(cfg: BenchmarkConfig) -> None:

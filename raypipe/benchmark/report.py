@@ -1,9 +1,9 @@
 """The leaderboard report: ``leaderboard.json``, ``leaderboard.md`` and a self-contained ``leaderboard.html``.
 
 Everything is computed from the benchmark's result files (:mod:`raypipe.benchmark.runner`): means and
-standard deviations over seeds, paired bootstraps of per-user NDCG@10 against SASRec per seed and
-domain, the zero-shot rows of the pre-trained methods, the few-shot item groups, the training curves
-and the cost of each method.  The HTML embeds its figures as PNG data URIs, so the file opens anywhere.
+standard deviations over seeds, paired bootstraps of per-user NDCG@10 against SASRec (at the budget's
+epochs, and trained to early stopping) per seed and domain, the zero-shot rows of the pre-trained methods, the few-shot item groups, missing-modality
+robustness, the training curves and the cost of each method.  The HTML embeds its figures as PNG data URIs, so the file opens anywhere.
 """
 from __future__ import annotations
 
@@ -17,6 +17,9 @@ from typing import Any
 import numpy as np
 
 from raypipe.benchmark.methods import METHODS, REFERENCE
+
+#: the rows every method is paired against: SASRec at the budget's epochs, and SASRec trained to early stopping
+PAIRED_AGAINST = (REFERENCE, "sasrec_converged")
 from raypipe.benchmark.runner import FEW_SHOT_EDGES, BenchmarkConfig
 from raypipe.io import write_json_atomic, write_text_atomic
 
@@ -70,7 +73,7 @@ def summarise(results: dict[str, dict[str, dict[str, Any]]], cfg: BenchmarkConfi
     for setting, by_seed in results.items():
         methods = [m for m in METHODS if any(m in r for r in by_seed.values())]
         # the table's order (the JSON file sorts its keys)
-        s: dict[str, Any] = {"methods": {}, "paired": {}, "order": methods}
+        s: dict[str, Any] = {"methods": {}, "paired": {}, "order": methods}  # paired_<ref>: see PAIRED_AGAINST
         for m in methods:
             done = _done(by_seed, m)
             if not done:
@@ -89,6 +92,15 @@ def summarise(results: dict[str, dict[str, dict[str, Any]]], cfg: BenchmarkConfi
                 for d, groups in r["judged"].get("few_shot", {}).items():
                     for g, v in groups.items():
                         row["few_shot"].setdefault(d, {}).setdefault(g, []).append(v["ndcg@10"])
+            for r in done:  # missing-modality check: {view: {share: {domain: [NDCG@10 per seed]}}}
+                a = r.get("absent")
+                if a and a.get("views"):
+                    row.setdefault("absent", {"protocol": a["protocol"], "views": {}})
+                    for view, by_share in a["views"].items():
+                        for share, per_domain in by_share.items():
+                            for d, v in per_domain.items():
+                                row["absent"]["views"].setdefault(view, {}).setdefault(share, {}).setdefault(
+                                    d, []).append(v["ndcg@10"])
             costs = [r["cost"] for r in done]
             row["cost"] = {
                 "train_seconds": float(np.mean([c["train_seconds"] for c in costs])),
@@ -100,26 +112,28 @@ def summarise(results: dict[str, dict[str, dict[str, Any]]], cfg: BenchmarkConfi
                 "eval_seconds": float(np.mean([r["judged"]["eval_seconds"] for r in done]))}
             row["curves"] = done[0]["cost"].get("curves", {})
             s["methods"][m] = row
-        # paired bootstrap against the reference, per seed, protocol and domain (users in common)
-        for seed, r in by_seed.items():
-            ref = r.get(REFERENCE)
-            if not ref or ref["status"] != "done":
-                continue
-            for m, res in r.items():
-                if m == REFERENCE or res["status"] != "done":
+        # paired bootstrap against the reference (and the converged SASRec), per seed, protocol and domain
+        for ref_name in PAIRED_AGAINST:
+            key = "paired" if ref_name == REFERENCE else f"paired_{ref_name}"
+            for seed, r in by_seed.items():
+                ref = r.get(ref_name)
+                if not ref or ref["status"] != "done":
                     continue
-                for proto, per_domain in res["judged"]["protocols"].items():
-                    for d, v in per_domain.items():
-                        rv = ref["judged"]["protocols"].get(proto, {}).get(d)
-                        if rv is None:
-                            continue
-                        a, b = v["per_user_ndcg@10"], rv["per_user_ndcg@10"]
-                        users = sorted(set(a) & set(b))
-                        if not users:
-                            continue
-                        t = paired_bootstrap(np.array([a[u] for u in users]), np.array([b[u] for u in users]),
-                                             seed=int(seed)).as_dict()
-                        s["paired"].setdefault(proto, {}).setdefault(m, {}).setdefault(d, {})[seed] = t
+                for m, res in r.items():
+                    if m == ref_name or res["status"] != "done":
+                        continue
+                    for proto, per_domain in res["judged"]["protocols"].items():
+                        for d, v in per_domain.items():
+                            rv = ref["judged"]["protocols"].get(proto, {}).get(d)
+                            if rv is None:
+                                continue
+                            a, b = v["per_user_ndcg@10"], rv["per_user_ndcg@10"]
+                            users = sorted(set(a) & set(b))
+                            if not users:
+                                continue
+                            t = paired_bootstrap(np.array([a[u] for u in users]), np.array([b[u] for u in users]),
+                                                 seed=int(seed)).as_dict()
+                            s.setdefault(key, {}).setdefault(proto, {}).setdefault(m, {}).setdefault(d, {})[seed] = t
         out["settings"][setting] = s
     return out
 
@@ -131,6 +145,19 @@ def _rows(s: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 def _domains(s: dict[str, Any], proto: str) -> list[str]:
     return sorted({d for row in s["methods"].values() for d in row.get("protocols", {}).get(proto, {})})
+
+
+def _mean_over_domains(per_domain: dict[str, Any]) -> float:
+    """Mean over domains of the mean over seeds of NDCG@10 (``{domain: {"ndcg@10": [per seed]}}``)."""
+    return float(np.mean([np.mean(v["ndcg@10"]) for v in per_domain.values()]))
+
+
+def _absent(row: dict[str, Any]) -> list[tuple[str, dict[str, Any], str]]:
+    """``(view, {share: {domain: [NDCG@10 per seed]}}, protocol)`` of a row's missing-modality check."""
+    a = row.get("absent")
+    if not a or a["protocol"] not in row.get("protocols", {}):
+        return []
+    return [(view, by_share, a["protocol"]) for view, by_share in sorted(a["views"].items())]
 
 
 def tables(board: dict[str, Any], setting: str) -> list[Table]:
@@ -153,19 +180,20 @@ def tables(board: dict[str, Any], setting: str) -> list[Table]:
         users = ", ".join(f"{d}: {int(np.mean(n[d]['n_users']))}" for d in domains if d in n)
         out.append(Table(f"{setting}: {title.format(n_neg=board['budget']['n_neg'])}", head, rows, f"Mean ± sd over seeds {board['config']['seeds']}; "
                          f"test users per domain: {users or 'see JSON'}."))
-    # paired tests against the reference: A − SASRec (p) per domain, per seed
-    for proto, per_method in s["paired"].items():
-        rows = []
-        for m, per_domain in sorted(per_method.items(), key=lambda kv: s.get("order", []).index(kv[0])
-                                    if kv[0] in s.get("order", []) else len(s.get("order", []))):
-            for d, per_seed in sorted(per_domain.items()):
-                cells = [f"{v['diff']:+.4f} ({v['p_value']:.3f})" for _, v in sorted(per_seed.items())]
-                rows.append([m, d, " / ".join(cells), str(sum(v["p_value"] < 0.05 and v["diff"] > 0
-                                                               for v in per_seed.values())),
-                             str(sum(v["p_value"] < 0.05 and v["diff"] < 0 for v in per_seed.values()))])
-        out.append(Table(f"{setting}: paired bootstrap of per-user NDCG@10 against {REFERENCE} ({proto})",
-                         ["Method", "Domain", "A − SASRec (p), per seed", "seeds better (p<.05)",
-                          "seeds worse (p<.05)"], rows))
+    # paired tests against each reference: A − reference (p) per domain, per seed
+    for ref_name in PAIRED_AGAINST:
+        for proto, per_method in s.get("paired" if ref_name == REFERENCE else f"paired_{ref_name}", {}).items():
+            rows = []
+            for m, per_domain in sorted(per_method.items(), key=lambda kv: s.get("order", []).index(kv[0])
+                                        if kv[0] in s.get("order", []) else len(s.get("order", []))):
+                for d, per_seed in sorted(per_domain.items()):
+                    cells = [f"{v['diff']:+.4f} ({v['p_value']:.3f})" for _, v in sorted(per_seed.items())]
+                    rows.append([m, d, " / ".join(cells), str(sum(v["p_value"] < 0.05 and v["diff"] > 0
+                                                                   for v in per_seed.values())),
+                                 str(sum(v["p_value"] < 0.05 and v["diff"] < 0 for v in per_seed.values()))])
+            out.append(Table(f"{setting}: paired bootstrap of per-user NDCG@10 against {ref_name} ({proto})",
+                             ["Method", "Domain", f"A − {ref_name} (p), per seed", "seeds better (p<.05)",
+                              "seeds worse (p<.05)"], rows))
     # zero-shot against fine-tuned, on each pre-trained method's main protocol
     rows = []
     for m, row in _rows(s):
@@ -189,6 +217,26 @@ def tables(board: dict[str, Any], setting: str) -> list[Table]:
     if rows:
         out.append(Table(f"{setting}: NDCG@10 by the target item's training interactions (few-shot groups)",
                          ["Method"] + labels, rows, "Mean over domains and seeds, each method's main protocol."))
+    # missing-modality robustness
+    checks = [(m, row, view, by_share, proto) for m, row in _rows(s) for view, by_share, proto in _absent(row)]
+    shares = sorted({x for *_, by_share, _ in checks for x in by_share}, key=float)
+    rows = []
+    for m, row, view, by_share, proto in checks:
+        intact = _mean_over_domains(row["protocols"][proto])
+        cells = [m, view, proto, f"{intact:.4f}"]
+        for share in shares:
+            if share not in by_share:
+                cells.append("–")
+                continue
+            x = _mean_over_domains({d: {"ndcg@10": v} for d, v in by_share[share].items()})
+            cells.append(f"{x:.4f} ({(x - intact) / intact:+.0%})" if intact else f"{x:.4f}")
+        rows.append(cells)
+    if rows:
+        out.append(Table(f"{setting}: missing-modality robustness (NDCG@10 with a share of the items missing a view)",
+                         ["Method", "View", "Protocol", "All present"] + [f"{float(x):.0%} absent" for x in shares],
+                         rows, "The same trained weights, judged with a seeded share of the items' vectors of one "
+                         "view removed (flagged absent, as for an item without that feature); mean over target "
+                         "domains and seeds; in brackets the change against all present."))
     # cost
     rows = []
     for m, row in _rows(s):
@@ -256,6 +304,18 @@ def figures(board: dict[str, Any], setting: str) -> list[tuple[str, str]]:
         ax.set_xticks(list(groups), [f"≥{int(FEW_SHOT_EDGES[g])}" for g in groups])
         ax.set_xlabel("training interactions of the target item"), ax.set_ylabel("NDCG@10"), ax.legend(fontsize=6)
         out.append((f"{setting}: few-shot item groups", _png(fig)))
+        plt.close(fig)
+    lines = [(m, view, by_share, proto) for m, row in _rows(s) for view, by_share, proto in _absent(row)]
+    if lines:
+        fig, ax = plt.subplots(figsize=(7, 3.6))
+        for m, view, by_share, proto in lines:
+            shares = sorted(by_share, key=float)
+            xs = [0.0] + [float(x) for x in shares]
+            ys = [_mean_over_domains(s["methods"][m]["protocols"][proto])] + [
+                _mean_over_domains({d: {"ndcg@10": v} for d, v in by_share[x].items()}) for x in shares]
+            ax.plot(xs, ys, marker="o", label=f"{m}: {view} ({proto})")
+        ax.set_xlabel("share of the items missing the view"), ax.set_ylabel("NDCG@10"), ax.legend(fontsize=6)
+        out.append((f"{setting}: missing-modality robustness", _png(fig)))
         plt.close(fig)
     return out
 

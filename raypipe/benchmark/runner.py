@@ -18,6 +18,11 @@ and seeds), under
   method (drawn from the evaluation seed);
 * ``rerank``: the reference's (SASRec's) top-N shortlist of the same seed re-scored by the method: the
   only protocol of the language-model rerankers, and reported for every method.
+
+Missing-modality robustness: each method that reads feature views is judged again, on its main protocol,
+with a seeded share (``absent_shares``) of the items missing each of its views in turn (a zero vector
+flagged absent, as an item the feature store has no vector of), the same trained weights.  A result file
+of a finished run that lacks this check gets it on the next run of the benchmark.
 """
 from __future__ import annotations
 
@@ -52,6 +57,8 @@ class BenchmarkConfig:
     tracker: Literal["none", "mlflow", "tensorboard"] = "none"
     #: the same runs judged again (the result files are rewritten; the run directories are reused)
     rejudge: bool = False
+    #: shares of the items made to miss each feature view in the missing-modality check (empty: none)
+    absent_shares: tuple[float, ...] = (0.5, 1.0)
 
     @property
     def plan(self) -> Budget:
@@ -249,6 +256,50 @@ def judge_run(run_dir: Path, method: Method, short: dict[str, dict[str, np.ndarr
     return out
 
 
+def read_views(run_dir: Path) -> set[str]:
+    """The feature views a run reads (with the text and image views a derived cross view comes from)."""
+    from raypipe.config import load_config
+    from raypipe.rundir import CONFIG_FILE
+
+    data = load_config(run_dir / CONFIG_FILE).data
+    if data.features is None:
+        return set()
+    views = set(data.feature_views)
+    return views | ({"text", "image"} if "cross" in views else set())
+
+
+def judge_absent(run_dir: Path, method: Method, short: dict[str, dict[str, np.ndarray]] | None,
+                 shares: tuple[float, ...], n_neg: int = 100) -> dict[str, Any]:
+    """NDCG@10 and HR@10 of a run on its main protocol (``full``, else ``rerank``) with ``share`` of the
+    items missing one of its views, for each view the method reads and each share; the items are a seeded
+    sample, the same for every method.  Views the run does not read are listed under ``skipped``."""
+    from raypipe.eval.protocols import evaluate
+    from raypipe.train.run import judged_set, load_run
+
+    proto = "full" if method.full_ranking else "rerank"
+    reads = read_views(run_dir)
+    out: dict[str, Any] = {"protocol": proto, "views": {}, "skipped": sorted(set(method.views) - reads)}
+    for view in [v for v in method.views if v in reads]:
+        for share in shares:
+            model, prep, rcfg = load_run(run_dir, absent={view: share})
+            for d in judged_domains(prep):
+                es = judged_set(prep, d, rcfg)
+                kw: dict[str, Any] = {"protocol": proto, "ks": KS, "n_neg": n_neg, "seed": EVAL_SEED, "progress": False}
+                if proto == "rerank":
+                    if short is None:
+                        raise ValueError(f"{method.name}: the rerank protocol needs the reference's shortlists")
+                    kw["shortlist"] = _aligned_shortlist(short[d], es, prep.index)
+                m = evaluate(model.score, es, **kw)
+                out["views"].setdefault(view, {}).setdefault(f"{share:g}", {})[d] = {
+                    "ndcg@10": float(m["ndcg@10"]), "hr@10": float(m["hr@10"])}
+            log.info("judged %s with %.0f%% of the items missing %s", run_dir.name, 100 * share, view)
+    return out
+
+
+def _wants_absent(cfg: BenchmarkConfig, method: Method, res: dict[str, Any]) -> bool:
+    return bool(cfg.absent_shares and method.views and res.get("status") == "done" and "absent" not in res)
+
+
 def run_cost(runs: dict[str, Path]) -> dict[str, Any]:
     """Training cost over a method's runs: seconds, median samples/s of the judged run's training, peak
     worker memory, epochs, and the validation curve of each trained run."""
@@ -286,8 +337,14 @@ def run_method(cfg: BenchmarkConfig, setting: Setting, method: Method, seed: int
     (the reference's own judged run makes them)."""
     out = result_path(cfg, setting, method.name, seed)
     if out.is_file() and not cfg.rejudge:
+        res = json.loads(out.read_text())
         log.info("%s/%s seed %d: finished earlier (%s)", setting.name, method.name, seed, out)
-        return json.loads(out.read_text())
+        if _wants_absent(cfg, method, res):  # a result of an earlier version: add the missing-modality check
+            judged = Path(res["runs"]["judged"])
+            res["absent"] = judge_absent(judged, method, None if method.full_ranking else shortlist_of(judged),
+                                         cfg.absent_shares, cfg.plan.n_neg)
+            write_json_atomic(out, res)
+        return res
     reason = not_applicable(method, setting)
     if reason:
         res: dict[str, Any] = {"method": method.name, "seed": seed, "status": "not_applicable", "reason": reason}
@@ -298,6 +355,8 @@ def run_method(cfg: BenchmarkConfig, setting: Setting, method: Method, seed: int
                "judged": judge_run(runs["judged"], method, short, cfg.plan.n_neg), "cost": run_cost(runs)}
         if "zero_shot" in runs:
             res["zero_shot"] = judge_run(runs["zero_shot"], method, short, cfg.plan.n_neg)
+        if _wants_absent(cfg, method, res):
+            res["absent"] = judge_absent(runs["judged"], method, short, cfg.absent_shares, cfg.plan.n_neg)
     from raypipe.meta import run_meta
 
     res["meta"] = run_meta({"train": seed, "split": 0, "eval": EVAL_SEED})

@@ -50,6 +50,18 @@ class FeatureView:
     def dim(self) -> int:
         return int(self.vectors.shape[1])
 
+    def without(self, share: float, seed: int = 0) -> "FeatureView":
+        """This view with ``share`` of the items that have a vector made absent (a zero row flagged absent,
+        as for an item the store has no vector of): the items are a seeded sample, the same for every
+        model.  The missing-modality robustness check of the leaderboard judges runs on such views."""
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"feature view {self.source!r}: the absent share must be in [0, 1], got {share}")
+        have = np.flatnonzero(self.present)
+        drop = np.random.default_rng([seed, 0xAB5E]).permutation(have)[:int(round(share * len(have)))]
+        vectors, present = self.vectors.copy(), self.present.copy()
+        vectors[drop], present[drop] = 0.0, False
+        return FeatureView(vectors, present, f"{self.source} ({share:.0%} made absent, seed {seed})")
+
 
 @dataclass
 class PopularityTable:

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -74,7 +75,13 @@ class ContentLastItem(SequentialRecommender):
 
     def __init__(self, item_vectors: np.ndarray | torch.Tensor) -> None:
         super().__init__()
-        self.register_buffer("vectors", torch.as_tensor(np.asarray(item_vectors), dtype=torch.float32))
+        # from the catalogue, not the weights file: a run judged on a view with missing vectors sees them
+        self.register_buffer("vectors", torch.as_tensor(np.asarray(item_vectors), dtype=torch.float32),
+                             persistent=False)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        state_dict.pop(prefix + "vectors", None)  # older runs saved the catalogue's vectors with the model
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def user_repr(self, history: torch.Tensor) -> torch.Tensor:
         return self.vectors[last_items(history)]

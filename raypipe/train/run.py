@@ -19,7 +19,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -83,15 +83,16 @@ def stage_domains(cfg: ExperimentConfig, prep: Prepared) -> tuple[list[str], lis
 
 
 def item_catalogue(cfg: ExperimentConfig, prep: Prepared, dataset: Path | None = None,
-                   run_dir: Path | None = None, save_aligner: bool = False) -> ItemCatalogue:
+                   run_dir: Path | None = None, save_aligner: bool = False,
+                   absent: Mapping[str, float] | None = None) -> ItemCatalogue:
     """The catalogue models see: the prepared item index, training popularity, the configured feature
     views, every interaction event (for popularity statistics) and (for texts and images) the dataset
     directory.  ``run_dir``: the run (a derived cross view's heads are read from, or with ``save_aligner``
-    saved into, it)."""
+    saved into, it); ``absent``: see :func:`load_features`."""
     seqs = prep.sequences
     events = (np.concatenate(list(seqs["items"])).astype(np.int64),
               np.concatenate(list(seqs["timestamps"])).astype(np.int64)) if len(seqs) else None
-    views = load_features(cfg, prep.index, run_dir=run_dir, save_aligner=save_aligner)
+    views = load_features(cfg, prep.index, run_dir=run_dir, save_aligner=save_aligner, absent=absent)
     return ItemCatalogue(prep.index, prep.counts, views, dataset, events=events)
 
 
@@ -102,13 +103,18 @@ def derives_cross(cfg: ExperimentConfig) -> bool:
 
 
 def load_features(cfg: ExperimentConfig, index: ItemIndex, run_dir: Path | None = None,
-                  save_aligner: bool = False) -> dict[str, FeatureView]:
+                  save_aligner: bool = False, absent: Mapping[str, float] | None = None) -> dict[str, FeatureView]:
     """The configured feature views (``data.feature_views`` of ``data.features``) aligned to the index.
     A ``cross`` view the store lacks is derived from its text and image views by
     :mod:`raypipe.features.aligned` (no vision-language weights ship offline), with the heads saved in
     ``run_dir`` or in the run it starts from (``run.init_from``), else fitted anew (and saved into
-    ``run_dir`` when ``save_aligner``)."""
+    ``run_dir`` when ``save_aligner``).  ``absent``: ``{view: share}``, that share of the items lose
+    their vector of that view (``text`` or ``image`` of a derived cross view are dropped before it is
+    derived, so the cross view keeps what remains), as when a modality is missing at serving time."""
+    absent = dict(absent or {})
     if cfg.data.features is None:
+        if absent:
+            raise ValueError(f"absent views {sorted(absent)}: the run reads no feature views (data.features)")
         return {}
     wanted = list(cfg.data.feature_views)
     derive = derives_cross(cfg)
@@ -116,6 +122,10 @@ def load_features(cfg: ExperimentConfig, index: ItemIndex, run_dir: Path | None 
     if derive:
         names += [v for v in ("text", "image") if v not in names]
     views = load_views(cfg.data.features, names, index)
+    unknown = sorted(set(absent) - set(views))
+    if unknown:
+        raise ValueError(f"absent views {unknown}: the run reads {sorted(views)} (data.feature_views)")
+    views.update({v: views[v].without(share, seed=0) for v, share in absent.items()})
     if derive:
         from raypipe.features.aligned import run_aligner
 
@@ -447,9 +457,11 @@ def format_results(res: RunResult, metrics: tuple[str, ...] = ("hr@10", "ndcg@10
     return "\n".join(lines)
 
 
-def load_run(run_dir: str | Path) -> tuple[torch.nn.Module, Prepared, ExperimentConfig]:
+def load_run(run_dir: str | Path, absent: Mapping[str, float] | None = None,
+             ) -> tuple[torch.nn.Module, Prepared, ExperimentConfig]:
     """Rebuild a finished run's model (best weights) with its prepared data and resolved config
-    (``run_dir``: a path, or a URI read from its local cached copy)."""
+    (``run_dir``: a path, or a URI read from its local cached copy); ``absent``: ``{view: share}`` of the
+    items whose vector of a feature view is missing (:func:`load_features`)."""
     from raypipe.config import load_config
 
     run_dir = storage.local_path(run_dir)
@@ -458,6 +470,6 @@ def load_run(run_dir: str | Path) -> tuple[torch.nn.Module, Prepared, Experiment
     saved = ItemIndex.load(run_dir / INDEX_FILE)
     if not np.array_equal(saved.item_ids, prep.index.item_ids):
         raise ValueError(f"{run_dir}: the dataset no longer gives the run's item index")
-    model = build_model(cfg.model, item_catalogue(cfg, prep, resolve_dataset(cfg.data.dataset), run_dir))
+    model = build_model(cfg.model, item_catalogue(cfg, prep, resolve_dataset(cfg.data.dataset), run_dir, absent=absent))
     model.load_state_dict(load_weights(run_dir))
     return model.eval(), prep, cfg

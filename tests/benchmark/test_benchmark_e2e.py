@@ -16,9 +16,10 @@ def _run(tmp_path: Path, methods: str, *extra: str) -> int:
 
 def test_baselines_are_judged_reported_and_not_run_twice(ray_local, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("RAYPIPE_DATA", str(tmp_path / "data"))
-    assert _run(tmp_path, "random,pop") == 0
+    assert _run(tmp_path, "random,pop,sbert_last") == 0
     results = tmp_path / "runs" / "builtin-tiny" / "results"
-    assert sorted(p.name for p in results.iterdir()) == ["pop-s0.json", "random-s0.json", "sasrec-s0.json"]
+    assert sorted(p.name for p in results.iterdir()) == ["pop-s0.json", "random-s0.json", "sasrec-s0.json",
+                                                          "sbert_last-s0.json"]
     sas = json.loads((results / "sasrec-s0.json").read_text())
     full = sas["judged"]["protocols"]["full"]
     assert set(full) == {"toys", "kitchen", "sports"}
@@ -31,15 +32,35 @@ def test_baselines_are_judged_reported_and_not_run_twice(ray_local, tmp_path: Pa
     pop = json.loads((results / "pop-s0.json").read_text())
     for d in full:
         assert set(pop["judged"]["protocols"]["full"][d]["per_user_ndcg@10"]) == set(full[d]["per_user_ndcg@10"])
+    # missing modality: with every text vector absent, SBERT-last scores all candidates 0, a tie the
+    # evaluator breaks with the same seed as Random's: Random's NDCG@10 exactly
+    sbert = json.loads((results / "sbert_last-s0.json").read_text())
+    rnd = json.loads((results / "random-s0.json").read_text())["judged"]["protocols"]["full"]
+    absent = sbert["absent"]
+    assert absent["protocol"] == "full" and set(absent["views"]["text"]) == {"0.5", "1"}
+    for d in full:
+        assert absent["views"]["text"]["1"][d]["ndcg@10"] == pytest.approx(rnd[d]["metrics"]["ndcg@10"])
+        assert set(absent["views"]["text"]["0.5"][d]) == {"ndcg@10", "hr@10"}
+    assert all("absent" not in json.loads((results / f"{m}-s0.json").read_text()) for m in ("pop", "random", "sasrec"))
     board = json.loads((tmp_path / "leaderboard.json").read_text())
-    assert set(board["settings"]["builtin-tiny"]["methods"]) == {"random", "pop", "sasrec"}
-    assert "| sasrec |" in (tmp_path / "leaderboard.md").read_text()
+    assert set(board["settings"]["builtin-tiny"]["methods"]) == {"random", "pop", "sasrec", "sbert_last"}
+    md = (tmp_path / "leaderboard.md").read_text()
+    assert "| sasrec |" in md and "| sbert_last | text | full |" in md
     # resumable: a second invocation judges nothing again
     stamps = {p.name: p.stat().st_mtime_ns for p in results.iterdir()}
-    assert _run(tmp_path, "random,pop") == 0
+    assert _run(tmp_path, "random,pop,sbert_last") == 0
     assert {p.name: p.stat().st_mtime_ns for p in results.iterdir()} == stamps
+    # a result written before the missing-modality check gets it, and only it, on the next invocation
+    del sbert["absent"]
+    (results / "sbert_last-s0.json").write_text(json.dumps(sbert))
+    stamps = {p.name: p.stat().st_mtime_ns for p in results.iterdir()}
+    assert _run(tmp_path, "random,pop,sbert_last") == 0
+    again = json.loads((results / "sbert_last-s0.json").read_text())
+    assert again["absent"] == absent and again["judged"] == sbert["judged"]
+    assert {p.name: p.stat().st_mtime_ns for p in results.iterdir() if p.name != "sbert_last-s0.json"} == {
+        k: v for k, v in stamps.items() if k != "sbert_last-s0.json"}
     (tmp_path / "leaderboard.md").unlink()
-    assert _run(tmp_path, "random,pop", "--report-only") == 0 and (tmp_path / "leaderboard.md").is_file()
+    assert _run(tmp_path, "random,pop,sbert_last", "--report-only") == 0 and (tmp_path / "leaderboard.md").is_file()
 
 
 @pytest.mark.slow

@@ -38,10 +38,15 @@ def results() -> dict:
     sas1 = {"u1": 1.0, "u2": 0.0, "u3": 0.0, "u4": 0.0}
     uni0 = {"u1": 1.0, "u2": 1.0, "u3": 1.0, "u4": 0.5}
     uni1 = {"u1": 1.0, "u2": 1.0, "u3": 0.5, "u4": 0.5}
+    uni = [_result("unisrec", 0, uni0, zero=sas0), _result("unisrec", 1, uni1, zero=sas1)]
+    for r, (half, none) in zip(uni, [(0.5, 0.25), (0.25, 0.0)]):
+        r["absent"] = {"protocol": "full", "skipped": [], "views": {"text": {
+            "0.5": {"toys": {"ndcg@10": half, "hr@10": 1.0}}, "1": {"toys": {"ndcg@10": none, "hr@10": 0.0}}}}}
     return {"builtin-tiny": {
-        "0": {"sasrec": _result("sasrec", 0, sas0), "unisrec": _result("unisrec", 0, uni0, zero=sas0),
+        "0": {"sasrec": _result("sasrec", 0, sas0), "unisrec": uni[0],
+              "sasrec_converged": _result("sasrec_converged", 0, {"u1": 1.0, "u2": 1.0, "u3": 0.5, "u4": 0.5}),
               "unimp": {"method": "unimp", "seed": 0, "status": "not_applicable", "reason": "no images"}},
-        "1": {"sasrec": _result("sasrec", 1, sas1), "unisrec": _result("unisrec", 1, uni1, zero=sas1),
+        "1": {"sasrec": _result("sasrec", 1, sas1), "unisrec": uni[1],
               "unimp": {"method": "unimp", "seed": 1, "status": "not_applicable", "reason": "no images"}}}}
 
 
@@ -54,6 +59,10 @@ def test_means_over_seeds_paired_tests_and_costs(results: dict) -> None:
     assert s["methods"]["unimp"] == {"status": "not_applicable", "reason": "no images"}
     paired = s["paired"]["full"]["unisrec"]["toys"]
     assert paired["0"]["diff"] == pytest.approx(0.5) and paired["1"]["diff"] == pytest.approx(0.5)
+    # against the converged SASRec too (seed 0 only: it has no seed 1): 0.875 - 0.75
+    against = s["paired_sasrec_converged"]["full"]
+    assert set(against["unisrec"]["toys"]) == {"0"} and against["unisrec"]["toys"]["0"]["diff"] == pytest.approx(0.125)
+    assert against["sasrec"]["toys"]["0"]["diff"] == pytest.approx(0.375 - 0.75)
     cost = s["methods"]["unisrec"]["cost"]
     assert cost["train_seconds"] == pytest.approx(15.0) and cost["peak_rss_mb"] == 901.0
     assert s["methods"]["unisrec"]["few_shot"]["toys"]["0"] == [1.0, 1.0]
@@ -62,6 +71,9 @@ def test_means_over_seeds_paired_tests_and_costs(results: dict) -> None:
     assert "| sasrec | 0.3125 ± 0.0884 |" in md
     assert "| unisrec | full | toys | 0.3125 ± 0.0884 | 0.8125 ± 0.0884 |" in md  # zero-shot vs fine-tuned
     assert "| unimp | n/a |" in md and "no images" in md
+    # missing text: seeds give 0.5, 0.25 (50% absent) and 0.25, 0 (all absent) against 0.8125 intact
+    assert s["methods"]["unisrec"]["absent"]["views"]["text"]["0.5"]["toys"] == [0.5, 0.25]
+    assert "| unisrec | text | full | 0.8125 | 0.3750 (-54%) | 0.1250 (-85%) |" in md
 
 
 def test_the_report_files_are_written_and_self_contained(results: dict, tmp_path: Path) -> None:
@@ -69,7 +81,7 @@ def test_the_report_files_are_written_and_self_contained(results: dict, tmp_path
     paths = write_report(board, tmp_path / "leaderboard")
     page = paths["html"].read_text()
     assert page.count("<table>") == len(tables(board, "builtin-tiny"))
-    assert page.count("<img") == 3 and "src='data:image/png;base64," in page
+    assert page.count("<img") == 4 and "src='data:image/png;base64," in page
     assert not re.search(r"src=['\"]https?:", page)  # nothing fetched from elsewhere
     assert paths["json"].is_file() and paths["md"].read_text().startswith("# Leaderboard")
 
@@ -84,7 +96,7 @@ def test_a_real_browser_renders_every_table_and_image(results: dict, tmp_path: P
                          capture_output=True, text=True, timeout=120).stdout
     body = re.search(r"<body[^>]*>", dom).group(0)
     n_tables = len(tables(board, "builtin-tiny"))
-    assert f'data-tables="{n_tables}"' in body and 'data-images-decoded="3"' in body
+    assert f'data-tables="{n_tables}"' in body and 'data-images-decoded="4"' in body
 
 
 def test_the_readme_block_is_generated_from_the_board(results: dict) -> None:

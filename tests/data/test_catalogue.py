@@ -31,6 +31,23 @@ def test_domains_ranges_and_views_align_to_the_index() -> None:
         ItemCatalogue(_index(), views={"text": FeatureView(vec[:3], np.ones(3, bool))})
 
 
+def test_a_view_without_a_share_of_its_vectors() -> None:
+    vec = np.arange(12, dtype=np.float32).reshape(6, 2) + 1.0
+    vec[0] = 0.0
+    view = FeatureView(vec, np.array([False, True, True, False, True, True]), "store:text")
+    half = view.without(0.5, seed=3)
+    # two of the four present items lose their vector; the absent ones and the padding row stay absent
+    assert half.present.sum() == 2 and not half.present[[0, 3]].any()
+    dropped = view.present & ~half.present
+    assert dropped.sum() == 2 and (half.vectors[dropped] == 0).all()
+    assert np.array_equal(half.vectors[half.present], vec[half.present])  # the rest untouched
+    assert np.array_equal(view.without(0.5, seed=3).present, half.present)  # seeded
+    assert view.present.sum() == 4 and "50% made absent" in half.source  # the original view is not changed
+    assert not view.without(1.0).present.any() and np.array_equal(view.without(0.0).vectors, vec)
+    with pytest.raises(ValueError, match="absent share must be in"):
+        view.without(1.5)
+
+
 def test_popularity_factors_by_hand() -> None:
     cat = ItemCatalogue(_index())
     # slot 0 (t in [0, 10)): a/1 x3, a/2 x1 ; b/1 x2 ; slot 1: a/3 x2
