@@ -60,7 +60,9 @@ ERROR_STATUS: dict[str, int] = {
 
 #: an oversized body declared (``Content-Length``) up to this size is answered 413 with the connection
 #: kept open, for the HTTP server to read and discard the rest; a larger one is answered with
-#: ``Connection: close`` (the client may then see a reset before it reads the 413)
+#: ``Connection: close`` (the client may then see a reset before it reads the 413).  A streamed (chunked)
+#: body past the limit is read and dropped up to this size, then answered; if it goes on, the answer
+#: closes the connection: no body, however long it streams, holds the server
 DRAIN_CAP_BYTES = 64 * 1024 * 1024
 
 
@@ -109,8 +111,9 @@ class BodySizeLimit:
     was still sending (Python's ``http.client``; ``requests``/urllib3 swallow the send error and read the
     answer) saw ``ConnectionResetError`` instead of the 413 (counts in docs/ARCHITECTURE.md, "Serving").
     Exceptions, answered with ``Connection: close``: a declared body over :data:`DRAIN_CAP_BYTES` (not
-    worth receiving) and a malformed ``Content-Length`` (the body's end is unknown).  A streamed (chunked)
-    body past the limit has no declared size: the server discards it to its end.  (``Expect:
+    worth receiving), a malformed ``Content-Length`` (the body's end is unknown) and a streamed (chunked)
+    body still going after :data:`DRAIN_CAP_BYTES`: such a body has no declared size, so it is read and
+    dropped here until it ends (then the 413 keeps the connection) or passes the cap.  (``Expect:
     100-continue`` needs no case of its own: Serve's proxy, like a direct-ingress replica, reads the body
     at once, so uvicorn has sent ``100 Continue`` before the app answers.)
     """
@@ -150,8 +153,11 @@ class BodySizeLimit:
             body = message.get("body", b"")
             size += len(body)
             if size > limit:
+                ended = await _drain(receive, message, size, max(DRAIN_CAP_BYTES, limit))
+                if ended is None:
+                    return  # the client went away
                 await _send_json(send, 413, error_body("body_too_large", f"body exceeds the limit of {limit} bytes"),
-                                 close=False)
+                                 close=not ended)
                 return
             chunks.append(body)
             if not message.get("more_body", False):
@@ -166,6 +172,19 @@ class BodySizeLimit:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+async def _drain(receive: Callable[[], Awaitable[dict]], message: dict, size: int, cap: int) -> bool | None:
+    """Read and drop a streamed body from ``message`` on (``size`` bytes read so far): ``True`` when it
+    ended within ``cap`` bytes, ``False`` when it passed them, ``None`` when the client disconnected."""
+    while message.get("more_body", False):
+        if size > cap:
+            return False
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        size += len(message.get("body", b""))
+    return True
 
 
 async def _send_json(send: Callable, status: int, body: dict, close: bool) -> None:
