@@ -1,5 +1,6 @@
 """A real two-node Ray cluster on 127.0.0.1 (scripts/local_cluster.py) running raypipe jobs submitted with
-``ray job submit``: a 2-worker pre-training whose Train workers land on different nodes, and a tiny sweep.
+``ray job submit``: a 2-worker pre-training whose Train workers land on different nodes, a tiny sweep, and
+the leaderboard as one job.
 
 Slow: starting the nodes takes ~20 s and each job ~1-3 min on 2 CPUs.  The cluster has its own state
 directory, ports and token; only its own processes are stopped (never ``ray stop``).
@@ -123,6 +124,21 @@ def test_tiny_sweep_job_succeeds_with_trials_spanning_both_nodes(cluster: dict) 
     for m in trial_metrics:
         workers = json.loads(m.read_text())["workers"]
         assert {w["node_id"] for w in workers} == {ids["head"], ids["worker"]}, m
+
+
+def test_the_leaderboard_runs_as_one_submitted_job(cluster: dict) -> None:
+    storage, out = Path(cluster["dir"]) / "bench", Path(cluster["dir"]) / "leaderboard"
+    r, st = submit(cluster, "benchmark-tiny", "python", "jobs/benchmark.py", "--size", "tiny", "--budget", "quick",
+                   "--seeds", "0", "--methods", "pop,sbert_last", "--storage-path", str(storage), "--out", str(out))
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    assert "succeeded" in st.lower(), st
+    results = storage / "builtin-tiny" / "results"
+    assert sorted(p.name for p in results.iterdir()) == ["pop-s0.json", "sasrec-s0.json", "sbert_last-s0.json"]
+    board = json.loads(out.with_suffix(".json").read_text())
+    methods = board["settings"]["builtin-tiny"]["methods"]
+    assert {m: v["status"] for m, v in methods.items()} == {"pop": "done", "sbert_last": "done", "sasrec": "done"}
+    assert set(methods["sbert_last"]["absent"]["views"]) == {"text"}  # the missing-modality check ran too
+    assert out.with_suffix(".html").read_text().count("<table>") >= 5
 
 
 def test_still_loopback_only_after_the_jobs(cluster: dict) -> None:
