@@ -19,7 +19,10 @@ Deployments (composed with ``DeploymentHandle``s; the logic lives in :mod:`raypi
 * ``CDIMMatcher`` — text → CDIM vector → top-m pre-trained items → eq. 9 ID embedding → onboarding log;
   or, for a served model with the ``content_items`` capability (UniM2Rec, UniSRec, PreRec), ``ContentOnboarder`` —
   the item's own text and image → live feature views → the model's projectors → onboarding log;
-* ``Reranker`` (optional, ``reranker_run=<run dir>``) — a second model re-scores the candidates.
+* ``Reranker`` (optional) — a second model re-scores the candidates: the run ``reranker_run=<run dir>``
+  names, else the served bundle's own reranker (``raypipe bundle ... --reranker RUN_DIR``, read from the
+  bundle alone: no dataset on the node; each node's copy for a bundle given by URI).  An explicit
+  ``reranker_run=`` wins over the bundle's.
 """
 
 
@@ -331,17 +334,16 @@ class ContentOnboarder:
 
 @serve.deployment
 class Reranker:
-    def __init__(self, run_dir: str) -> None:
+    def __init__(self, spec: dict[str, Any], run_dir: str | None = None) -> None:
+        """``run_dir`` (``reranker_run=``), else the spec's bundled reranker (this node's copy of a bundle in
+        storage)."""
+        if run_dir is None:
+            run_dir = _on_this_node(spec)["reranker_run"]
         pin_internal_grpc_to_loopback()
-        from pathlib import Path
-
-        from raypipe.config import load_config
-        from raypipe.serve.artifacts import find_dataset, load_model
+        from raypipe.serve.artifacts import load_reranker
         from raypipe.serve.rerank import ModelReranker
 
-        # models with time-slot popularity (PreRec) score by the popularity at the end of their data
-        data = find_dataset(load_config(Path(run_dir) / "config.yaml").data.dataset, [Path(run_dir)])
-        model, index, cfg = load_model(run_dir, events_dataset=data)
+        model, index, cfg = load_reranker(run_dir)  # with its dataset: a bundle's own, else the run's
         self.reranker = ModelReranker(model, index, cfg.data.max_len)
 
     async def rerank(self, history: list[str], candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -586,8 +588,10 @@ def build_app(args: RecommenderArgs) -> Application:
     else:
         matcher = CDIMMatcher.options(**opts("CDIMMatcher")).bind(s, args.top_m, args.ef_search, args.matcher_max_items,
                                                                   args.matcher_max_batch)
-    reranker = Reranker.options(**opts("Reranker")).bind(args.reranker_run) if args.reranker_run else None
-    description = {**spec.description, "reranker": args.reranker_run}
+    # an explicit reranker_run= wins over the bundle's reranker
+    reranker_run = args.reranker_run or spec.reranker_run
+    reranker = Reranker.options(**opts("Reranker")).bind(s, args.reranker_run) if reranker_run else None
+    description = {**spec.description, "reranker": reranker_run}
     return Recommender.options(**opts("Recommender")).bind(encoder, retriever, matcher, reranker, spec.domains,
                                                            description, args.retries, args.rerank_depth,
                                                            args.max_body_bytes, args.ingress_max_batch,

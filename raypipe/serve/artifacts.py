@@ -12,7 +12,9 @@ Accepted layouts (:meth:`ServingSpec.resolve`):
 
 * a **serving bundle** (:mod:`raypipe.serve.bundle`, ``raypipe bundle``): a run directory plus the item
   popularity, attributes, feature views and CDIM files the app would otherwise read from the dataset, the
-  feature store and the pipeline directory, so the serving node needs none of them.
+  feature store and the pipeline directory, so the serving node needs none of them; and, when exported
+  with ``--reranker``, the reranker slot's run in ``reranker/`` (:attr:`ServingSpec.reranker_run`) with the
+  item texts and feature views its catalogue reads (:func:`load_reranker`).
 
 Without a CDIM directory the matcher uses the packaged MiniLM untuned (IDP's ablation "w/o BCL"); the
 app reports which one it runs in ``/healthz``.  Without a saved CDIM index the matcher encodes the
@@ -114,6 +116,9 @@ class ServingSpec:
     #: every path above points into on the node that resolved it (:func:`on_this_node` moves them)
     source_uri: str | None = None
     local_copy: str | None = None
+    #: the bundle's reranker run (``<bundle>/reranker``), served in the reranker slot unless ``reranker_run=``
+    #: names another; ``None`` when the bundle has none or this is no bundle
+    reranker_run: str | None = None
 
     @classmethod
     def resolve(cls, artifacts: str | Path, *, variant: str | None = None, cdim_dir: str | Path | None = None,
@@ -200,6 +205,7 @@ class ServingSpec:
                         "are onboarded by CDIM instead of %s's own projectors", run, cfg.data.features, cfg.model.name)
         desc = {"run_dir": str(run), "model": cfg.model.name, "stage": cfg.run.stage, "mode": cfg.run.mode,
                 "live_popularity": live, "onboarding": method}
+        rerank = root / bundles.RERANKER_DIR if manifest is not None and manifest.get("reranker") else None
         if manifest is not None:
             desc.update({"bundle": str(root), "source_run": manifest["source"]["run_dir"]})
         if method == "cdim":
@@ -208,7 +214,7 @@ class ServingSpec:
         return cls(str(run), str(data) if data else None, str(Path(cdim_dir).resolve()) if cdim_dir else None,
                    str(Path(cdim_index).resolve()) if cdim_index else None, cdim_cfg, str(state), domains,
                    pretrained, cfg.model.name, len(index), desc, live, method,
-                   str(root) if manifest is not None else None)
+                   str(root) if manifest is not None else None, reranker_run=str(rerank) if rerank else None)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -296,6 +302,22 @@ def load_model(run_dir: str | Path, counts: np.ndarray | None = None, torch_thre
                                                  dataset=Path(events_dataset) if events_dataset is not None else None))
     model.load_state_dict(load_weights(run_dir))
     return model.eval(), index, cfg
+
+
+def reranker_dataset(run_dir: str | Path) -> Path | None:
+    """The canonical dataset a reranking run's catalogue reads (item texts, events): a bundle's ``reranker/``
+    carries its own; any other run's is found where it recorded it, else ``None``."""
+    bundled = bundles.bundled_dataset(run_dir)
+    if bundled is not None:
+        return bundled
+    return find_dataset(load_config(Path(run_dir) / CONFIG_FILE).data.dataset, [Path(run_dir)])
+
+
+def load_reranker(run_dir: str | Path) -> tuple[SequentialRecommender, ItemIndex, ExperimentConfig]:
+    """The reranker slot's model, as :func:`load_model` with its dataset (:func:`reranker_dataset`): models
+    reading item texts (UPSR, UniMP) get them, models with time-slot popularity (PreRec) score by the
+    popularity at the end of their data."""
+    return load_model(run_dir, events_dataset=reranker_dataset(run_dir))
 
 
 def content_onboarder(run_dir: str | Path, log_path: str | Path, torch_threads: int | None = 1):  # noqa: ANN201

@@ -4,6 +4,7 @@ node needs no training dataset, feature store or IDP pipeline directory.
     raypipe bundle runs/idp --out bundles/idp                 # an IDP pipeline directory (its served variant)
     raypipe bundle runs/idp --variant pretrain --out b/pre    # another variant of it
     raypipe bundle runs/x/unim2rec-s0 --out b/u2r --force     # a run directory; replace an older bundle
+    raypipe bundle runs/idp --reranker runs/x/upsr --out b/r  # with a reranker slot model (UPSR, UniMP, ...)
     raypipe serve artifacts=bundles/idp                       # serve it (no dataset on this machine needed)
 
 :func:`export_bundle` resolves the same :class:`~raypipe.serve.artifacts.ServingSpec` the app would
@@ -32,20 +33,40 @@ node needs no training dataset, feature store or IDP pipeline directory.
     cdim/model.pt                 CDIM onboarding: the tuned matcher (absent: the packaged MiniLM, untuned)
     cdim_index/                   CDIM onboarding: the saved hnswlib index over the pre-trained items' CDIM
                                   vectors (absent: built at start-up from item_attributes.parquet)
+    reranker/                     ``--reranker RUN_DIR``: the reranker slot's run, rebuilt from here alone (its
+                                  own config.yaml, item_index.parquet, model.pt, metrics.json, cross_aligner.pt):
+      dataset/                    a canonical dataset reduced to what its ItemCatalogue reads: items.parquet
+                                  (its indexed items' text columns, no images), interactions.parquet (their
+                                  interactions' user, item, domain and time, the events of time-slot popularity;
+                                  no ratings or reviews) and the source's dataset.json
+      features/                   the feature views it reads, copied as for the served run (features.npy for
+                                  a .npy view)
+
+``--reranker`` must name a finished run (``metrics.json`` written) of a model with the ``scorer``
+capability whose item index holds every item the bundled model serves, with its dataset (and feature
+store) on this machine; anything else is refused, naming ``--reranker``, before anything is written.
+``bundle.json`` records it under ``reranker`` (model, stage, capabilities, item count, source, dataset,
+feature views) and lists its files with their bytes and SHA-256 like every other.  An app started on the
+bundle serves it in the reranker slot (``Reranker``) with no ``reranker_run=``; an explicit
+``reranker_run=`` still wins.  A bundle re-exported from a bundle carries its reranker only when
+``--reranker <bundle>/reranker`` is passed again.
 
 The bundle is written into a temporary directory beside ``out`` and renamed into place only once it is
 complete and resolves as a spec; a non-empty ``out`` is refused unless ``force`` (then it is replaced as
 a whole).  :meth:`ServingSpec.resolve` accepts the bundle directory as ``artifacts`` and checks each
 listed file's size; :func:`verify_bundle` checks their hashes too.
 
-Not in a bundle: the reranker slot's run (``reranker_run=`` still names a run directory and reads its
-dataset), the serve state (``<bundle>/serve_state`` unless ``state_dir=``: pass one for a read-only
-bundle), and the encoders' weights (the packaged MiniLM / EfficientNet that the feature store's manifest
-names; a store extracted with other weights needs them at the same path on the serving node).
+Not in a bundle: a reranker slot's run exported without ``--reranker`` (``reranker_run=`` names a run
+directory and reads its dataset), the serve state (``<bundle>/serve_state`` unless ``state_dir=``: pass one
+for a read-only bundle), and the encoders' weights (the packaged MiniLM / EfficientNet that the feature
+store's manifest names; a store extracted with other weights needs them at the same path on the serving
+node; likewise a reranker's ``model.backbone`` when it is a local model folder, not ``minilm`` or
+``t5-random``).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -74,6 +95,8 @@ FEATURES_DIR = "features"
 FEATURES_NPY = "features.npy"
 CDIM_DIR = "cdim"
 CDIM_INDEX_DIR = "cdim_index"
+RERANKER_DIR = "reranker"
+RERANKER_DATASET = "dataset"
 
 
 class BundleError(ValueError):
@@ -124,13 +147,27 @@ def verify_bundle(path: str | Path) -> dict[str, Any]:
 
 
 def bundled_features(run_dir: str | Path) -> Path | None:
-    """The feature views a bundle carries for its model (``features/`` or ``features.npy``), ``None`` when
-    ``run_dir`` is not a bundle or its model reads no feature views."""
+    """The feature views a bundle carries for its model (``features/`` or ``features.npy``), or for its
+    reranker when ``run_dir`` is the bundle's ``reranker/``; ``None`` when ``run_dir`` is neither or the
+    model reads no feature views."""
     root = Path(run_dir)
-    if not is_bundle(root):
-        return None
-    name = read_manifest(root, check_sizes=False).get("features")
+    entry = read_manifest(root, check_sizes=False) if is_bundle(root) else bundled_reranker(root)
+    name = entry.get("features") if entry else None
     return (root / name).resolve() if name else None
+
+
+def bundled_reranker(run_dir: str | Path) -> dict[str, Any] | None:
+    """The manifest's ``reranker`` entry when ``run_dir`` is a bundle's ``reranker/`` directory, else ``None``."""
+    root = Path(run_dir)
+    if root.name != RERANKER_DIR or not is_bundle(root.parent):
+        return None
+    return read_manifest(root.parent, check_sizes=False).get("reranker")
+
+
+def bundled_dataset(run_dir: str | Path) -> Path | None:
+    """The reduced canonical dataset a bundle's ``reranker/`` carries (what its catalogue reads), else ``None``."""
+    entry = bundled_reranker(run_dir)
+    return (Path(run_dir) / entry["dataset"]).resolve() if entry else None
 
 
 def read_popularity(bundle: str | Path, index: "ItemIndex") -> "np.ndarray":
@@ -176,10 +213,12 @@ def read_vectors(bundle: str | Path) -> tuple[list[str], list[str], "np.ndarray"
 # ----------------------------------------------------------------------------------------- writing
 def export_bundle(artifacts: str | Path, out_dir: str | Path, variant: str | None = None, *,
                   cdim_dir: str | Path | None = None, cdim_index: str | Path | None = None,
-                  dataset: str | Path | None = None, onboarding: str = "auto", force: bool = False) -> Path:
+                  dataset: str | Path | None = None, onboarding: str = "auto", reranker: str | Path | None = None,
+                  force: bool = False) -> Path:
     """Write the serving bundle of ``artifacts`` (what ``build_app(artifacts=..., variant=...)`` would serve)
-    to ``out_dir``; its path.  :class:`BundleError` (or ``FileNotFoundError`` / ``ValueError`` from
-    resolving the spec) for bad arguments, before anything is written."""
+    to ``out_dir``, with ``reranker`` (a run directory) for the reranker slot; its path.  :class:`BundleError`
+    (or ``FileNotFoundError`` / ``ValueError`` from resolving the spec) for bad arguments, before anything is
+    written."""
     import numpy as np
     import pyarrow as pa
 
@@ -187,14 +226,15 @@ def export_bundle(artifacts: str | Path, out_dir: str | Path, variant: str | Non
     from raypipe.data.sequences import ItemIndex
     from raypipe.io import atomic_dir, write_parquet_atomic
     from raypipe.models.registry import get_spec
-    from raypipe.rundir import CONFIG_FILE, INDEX_FILE, METRICS_FILE, WEIGHTS_FILE
+    from raypipe.rundir import CONFIG_FILE, INDEX_FILE, WEIGHTS_FILE
     from raypipe.serve.artifacts import (
-        ATTRIBUTE_COLUMNS, ServingSpec, item_vectors, load_model, serving_attributes, serving_events,
+        ATTRIBUTE_COLUMNS, ServingSpec, item_vectors, load_model, load_reranker, serving_attributes, serving_events,
         serving_popularity,
     )
 
     out = Path(out_dir).absolute()
     check_out_dir(out, force)
+    rerank_run = check_reranker_run(reranker) if reranker is not None else None
     spec = ServingSpec.resolve(artifacts, variant=variant, cdim_dir=cdim_dir, cdim_index=cdim_index,
                                dataset=dataset, onboarding=onboarding)
     s = spec.to_dict()
@@ -203,34 +243,26 @@ def export_bundle(artifacts: str | Path, out_dir: str | Path, variant: str | Non
     if spec.bundle is None and spec.dataset is None:
         raise BundleError(f"dataset: {cfg.data.dataset} (the dataset of {run}) is not on this machine; a bundle "
                           "needs its item popularity and attributes: pass dataset=<canonical dataset directory>")
-    from raypipe.serve.artifacts import features_path
-
-    store = features_path(cfg, run)
-    if cfg.data.features is not None and (store is None or not store.exists()):
-        raise BundleError(f"{run}: its feature store {cfg.data.features} is not on this machine; the model reads "
-                          f"its views {list(cfg.data.feature_views)}")
+    store = _feature_store(cfg, run, "")
+    index = ItemIndex.load(run / INDEX_FILE)
+    rr = _RerankerSource(rerank_run, index) if rerank_run is not None else None
     sources = [p for p in (spec.run_dir, spec.dataset, spec.cdim_dir, spec.cdim_index, spec.bundle, store,
-                           Path(artifacts).resolve()) if p is not None]
+                           Path(artifacts).resolve(), *(rr.sources() if rr else ())) if p is not None]
     for src in sources:
         src = Path(src).resolve()
         if out.resolve() == src or out.resolve() in src.parents:
             raise BundleError(f"--out: {out} holds what the bundle is exported from ({src})")
 
-    index = ItemIndex.load(run / INDEX_FILE)
     model, _, _ = load_model(run)  # exactly as a serving replica builds it (fails here, not when served)
+    if rr is not None:
+        load_reranker(rr.run)  # likewise the Reranker deployment
     vectors = item_vectors(model, len(index))
     caps = sorted(get_spec(cfg.model.name).capabilities)
     ids, doms = [str(i) for i in index.item_ids], [str(d) for d in index.domains]
 
     with atomic_dir(out) as tmp:
         _readable(tmp)
-        for name in (CONFIG_FILE, INDEX_FILE, WEIGHTS_FILE):
-            shutil.copy2(run / name, tmp / name)
-        if (run / METRICS_FILE).is_file():  # what the served model scored (provenance)
-            shutil.copy2(run / METRICS_FILE, tmp / METRICS_FILE)
-        aligner = _aligner_file(cfg, run)
-        if aligner is not None:
-            shutil.copy2(aligner, tmp / aligner.name)
+        _copy_run(cfg, run, tmp)
         features, views = _copy_features(cfg, run, store, tmp)
         d = int(vectors.shape[1])
         write_parquet_atomic(tmp / VECTORS_FILE, pa.table({
@@ -258,6 +290,7 @@ def export_bundle(artifacts: str | Path, out_dir: str | Path, variant: str | Non
                 shutil.copy2(Path(spec.cdim_dir) / WEIGHTS_FILE, tmp / CDIM_DIR / WEIGHTS_FILE)
             if spec.cdim_index:
                 shutil.copytree(spec.cdim_index, tmp / CDIM_INDEX_DIR)
+        reranker_entry = rr.write(tmp / RERANKER_DIR) if rr is not None else None
         manifest = {
             "format": BUNDLE_FORMAT,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -272,14 +305,134 @@ def export_bundle(artifacts: str | Path, out_dir: str | Path, variant: str | Non
             "cdim": "tuned" if spec.onboarding == "cdim" and spec.cdim_dir else (
                 "packaged MiniLM, untuned" if spec.onboarding == "cdim" else None),
             "features": features, "feature_views": views,
-            "interactions": int(counts.sum()),
+            "interactions": int(counts.sum()), "reranker": reranker_entry,
             "files": {name: {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)}
                       for name in _files(tmp)},
         }
         (tmp / BUNDLE_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         ServingSpec.resolve(tmp, onboarding=onboarding, state_dir=tmp / "serve_state")  # it serves as exported
-    log.info("bundle of %s (%s, %d items) written to %s", run, cfg.model.name, len(index), out)
+    log.info("bundle of %s (%s, %d items%s) written to %s", run, cfg.model.name, len(index),
+             f", reranker {rr.cfg.model.name} from {rr.run}" if rr else "", out)
     return out
+
+
+def check_reranker_run(path: str | Path) -> Path:
+    """``--reranker``: a finished run (its ``metrics.json`` written last) of a model with the ``scorer``
+    capability; its absolute path.  :class:`BundleError` naming ``--reranker`` otherwise."""
+    from raypipe.config import load_config
+    from raypipe.models.registry import get_spec
+    from raypipe.rundir import CONFIG_FILE, INDEX_FILE, METRICS_FILE, WEIGHTS_FILE
+
+    run = Path(path).absolute()
+    if not run.is_dir():
+        raise BundleError(f"--reranker: {run} " + ("is not a directory" if run.exists() else "does not exist"))
+    missing = [f for f in (CONFIG_FILE, INDEX_FILE, WEIGHTS_FILE, METRICS_FILE) if not (run / f).is_file()]
+    if missing:
+        raise BundleError(f"--reranker: {run} is not a finished run directory (no {', '.join(missing)})")
+    name = load_config(run / CONFIG_FILE).model.name
+    caps = get_spec(name).capabilities
+    if "scorer" not in caps:
+        raise BundleError(f"--reranker: {run} is a run of {name} ({', '.join(sorted(caps)) or 'no capabilities'}); "
+                          "the reranker slot needs a model with the scorer capability (score(history, candidates)), "
+                          "e.g. upsr or unimp")
+    return run
+
+
+class _RerankerSource:
+    """What ``--reranker`` is exported from: the run, its item index, dataset and feature store (checked)."""
+
+    def __init__(self, run: Path, served: "ItemIndex") -> None:
+        from raypipe.config import load_config
+        from raypipe.data.sequences import ItemIndex
+        from raypipe.rundir import CONFIG_FILE, INDEX_FILE
+        from raypipe.serve.artifacts import reranker_dataset
+
+        self.run, self.cfg = run, load_config(run / CONFIG_FILE)
+        self.index = ItemIndex.load(run / INDEX_FILE)
+        known = set(self.index.item_ids)
+        unknown = [i for i in served.item_ids if i not in known]
+        if unknown:
+            raise BundleError(f"--reranker: {run} does not know {len(unknown)} of the {len(served)} items the "
+                              f"bundled model serves (e.g. {unknown[0]!r}): its item index must hold them all")
+        dataset = reranker_dataset(run)
+        if dataset is None:
+            raise BundleError(f"--reranker: {run}: its dataset {self.cfg.data.dataset} is not on this machine; the "
+                              "bundle carries the item texts its catalogue reads from it")
+        self.dataset = dataset
+        self.store = _feature_store(self.cfg, run, "--reranker: ")
+
+    def sources(self) -> list[Path | None]:
+        return [self.run, self.dataset, self.store]
+
+    def write(self, dest: Path) -> dict[str, Any]:
+        """Copy the run into ``dest`` (the bundle's ``reranker/``); its manifest entry."""
+        from raypipe.models.registry import get_spec
+
+        dest.mkdir()
+        _copy_run(self.cfg, self.run, dest)
+        features, views = _copy_features(self.cfg, self.run, self.store, dest)
+        interactions = _write_catalogue_dataset(self.dataset, self.index, dest / RERANKER_DATASET)
+        return {"model": self.cfg.model.name, "stage": self.cfg.run.stage, "mode": self.cfg.run.mode,
+                "capabilities": sorted(get_spec(self.cfg.model.name).capabilities), "num_items": len(self.index),
+                "source": {"run_dir": str(self.run), "dataset": str(self.dataset)}, "dataset": RERANKER_DATASET,
+                "interactions": interactions, "features": features, "feature_views": views}
+
+
+def _write_catalogue_dataset(src: Path, index: "ItemIndex", dest: Path) -> int:
+    """A canonical dataset at ``dest`` reduced to what an :class:`ItemCatalogue` of ``index`` reads from
+    ``src``: the indexed items' text columns (no images) and their interactions' user, item, domain and
+    time (no ratings or reviews); the number of interactions."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from raypipe.data.dataset import CanonicalDataset
+    from raypipe.data.schema import DATASET_FILE, INTERACTIONS_FILE, INTERACTIONS_SCHEMA, ITEMS_FILE, ITEMS_SCHEMA
+    from raypipe.io import write_parquet_atomic
+
+    ids = pa.array([str(i) for i in index.item_ids], pa.string())
+    ds = CanonicalDataset.open(src)
+    items = ds.items(columns=[f.name for f in ITEMS_SCHEMA if not f.name.startswith("image")])
+    items = items.filter(pc.is_in(items["item_id"], value_set=ids))
+    inter = ds.interactions(columns=["user_id", "item_id", "domain", "timestamp"])
+    inter = inter.filter(pc.is_in(inter["item_id"], value_set=ids))
+    for name in ("rating", "review"):
+        f = INTERACTIONS_SCHEMA.field(name)
+        inter = inter.append_column(f, pa.nulls(len(inter), f.type))
+    dest.mkdir()
+    write_parquet_atomic(dest / ITEMS_FILE, items)
+    write_parquet_atomic(dest / INTERACTIONS_FILE, inter)
+    info = dataclasses.replace(ds.info, extra={
+        **ds.info.extra, "bundled_from": str(src), "reduced": "the reranker's indexed items: text columns (no "
+        "images) and their interactions' user, item, domain and time (no ratings or reviews)"})
+    (dest / DATASET_FILE).write_text(info.to_json() + "\n")
+    CanonicalDataset.open(dest)  # its schema checked as any dataset's
+    return len(inter)
+
+
+def _feature_store(cfg: Any, run: Path, arg: str) -> Path | None:
+    """The feature store a run reads (``None`` when it reads none); :class:`BundleError` when it is not here."""
+    from raypipe.serve.artifacts import features_path
+
+    store = features_path(cfg, run)
+    if cfg.data.features is not None and (store is None or not store.exists()):
+        raise BundleError(f"{arg}{run}: its feature store {cfg.data.features} is not on this machine; the model "
+                          f"reads its views {list(cfg.data.feature_views)}")
+    return store
+
+
+def _copy_run(cfg: Any, run: Path, dest: Path) -> None:
+    """A run directory's files under ``raypipe.rundir``'s names into ``dest``: config, item index, weights,
+    its test metrics when it has them (provenance) and the cross-modal heads its ``cross`` view reads."""
+    from raypipe.rundir import CONFIG_FILE, INDEX_FILE, METRICS_FILE, WEIGHTS_FILE
+
+    for name in (CONFIG_FILE, INDEX_FILE, WEIGHTS_FILE):
+        shutil.copy2(run / name, dest / name)
+    if (run / METRICS_FILE).is_file():
+        shutil.copy2(run / METRICS_FILE, dest / METRICS_FILE)
+    aligner = _aligner_file(cfg, run)
+    if aligner is not None:
+        shutil.copy2(aligner, dest / aligner.name)
 
 
 def check_out_dir(out: Path, force: bool) -> None:
@@ -370,6 +523,9 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--cdim-index", help="a saved CDIM index (default: the pipeline's transfer_cdim/index)")
     p.add_argument("--onboarding", choices=("auto", "cdim", "content"), default="auto",
                    help="how the served app onboards new items (default: %(default)s, as `raypipe serve`)")
+    p.add_argument("--reranker", metavar="RUN_DIR", help="a finished run of a scorer model (UPSR, UniMP, ...) "
+                                                         "bundled for the reranker slot, with its item texts and "
+                                                         "feature views (served without reranker_run=)")
     return p
 
 
@@ -384,13 +540,15 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
 
     uri = str(ns.out).rstrip("/") if storage.is_uri(str(ns.out)) else None
     try:
+        if ns.reranker is not None:
+            check_reranker_run(ns.reranker)
         if uri is None:
             check_out_dir(Path(ns.out).absolute(), ns.force)
         else:  # exported into a local staging directory, then published (bundle.json last)
             storage.check(uri)
             if storage.is_nonempty_dir(uri) and not ns.force:
                 raise BundleError(f"--out: {uri} is not empty; pass --force to replace it")
-    except (BundleError, storage.StorageError) as e:
+    except (ValueError, storage.StorageError) as e:  # BundleError, ConfigError: bad --out or --reranker
         p.error(str(e))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from raypipe.config import ConfigError
@@ -399,7 +557,8 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     target = storage.staging_dir(uri) if uri else ns.out
     try:
         out = export_bundle(ns.artifacts, target, ns.variant, cdim_dir=ns.cdim_dir, cdim_index=ns.cdim_index,
-                            dataset=ns.dataset, onboarding=ns.onboarding, force=ns.force or uri is not None)
+                            dataset=ns.dataset, onboarding=ns.onboarding, reranker=ns.reranker,
+                            force=ns.force or uri is not None)
     except (FileNotFoundError, ValueError, ConfigError, DataValidationError) as e:  # BundleError is a ValueError
         p.error(str(e))
     m = read_manifest(out)
@@ -408,7 +567,8 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         out = uri
     size = sum(f["bytes"] for f in m["files"].values())
     print(f"{out}: {m['model']} ({m['stage']}), {m['num_items']} items in {len(m['domains'])} domains, "
-          f"onboarding {m['onboarding']}, {len(m['files'])} files, {size / 2**20:.1f} MiB")
+          f"onboarding {m['onboarding']}, " + (f"reranker {m['reranker']['model']}, " if m.get("reranker") else "")
+          + f"{len(m['files'])} files, {size / 2**20:.1f} MiB")
     print(f"serve it with: raypipe serve artifacts={out}")
     return 0
 

@@ -87,7 +87,7 @@ def check_recommender_args(args: dict[str, Any], where: str) -> list[str]:
         raise ServeArgsError(f"{where}: {e}") from None
     if a.reranker_run is not None and not Path(a.reranker_run).exists():
         raise ServeArgsError(f"{where}: reranker_run: {a.reranker_run} does not exist")
-    return app_deployments(spec.onboarding, a.reranker_run is not None)
+    return app_deployments(spec.onboarding, a.reranker_run is not None or spec.reranker_run is not None)
 
 
 def check_deployments(entries: Any, built: list[str], where: str) -> None:

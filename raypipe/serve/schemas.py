@@ -387,7 +387,8 @@ class RecommenderArgs(BaseModel):
     matcher_max_batch: int = Field(16, ge=1)
     retries: int = Field(1, ge=0, le=3, description="retries of idempotent calls whose replica died")
     reranker_run: str | None = Field(None, description="optional run directory of a second model that "
-                                                       "re-scores the retrieved candidates (the reranker slot)")
+                                                       "re-scores the retrieved candidates (the reranker slot); "
+                                                       "default: the served bundle's reranker, if it has one")
     rerank_depth: int = Field(3, ge=1, le=10, description="the reranker sees k * rerank_depth candidates")
     explain_timeout_s: float = Field(30.0, gt=0.0, description="POST /explain answers 504 after this long")
     num_cpus: float = Field(0.1, gt=0.0, description="CPUs reserved per replica (fractional on small hosts) of the "

@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from raypipe import commands
+from raypipe.data.sequences import ItemIndex
 from raypipe.serve.artifacts import (
     ServingSpec, is_run_dir, item_attributes, item_vectors, load_model, popularity,
 )
@@ -54,6 +55,20 @@ def moved_away(*dirs: Path) -> Iterator[None]:
     finally:
         for d, hidden in reversed(done):
             hidden.rename(d)
+
+
+def served_model(run: Path) -> tuple[ItemIndex, HistoryEncoder, np.ndarray]:
+    """A run's (or bundle's) item index, history encoder and item vectors, as the app's deployments build them."""
+    model, index, cfg = load_model(run)
+    return index, HistoryEncoder(model, index, cfg.data.max_len), item_vectors(model, len(index))
+
+
+def busiest_history(dataset: Path, index: ItemIndex) -> tuple[pd.DataFrame, list[str]]:
+    """The dataset's :data:`DOMAIN` interactions with indexed items, and the last 6 items of its busiest user."""
+    inter = pd.read_parquet(dataset / "interactions.parquet")
+    inter = inter[(inter["domain"] == DOMAIN) & inter["item_id"].isin(set(index.item_ids))]
+    user = inter["user_id"].value_counts().index[0]
+    return inter, list(inter[inter["user_id"] == user].sort_values("timestamp")["item_id"])[-6:]
 
 
 def test_the_bundle_holds_what_the_app_reads_with_its_manifest(bundle: Path, source_spec: ServingSpec,
@@ -194,13 +209,8 @@ def test_the_app_serves_from_the_bundle_with_no_dataset_on_the_machine(
         monkeypatch: pytest.MonkeyPatch) -> None:
     from ray import serve
 
-    model, index, cfg = load_model(bundle)  # a bundle is a run directory
-    enc = HistoryEncoder(model, index, cfg.data.max_len)
-    vecs = item_vectors(model, len(index))
-    inter = pd.read_parquet(tiny_dataset / "interactions.parquet")
-    inter = inter[(inter["domain"] == DOMAIN) & inter["item_id"].isin(set(index.item_ids))]
-    user = inter["user_id"].value_counts().index[0]
-    history = list(inter[inter["user_id"] == user].sort_values("timestamp")["item_id"])[-6:]
+    index, enc, vecs = served_model(bundle)  # a bundle is a run directory
+    inter, history = busiest_history(tiny_dataset, index)
     counts = inter["item_id"].value_counts()
     titles = pd.read_parquet(tiny_dataset / "items.parquet").set_index("item_id")["title"]
     rows = np.flatnonzero(index.domains == DOMAIN)
