@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 import raypipe.runtime  # noqa: E402,F401  (loopback + offline env before Ray is imported)
+from raypipe.serve.timing import HEADER as SERVER_TIMING, HOPS, parse_server_timing  # noqa: E402
 
 MALFORMED = ["bad_json", "wrong_type", "k_out_of_range", "oversized", "unknown_domain"]
 
@@ -129,10 +130,11 @@ async def run_load(url: str, reqs, qps: float, max_s: float) -> list[dict]:
                                      headers={"content-type": "application/json"} if body else None) as r:
                     await r.read()
                     code = r.status
+                    timing = r.headers.get(SERVER_TIMING)
             except Exception as e:  # noqa: BLE001 - counted, never raised
-                code = f"client:{type(e).__name__}"
+                code, timing = f"client:{type(e).__name__}", None
             results.append({"kind": kind, "status": code, "ms": (time.perf_counter() - t) * 1000,
-                            "t": t - t0})
+                            "t": t - t0, "hops": parse_server_timing(timing) if timing else None})
         await asyncio.gather(*(one(i, *r) for i, r in enumerate(reqs)))
     return results
 
@@ -158,6 +160,36 @@ def summarise(results: list[dict], wall: float, offered: float) -> dict:
             "n_client_errors": sum(n for c, n in codes.items() if c.startswith("client")),
             "malformed_share": sum(1 for r in results if r["kind"].startswith("malformed")) / max(1, len(results)),
             "per_kind": rows}
+
+
+def hop_profile(results: list[dict]) -> dict | None:
+    """Per-hop percentiles of the answered /recommend requests from their ``Server-Timing`` headers, and
+    ``outside_app``: what the client measured beyond the replica's endpoint (HTTP, proxy, FastAPI)."""
+    timed = [r for r in results if r["kind"] == "recommend" and r["status"] == 200 and r.get("hops")]
+    if not timed:
+        return None
+    series = {h: [r["hops"].get(h, 0.0) for r in timed] for h in (*HOPS, "app")}
+    series["outside_app"] = [r["ms"] - r["hops"]["app"] for r in timed]
+    series["client"] = [r["ms"] for r in timed]
+    return {"n": len(timed), "hops": {h: {"mean_ms": float(np.mean(v)), "p50_ms": pct(v, 50), "p95_ms": pct(v, 95),
+                                          "p99_ms": pct(v, 99)} for h, v in series.items()},
+            # the slowest 1%: where their time went (mean ms per hop over those requests)
+            "slowest_1pct_mean_ms": {h: float(np.mean([series[h][i] for i in _slowest(series["client"], 0.01)]))
+                                     for h in series}}
+
+
+def _slowest(ms: list[float], share: float) -> list[int]:
+    k = max(1, int(round(len(ms) * share)))
+    return list(np.argsort(ms)[-k:])
+
+
+def hop_table(profile: dict) -> str:
+    lines = ["| Hop (answered /recommend) | mean ms | p50 ms | p95 ms | p99 ms | slowest 1%: mean ms |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for h, v in profile["hops"].items():
+        lines.append(f"| {h} | {v['mean_ms']:.1f} | {v['p50_ms']:.1f} | {v['p95_ms']:.1f} | {v['p99_ms']:.1f} | "
+                     f"{profile['slowest_1pct_mean_ms'][h]:.1f} |")
+    return "\n".join(lines)
 
 
 def table(s: dict) -> str:
@@ -267,7 +299,11 @@ def main() -> None:
     t0 = time.time()
     results = asyncio.run(run_load(url, reqs, args.qps, args.max_seconds))
     main_s = summarise(results, time.time() - t0, args.qps)
+    main_s["hop_profile"] = hop_profile(results)
     print(f"\n## Load ({len(results)} requests)\n\n" + table(main_s))
+    if main_s["hop_profile"]:
+        print(f"\n## Where /recommend's time goes (Server-Timing, {main_s['hop_profile']['n']} answers)\n\n"
+              + hop_table(main_s["hop_profile"]))
     fault = None
     if args.fault_seconds > 0:
         n = int(args.qps * args.fault_seconds)

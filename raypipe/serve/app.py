@@ -28,11 +28,12 @@ Deployments (composed with ``DeploymentHandle``s; the logic lives in :mod:`raypi
 
 import asyncio
 import logging
+import time
 from dataclasses import asdict
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, Query
+from fastapi import FastAPI, Query, Response
 from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
@@ -40,6 +41,7 @@ from ray.serve.handle import DeploymentHandle
 from raypipe.serve import errors
 from raypipe.serve.errors import ApiError, error_result, raise_if_error
 from raypipe.serve.loopback import pin_internal_grpc_to_loopback
+from raypipe.serve.timing import HEADER as SERVER_TIMING, HopTimer
 from raypipe.serve import openapi
 from raypipe.serve.openapi import HEALTH_EXAMPLE, responses
 from raypipe.serve.schemas import (
@@ -116,7 +118,6 @@ class ANNRetriever:
                  popularity_clock: float | None = None) -> None:
         spec = _on_this_node(spec)  # a bundle or run in storage: this node's copy
         pin_internal_grpc_to_loopback()
-        import time
         from pathlib import Path
 
         from raypipe.serve.artifacts import (
@@ -397,43 +398,64 @@ class Recommender:
 
     @api.post("/v1/recommend", response_model=RecommendResponse, responses=DOCS["recommend"])
     @api.post("/recommend", response_model=RecommendResponse, responses=DOCS["recommend"])
-    async def recommend(self, req: RecommendRequest) -> RecommendResponse:
-        """Top-k items for a history of item ids (unknown ids skipped; none known → popular items)."""
+    async def recommend(self, req: RecommendRequest, response: Response) -> RecommendResponse:
+        """Top-k items for a history of item ids (unknown ids skipped; none known → popular items).  The
+        answer's ``Server-Timing`` header gives each hop's milliseconds (:mod:`raypipe.serve.timing`)."""
+        timer = HopTimer()
         self._check_domain(req.domain)
-        out = await self._recommend_batch(req)
+        out = await self._recommend_batch((req, timer))
         if isinstance(out, ApiError):
             raise out
+        response.headers[SERVER_TIMING] = timer.header()
         return out
 
     # several batches in flight: a batch mostly waits on the encoder and retriever replicas
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002, max_concurrent_batches=8)
-    async def _recommend_batch(self, reqs: list[RecommendRequest]) -> list[RecommendResponse | ApiError]:
+    async def _recommend_batch(self, batch: list[tuple[RecommendRequest, HopTimer]]
+                               ) -> list[RecommendResponse | ApiError]:
         """Concurrent /recommend requests share one encoder call and one retriever call: on 2 CPUs each
         deployment hop costs milliseconds of CPU, so per-request hops would cap the app far below 100 QPS."""
+        reqs = [r for r, _ in batch]
         self.batches["batches"] += 1
         self.batches["requests"] += len(reqs)
+        t0 = time.perf_counter()
         try:
             encs = await self._call(self.encoder.encode_many, [list(r.history) for r in reqs])
+            t1 = time.perf_counter()
             queries = [{"vector": e["vector"], "domain": r.domain,
                         "k": r.k * self.rerank_depth if self.reranker is not None and e["vector"] is not None else r.k,
                         "exclude": list(r.history) if r.exclude_history else []} for r, e in zip(reqs, encs)]
             results = await self._call(self.retriever.retrieve, queries)
+            t2 = time.perf_counter()
         except ApiError as e:
             return [e] * len(reqs)
-        return list(await asyncio.gather(*(self._respond(r, e, h) for r, e, h in zip(reqs, encs, results))))
+        for _, timer in batch:
+            timer.span("queue", timer.arrival, t0)
+            timer.span("encode", t0, t1)
+            timer.span("retrieve", t1, t2)
+        return list(await asyncio.gather(*(self._respond(r, e, h, timer)
+                                           for (r, timer), e, h in zip(batch, encs, results))))
 
-    async def _respond(self, req: RecommendRequest, enc: dict[str, Any], hits: Any) -> RecommendResponse | ApiError:
+    async def _respond(self, req: RecommendRequest, enc: dict[str, Any], hits: Any,
+                       timer: HopTimer) -> RecommendResponse | ApiError:
+        t0 = time.perf_counter()
+        reranking = 0.0
         try:
             hits = raise_if_error(hits)
             fallback = "popular" if enc["vector"] is None else None
             items = [{"item_id": i, "domain": d, "score": s} for i, d, s in hits]
             reranked = False
             if self.reranker is not None and fallback is None:
+                t_r = time.perf_counter()
                 items, reranked = (await self._call(self.reranker.rerank, list(req.history), items))[:req.k], True
+                reranking = time.perf_counter() - t_r
+                timer.span("rerank", t_r, t_r + reranking)
         except ApiError as e:
             return e
-        return RecommendResponse(items=items[:req.k], domain=req.domain, k=req.k, fallback=fallback,
-                                 used_items=enc["used"], skipped_items=enc["skipped"], reranked=reranked)
+        out = RecommendResponse(items=items[:req.k], domain=req.domain, k=req.k, fallback=fallback,
+                                used_items=enc["used"], skipped_items=enc["skipped"], reranked=reranked)
+        timer.span("respond", t0, time.perf_counter() - reranking)
+        return out
 
     @api.post("/v1/rank", response_model=RankResponse, responses=DOCS["rank"])
     async def rank(self, req: RankRequest) -> RankResponse:

@@ -7,6 +7,7 @@ import json
 import shutil
 import socket
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -72,6 +73,25 @@ def test_recommend_returns_k_distinct_valid_ids_matching_exact_scores(app_url, h
     assert ids == exact
     assert [i["score"] for i in body["items"]] == pytest.approx(
         [float(vecs[index.lookup([i])[0] - 1] @ u) for i in ids], rel=1e-4, abs=1e-5)
+
+
+def test_recommend_answers_carry_each_hops_server_timing(app_url, history) -> None:
+    """Every answered /v1/recommend says where its time went: the hops in order, each >= 0, their sum
+    within the replica's own total, and the total within what the client waited."""
+    from raypipe.serve.timing import HOPS, parse_server_timing
+
+    for body in ({"history": history, "domain": DOMAIN, "k": 5}, {"history": ["toys/NOPE"], "domain": DOMAIN, "k": 3}):
+        t0 = time.perf_counter()
+        r = post(app_url, "/v1/recommend", body)
+        client_ms = (time.perf_counter() - t0) * 1000
+        assert r.status_code == 200, r.text
+        hops = parse_server_timing(r.headers["Server-Timing"])
+        assert list(hops) == [*HOPS, "app"] and min(hops.values()) >= 0.0
+        assert hops["encode"] > 0.0 and hops["retrieve"] > 0.0 and hops["rerank"] == 0.0  # no reranker here
+        assert sum(hops[h] for h in HOPS) <= hops["app"] + 0.05 and hops["app"] <= client_ms
+    # a refused request never reached the hops: no header
+    bad = post(app_url, "/v1/recommend", {"history": [], "domain": "garden"})
+    assert bad.status_code == 422 and "Server-Timing" not in bad.headers
 
 
 def test_unknown_ids_skipped_and_listed(app_url, history) -> None:
