@@ -1,0 +1,43 @@
+"""bench/bench_serve.py's per-hop profile from Server-Timing headers (hand-made results, no Ray)."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_serve", ROOT / "bench" / "bench_serve.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _hops(app: float, encode: float) -> dict[str, float]:
+    return {"queue": 1.0, "encode": encode, "retrieve": 2.0, "rerank": 0.0, "respond": 0.5, "app": app}
+
+
+def test_profile_of_answered_recommends_only(bench) -> None:
+    results = [{"kind": "recommend", "status": 200, "ms": 10.0 + i, "t": 0.0, "hops": _hops(8.0 + i, 3.0 + i)}
+               for i in range(100)]
+    # left out: another kind, an error, a request without the header
+    results += [{"kind": "match", "status": 200, "ms": 99.0, "t": 0.0, "hops": _hops(1.0, 1.0)},
+                {"kind": "recommend", "status": 503, "ms": 99.0, "t": 0.0, "hops": None},
+                {"kind": "recommend", "status": 200, "ms": 99.0, "t": 0.0, "hops": None}]
+    p = bench.hop_profile(results)
+    assert p["n"] == 100
+    assert p["hops"]["encode"]["p50_ms"] == pytest.approx(52.5)  # 3..102, median of 100 values
+    assert p["hops"]["queue"]["p99_ms"] == pytest.approx(1.0)
+    assert p["hops"]["outside_app"]["mean_ms"] == pytest.approx(2.0)  # client 10+i - app 8+i
+    assert p["hops"]["client"]["p99_ms"] == pytest.approx(108.01)
+    # the slowest 1% is the one request of 109 ms: its encode hop took 102 ms
+    assert p["slowest_1pct_mean_ms"]["encode"] == pytest.approx(102.0)
+    assert "| encode | 52.5 | 52.5 |" in bench.hop_table(p)
+
+
+def test_no_timed_answers_no_profile(bench) -> None:
+    assert bench.hop_profile([{"kind": "recommend", "status": 200, "ms": 5.0, "t": 0.0, "hops": None}]) is None
