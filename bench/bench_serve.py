@@ -19,7 +19,9 @@ failures until Serve has replaced it.  Writes bench/results/serve.json and print
 Serve runs in its throughput-optimised mode (``RAY_SERVE_THROUGHPUT_OPTIMIZED=1``, set here before Ray
 starts) and the load goes to the ingress replica's direct HTTP port (127.0.0.1:30000+);
 ``--via-proxy`` sends it through Serve's HTTP proxy and ``--no-throughput-optimized`` keeps Serve's
-defaults, for comparison.
+defaults, for comparison; ``--colocate`` runs the encoder and retriever inside the ingress replica.  Every
+answered /recommend's ``Server-Timing`` header gives its hops (queue, encode, retrieve, rerank, respond,
+app); the JSON's ``load.hop_profile`` has their percentiles and the time the client saw outside the app.
 """
 from __future__ import annotations
 
@@ -226,6 +228,9 @@ def main() -> None:
                    help="a run directory served in the reranker slot (UPSR, UniMP) over the same items")
     p.add_argument("--rerank-depth", type=int, default=3,
                    help="with --reranker-run: candidates reranked = k (10) x this")
+    p.add_argument("--colocate", action="store_true",
+                   help="encoder and retriever inside the ingress replica (build_app colocate=true); no fault "
+                        "phase (there is no encoder replica to kill)")
     p.add_argument("--out", default="bench/results/serve.json")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -234,6 +239,9 @@ def main() -> None:
         args.matcher_max_items = min(args.matcher_max_items, 2000)
         if args.out == "bench/results/serve.json":
             args.out = "bench/results/serve_quick.json"
+    if args.colocate and args.fault_seconds > 0:
+        print("--colocate: no fault phase (the encoder runs inside the ingress replica)", flush=True)
+        args.fault_seconds = 0.0
     if not args.no_throughput_optimized:
         # Serve's throughput-optimised mode (read when Ray starts): direct ingress (the ingress replica
         # serves HTTP itself, on http_options.host), gRPC between replicas, user code on the replica's
@@ -273,7 +281,8 @@ def main() -> None:
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     rerank = {"reranker_run": args.reranker_run, "rerank_depth": args.rerank_depth} if args.reranker_run else {}
     app = build_app({"artifacts": str(artifacts), "state_dir": str(work / f"state-{int(time.time())}"),
-                     "matcher_max_items": args.matcher_max_items, "num_replicas": {"SequenceEncoder": 2},
+                     "matcher_max_items": args.matcher_max_items,
+                     **({"colocate": True} if args.colocate else {"num_replicas": {"SequenceEncoder": 2}}),
                      **rerank})
     serve.run(app, name="bench", route_prefix="/",
               logging_config={"enable_access_log": False, "log_level": "WARNING"})

@@ -360,12 +360,18 @@ class Recommender:
     def __init__(self, encoder: DeploymentHandle, retriever: DeploymentHandle, matcher: DeploymentHandle,
                  reranker: DeploymentHandle | None, domains: list[str], description: dict[str, Any],
                  retries: int, rerank_depth: int, max_body_bytes: int, max_batch: int = 32,
-                 batch_wait_s: float = 0.002, explain_timeout_s: float = 30.0, *, state_dir: str) -> None:
+                 batch_wait_s: float = 0.002, explain_timeout_s: float = 30.0, *, state_dir: str,
+                 colocated: dict[str, Any] | None = None) -> None:
         pin_internal_grpc_to_loopback()
         from pathlib import Path
 
         from raypipe.serve.domains import DOMAINS_FILE, DomainRegistry
 
+        if colocated is not None:  # build_app(colocate=True): encoder and retriever inside this replica
+            from raypipe.serve.local import local_instance
+
+            encoder = local_instance(SequenceEncoder, colocated["spec"], *colocated["encoder"])
+            retriever = local_instance(ANNRetriever, colocated["spec"], *colocated["retriever"])
         self.encoder, self.retriever, self.matcher, self.reranker = encoder, retriever, matcher, reranker
         self.domains = DomainRegistry(Path(state_dir) / DOMAINS_FILE, domains)
         self.description = description
@@ -601,10 +607,18 @@ def build_app(args: RecommenderArgs) -> Application:
             o["num_replicas"] = replicas[name]
         return o
 
-    encoder = SequenceEncoder.options(**opts("SequenceEncoder")).bind(s, args.encoder_max_batch,
-                                                                      args.encoder_batch_wait_s)
-    retriever = ANNRetriever.options(**opts("ANNRetriever")).bind(s, args.ef_search, args.hnsw_m, args.ef_construction,
-                                                                  args.popularity_clock)
+    encoder_args = (args.encoder_max_batch, args.encoder_batch_wait_s)
+    retriever_args = (args.ef_search, args.hnsw_m, args.ef_construction, args.popularity_clock)
+    colocated = None
+    if args.colocate:
+        if {"SequenceEncoder", "ANNRetriever"} & set(replicas):
+            raise ValueError("num_replicas: with colocate=true the SequenceEncoder and ANNRetriever run inside "
+                             "each Recommender replica; scale the Recommender instead")
+        encoder = retriever = None
+        colocated = {"spec": s, "encoder": encoder_args, "retriever": retriever_args}
+    else:
+        encoder = SequenceEncoder.options(**opts("SequenceEncoder")).bind(s, *encoder_args)
+        retriever = ANNRetriever.options(**opts("ANNRetriever")).bind(s, *retriever_args)
     if spec.onboarding == "content":
         matcher = ContentOnboarder.options(**opts("ContentOnboarder")).bind(s)
     else:
@@ -613,9 +627,9 @@ def build_app(args: RecommenderArgs) -> Application:
     # an explicit reranker_run= wins over the bundle's reranker
     reranker_run = args.reranker_run or spec.reranker_run
     reranker = Reranker.options(**opts("Reranker")).bind(s, args.reranker_run) if reranker_run else None
-    description = {**spec.description, "reranker": reranker_run}
+    description = {**spec.description, "reranker": reranker_run, "colocated": args.colocate}
     return Recommender.options(**opts("Recommender")).bind(encoder, retriever, matcher, reranker, spec.domains,
                                                            description, args.retries, args.rerank_depth,
                                                            args.max_body_bytes, args.ingress_max_batch,
                                                            args.ingress_batch_wait_s, args.explain_timeout_s,
-                                                           state_dir=spec.state_dir)
+                                                           state_dir=spec.state_dir, colocated=colocated)

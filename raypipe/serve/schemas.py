@@ -399,6 +399,9 @@ class RecommenderArgs(BaseModel):
                             "served model has it, else cdim")
     popularity_clock: float | None = Field(None, ge=0.0, description="a fixed Unix time live popularity "
                                            "reads as now (replays, tests); None: the wall clock")
+    colocate: bool = Field(False, description="run the sequence encoder and the ANN retriever inside each "
+                           "ingress replica: no deployment hop per /recommend (the latency mode on few CPUs); "
+                           "they then scale with the Recommender's replicas")
     num_replicas: dict[str, int] | None = Field(
         None, description="fixed replica counts by deployment name (tests, benchmarks); the YAML's "
                           "autoscaling_config is the production setting")

@@ -393,3 +393,39 @@ def test_concurrent_recommends_share_deployment_calls_and_answer_each_request(ap
         assert [i["item_id"] for i in r.json()["items"]] == exact
     last = answers[-1].json()
     assert last["fallback"] == "popular" and len(last["items"]) == 3
+
+
+def test_colocated_app_answers_as_the_composed_one_with_no_deployment_hops(serve_port, idp_artifacts, history,
+                                                                           tmp_path_factory) -> None:
+    """colocate=true: the encoder and retriever run inside the ingress replica (no SequenceEncoder or
+    ANNRetriever deployment), with the same answers; onboarded items reach its retriever too."""
+    from ray import serve
+
+    from raypipe.serve.app import build_app
+    from raypipe.serve.replicas import replica_names
+    from raypipe.serve.timing import parse_server_timing
+    from .conftest import deploy
+
+    with pytest.raises(ValueError, match="colocate=true.*scale the Recommender"):
+        build_app({"artifacts": str(idp_artifacts), "colocate": True, "num_replicas": {"SequenceEncoder": 2}})
+    state = tmp_path_factory.mktemp("colo_state")
+    composed = deploy("composed2", serve_port, {"artifacts": str(idp_artifacts), "state_dir": str(state)})
+    colo = deploy("colo", serve_port, {"artifacts": str(idp_artifacts), "state_dir": str(state), "colocate": True})
+    try:
+        assert replica_names("colo", "SequenceEncoder") == [] and replica_names("colo", "ANNRetriever") == []
+        assert len(replica_names("composed2", "SequenceEncoder")) == 1
+        assert requests.get(f"{colo}/healthz", timeout=10).json()["serving"]["colocated"] is True
+        for body in ({"history": history, "domain": DOMAIN, "k": 7}, {"history": ["toys/NOPE"], "domain": DOMAIN, "k": 3},
+                     {"history": history[-2:], "k": 5}):
+            a, b = post(composed, "/v1/recommend", body), post(colo, "/v1/recommend", body)
+            assert a.status_code == b.status_code == 200, (a.text, b.text)
+            assert a.json() == b.json()
+            hops = parse_server_timing(b.headers["Server-Timing"])
+            assert hops["encode"] > 0.0 and hops["retrieve"] > 0.0
+        # an item onboarded through the colocated app is in its (in-replica) retriever at once
+        new = {"item_id": "toys/NEW-COLO-1", "domain": DOMAIN, "title": "colocated kite of glass"}
+        assert post(colo, "/items", {"items": [new]}).status_code == 201
+        assert requests.get(f"{colo}/items/{new['item_id']}", timeout=10).json()["onboarded"] is True
+    finally:
+        serve.delete("colo")
+        serve.delete("composed2")
