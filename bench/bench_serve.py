@@ -171,6 +171,8 @@ def hop_profile(results: list[dict]) -> dict | None:
     if not timed:
         return None
     series = {h: [r["hops"].get(h, 0.0) for r in timed] for h in (*HOPS, "app")}
+    # inside the app but in no hop: the replica's event loop (other requests' work, the endpoint resuming)
+    series["app_other"] = [r["hops"]["app"] - sum(r["hops"].get(h, 0.0) for h in HOPS) for r in timed]
     series["outside_app"] = [r["ms"] - r["hops"]["app"] for r in timed]
     series["client"] = [r["ms"] for r in timed]
     return {"n": len(timed), "hops": {h: {"mean_ms": float(np.mean(v)), "p50_ms": pct(v, 50), "p95_ms": pct(v, 95),

@@ -33,6 +33,7 @@ def test_profile_of_answered_recommends_only(bench) -> None:
     assert p["hops"]["encode"]["p50_ms"] == pytest.approx(52.5)  # 3..102, median of 100 values
     assert p["hops"]["queue"]["p99_ms"] == pytest.approx(1.0)
     assert p["hops"]["outside_app"]["mean_ms"] == pytest.approx(2.0)  # client 10+i - app 8+i
+    assert p["hops"]["app_other"]["p99_ms"] == pytest.approx(1.5)  # app 8+i - hops (1 + 3+i + 2 + 0 + 0.5)
     assert p["hops"]["client"]["p99_ms"] == pytest.approx(108.01)
     # the slowest 1% is the one request of 109 ms: its encode hop took 102 ms
     assert p["slowest_1pct_mean_ms"]["encode"] == pytest.approx(102.0)
