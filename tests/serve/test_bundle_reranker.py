@@ -20,6 +20,7 @@ from raypipe.data.sequences import ItemIndex
 from raypipe.serve.artifacts import ServingSpec, is_run_dir, load_reranker
 from raypipe.serve.bundle import BUNDLE_FILE, BundleError, export_bundle, read_manifest, verify_bundle
 from raypipe.serve.rerank import ModelReranker
+from raypipe.serve.timing import parse_server_timing
 
 from .conftest import deploy
 from .test_bundle import DOMAIN, busiest_history, moved_away, served_model
@@ -179,6 +180,8 @@ def test_the_app_reranks_from_the_bundle_alone_as_with_the_original_run(
             r = requests.post(f"{url}/v1/recommend", json=body, timeout=120)
             assert r.status_code == 200, r.text
             bundled = r.json()
+            hops = parse_server_timing(r.headers["Server-Timing"])  # the reranker's hop is timed too
+            assert hops["rerank"] > 0.0 and hops["rerank"] + hops["encode"] + hops["retrieve"] <= hops["app"]
             ranked = requests.post(f"{url}/v1/rank", json={"history": history, "candidates": [
                 c["item_id"] for c in candidates]}, timeout=120).json()
         finally:
