@@ -58,10 +58,12 @@ def parse_builder_args(items: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def app_deployments(onboarding: str, reranker: bool) -> list[str]:
-    """The deployments :func:`raypipe.serve.app.build_app` builds for a resolved spec."""
+def app_deployments(onboarding: str, reranker: bool, colocate: bool = False) -> list[str]:
+    """The deployments :func:`raypipe.serve.app.build_app` builds for a resolved spec (``colocate``: the
+    encoder and retriever run inside the Recommender, not as deployments)."""
     matcher = "ContentOnboarder" if onboarding == "content" else "CDIMMatcher"
-    return ["Recommender", "SequenceEncoder", "ANNRetriever", matcher] + (["Reranker"] if reranker else [])
+    hops = [] if colocate else ["SequenceEncoder", "ANNRetriever"]
+    return ["Recommender", *hops, matcher] + (["Reranker"] if reranker else [])
 
 
 def check_recommender_args(args: dict[str, Any], where: str) -> list[str]:
@@ -87,7 +89,7 @@ def check_recommender_args(args: dict[str, Any], where: str) -> list[str]:
         raise ServeArgsError(f"{where}: {e}") from None
     if a.reranker_run is not None and not Path(a.reranker_run).exists():
         raise ServeArgsError(f"{where}: reranker_run: {a.reranker_run} does not exist")
-    return app_deployments(spec.onboarding, a.reranker_run is not None or spec.reranker_run is not None)
+    return app_deployments(spec.onboarding, a.reranker_run is not None or spec.reranker_run is not None, a.colocate)
 
 
 def check_deployments(entries: Any, built: list[str], where: str) -> None:

@@ -100,6 +100,25 @@ def test_bad_deployment_entries_are_named(edit, named: str, run_dir: Path, tmp_p
     assert named in str(e.value)
 
 
+def test_a_colocated_config_lists_no_encoder_or_retriever(run_dir: Path, tmp_path: Path) -> None:
+    """``colocate: true`` runs the encoder and retriever inside the Recommender: entries for them name
+    deployments the app no longer builds; without them the config passes."""
+    def colocated(drop: bool) -> Path:
+        cfg = repo_config()
+        app = cfg["applications"][0]
+        app["args"].update(artifacts=str(run_dir), colocate=True)
+        if drop:
+            app["deployments"] = [d for d in app["deployments"] if d["name"] not in ("SequenceEncoder", "ANNRetriever")]
+        path = tmp_path / f"colocated-{drop}.yaml"
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        return path
+
+    with pytest.raises(ServeArgsError) as e:
+        check_config_file(colocated(drop=False))
+    assert "'SequenceEncoder' is not a deployment of this app (it builds Recommender, CDIMMatcher)" in str(e.value)
+    check_config_file(colocated(drop=True))
+
+
 def test_the_command_exits_2_naming_them_before_ray(run_dir: Path, tmp_path: Path, no_ray: None,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     path = write_config(tmp_path, run_dir, lambda deps: (_bad_key(deps), _rename(deps)))
