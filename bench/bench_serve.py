@@ -280,7 +280,9 @@ def main() -> None:
     with socket.socket() as s_:
         s_.bind(("127.0.0.1", 0))
         port = s_.getsockname()[1]
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    # no access log in the proxy either (the app's is off below): a log line per request is proxy CPU
+    serve.start(http_options={"host": "127.0.0.1", "port": port},
+                logging_config={"enable_access_log": False, "log_level": "WARNING"})
     rerank = {"reranker_run": args.reranker_run, "rerank_depth": args.rerank_depth} if args.reranker_run else {}
     app = build_app({"artifacts": str(artifacts), "state_dir": str(work / f"state-{int(time.time())}"),
                      "matcher_max_items": args.matcher_max_items,
