@@ -23,6 +23,10 @@ Deployments (composed with ``DeploymentHandle``s; the logic lives in :mod:`raypi
   names, else the served bundle's own reranker (``raypipe bundle ... --reranker RUN_DIR``, read from the
   bundle alone: no dataset on the node; each node's copy for a bundle given by URI).  An explicit
   ``reranker_run=`` wins over the bundle's.
+
+``colocate=true`` runs the encoder's and the retriever's classes inside each ``Recommender`` replica
+instead (:mod:`raypipe.serve.local`): no deployment hop per ``/recommend``.  Every answered
+``/recommend`` carries a ``Server-Timing`` header with its hops (:mod:`raypipe.serve.timing`).
 """
 
 

@@ -6,8 +6,9 @@ Every answer of ``POST /v1/recommend`` carries, in milliseconds measured inside 
 
 * ``queue`` — arrival at the endpoint to the start of its ingress batch (``@serve.batch`` wait);
 * ``encode`` — the batch's call to the ``SequenceEncoder`` deployment (handle round trip, the encoder's
-  own batching and the model);
-* ``retrieve`` — the batch's call to the ``ANNRetriever`` (handle round trip and the hnswlib look-ups);
+  own batching and the model; with ``colocate=true`` the model alone, inside the ingress replica);
+* ``retrieve`` — the batch's call to the ``ANNRetriever`` (handle round trip and the hnswlib look-ups;
+  the look-ups alone with ``colocate=true``);
 * ``rerank`` — this request's call to the ``Reranker`` (0 without one, or for a popularity fallback);
 * ``respond`` — the rest of this request inside the batch (building the answer);
 * ``app`` — arrival at the endpoint to the answer leaving it: every hop above plus the event loop.
