@@ -233,6 +233,8 @@ def main() -> None:
     p.add_argument("--colocate", action="store_true",
                    help="encoder and retriever inside the ingress replica (build_app colocate=true); no fault "
                         "phase (there is no encoder replica to kill)")
+    p.add_argument("--proxy-access-log", action="store_true",
+                   help="leave the Serve proxy's access log on (Serve's default; a log line per request)")
     p.add_argument("--out", default="bench/results/serve.json")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -282,7 +284,7 @@ def main() -> None:
         port = s_.getsockname()[1]
     # no access log in the proxy either (the app's is off below): a log line per request is proxy CPU
     serve.start(http_options={"host": "127.0.0.1", "port": port},
-                logging_config={"enable_access_log": False, "log_level": "WARNING"})
+                logging_config=None if args.proxy_access_log else {"enable_access_log": False, "log_level": "WARNING"})
     rerank = {"reranker_run": args.reranker_run, "rerank_depth": args.rerank_depth} if args.reranker_run else {}
     app = build_app({"artifacts": str(artifacts), "state_dir": str(work / f"state-{int(time.time())}"),
                      "matcher_max_items": args.matcher_max_items,
