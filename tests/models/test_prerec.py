@@ -236,7 +236,9 @@ def test_live_popularity_over_groups_equals_the_domains_and_normalises_a_new_gro
     # two onboarded items: one joins domain a (its norms change), one opens domain 2 (normalised alone)
     more = np.r_[counts, 4, 2].astype(np.float32)
     z = model.live_pop_scores(more, np.r_[model.item_domain.numpy(), 0, 2])
-    np.testing.assert_array_equal(z[5:8], model.live_pop_scores(counts)[5:8])  # domain b untouched
+    # domain b untouched: equal up to float32 rounding (the MLP runs over a longer batch here, and its
+    # vectorised kernels may round the last bit differently; seen once in CI, 6e-8)
+    np.testing.assert_allclose(z[5:8], model.live_pop_scores(counts)[5:8], rtol=1e-6, atol=0)
     a = np.array([3, 1, 0, 2, 4], np.float64)
     f = torch.tensor(np.stack([a / a.mean(), a / np.sqrt((a ** 2).mean())], 1), dtype=torch.float32)
     with torch.no_grad():
