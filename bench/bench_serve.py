@@ -19,7 +19,8 @@ failures until Serve has replaced it.  Writes bench/results/serve.json and print
 Serve runs in its throughput-optimised mode (``RAY_SERVE_THROUGHPUT_OPTIMIZED=1``, set here before Ray
 starts) and the load goes to the ingress replica's direct HTTP port (127.0.0.1:30000+);
 ``--via-proxy`` sends it through Serve's HTTP proxy and ``--no-throughput-optimized`` keeps Serve's
-defaults, for comparison; ``--colocate`` runs the encoder and retriever inside the ingress replica.  Every
+defaults, for comparison; ``--colocate`` runs the encoder and retriever inside the ingress replica; ``--config FILE`` deploys the
+app as that Serve config does (e.g. ``serve_apps/recommender_colocated.yaml``).  Every
 answered /recommend's ``Server-Timing`` header gives its hops (queue, encode, retrieve, rerank, respond,
 app); the JSON's ``load.hop_profile`` has their percentiles and the time the client saw outside the app.
 """
@@ -200,6 +201,18 @@ def hop_table(profile: dict) -> str:
     return "\n".join(lines)
 
 
+def memory_table(memory: dict[str, dict[str, list[dict[str, int]]]]) -> str:
+    """One row per deployment, one column per moment (``replica_memory`` snapshots): RSS / USS in MiB."""
+    moments = list(memory)
+    deployments = sorted({d for snap in memory.values() for d in snap})
+    mib = lambda b: f"{b / 2**20:.0f}"  # noqa: E731
+    rows = ["| Deployment | " + " | ".join(moments) + " |", "|---|" + "---:|" * len(moments)]
+    for d in deployments:
+        cells = [", ".join(f"{mib(p['rss'])} / {mib(p['uss'])}" for p in memory[m].get(d, [])) or "–" for m in moments]
+        rows.append(f"| {d} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def table(s: dict) -> str:
     lines = ["| Requests | QPS offered | QPS achieved | p50 ms | p95 ms | p99 ms | Status counts | Malformed share | 5xx |",
              "|---:|---:|---:|---:|---:|---:|---|---:|---:|",
@@ -237,6 +250,9 @@ def main() -> None:
     p.add_argument("--colocate", action="store_true",
                    help="encoder and retriever inside the ingress replica (build_app colocate=true); no fault "
                         "phase (there is no encoder replica to kill)")
+    p.add_argument("--config", default=None,
+                   help="deploy the app as this Serve config file does (its args, deployments' resources and "
+                        "autoscaling, top-level logging_config), with this run's artifacts, port and state dir")
     p.add_argument("--proxy-access-log", action="store_true",
                    help="leave the Serve proxy's access log on (Serve's default; a log line per request)")
     p.add_argument("--out", default="bench/results/serve.json")
@@ -247,6 +263,16 @@ def main() -> None:
         args.matcher_max_items = min(args.matcher_max_items, 2000)
         if args.out == "bench/results/serve.json":
             args.out = "bench/results/serve_quick.json"
+    if args.config:
+        import yaml
+
+        conf = yaml.safe_load(Path(args.config).read_text())
+        args.colocate = bool(conf["applications"][0].get("args", {}).get("colocate"))
+        if args.proxy_access_log:
+            p.error("--config: the file's logging_config sets the proxy's access log")
+        if args.fault_seconds > 0:  # the file's autoscaling decides the encoder replicas, not two fixed ones
+            print("--config: no fault phase (the config's autoscaling sets the replica counts)", flush=True)
+            args.fault_seconds = 0.0
     if args.colocate and args.fault_seconds > 0:
         print("--colocate: no fault phase (the encoder runs inside the ingress replica)", flush=True)
         args.fault_seconds = 0.0
@@ -258,7 +284,7 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from raypipe.serve.replicas import direct_ingress_urls, kill_replica, replica_names, wait_running
+    from raypipe.serve.replicas import direct_ingress_urls, kill_replica, replica_memory, replica_names, wait_running
     from raypipe.serve.app import build_app
 
     work = Path("runs") / f"bench-serve-{args.size}"
@@ -286,16 +312,37 @@ def main() -> None:
     with socket.socket() as s_:
         s_.bind(("127.0.0.1", 0))
         port = s_.getsockname()[1]
-    # no access log in the proxy either (the app's is off below): a log line per request is proxy CPU
-    serve.start(http_options={"host": "127.0.0.1", "port": port},
-                logging_config=None if args.proxy_access_log else {"enable_access_log": False, "log_level": "WARNING"})
     rerank = {"reranker_run": args.reranker_run, "rerank_depth": args.rerank_depth} if args.reranker_run else {}
-    app = build_app({"artifacts": str(artifacts), "state_dir": str(work / f"state-{int(time.time())}"),
-                     "matcher_max_items": args.matcher_max_items,
-                     **({"colocate": True} if args.colocate else {"num_replicas": {"SequenceEncoder": 2}}),
-                     **rerank})
-    serve.run(app, name="bench", route_prefix="/",
-              logging_config={"enable_access_log": False, "log_level": "WARNING"})
+    run_args = {"artifacts": str(artifacts), "state_dir": str(work / f"state-{int(time.time())}"),
+                "matcher_max_items": args.matcher_max_items, **rerank}
+    if args.config:  # what `raypipe serve --config FILE` does, with this run's artifacts, port and app name
+        from ray.serve.context import _get_global_client
+        from ray.serve.schema import ServeDeploySchema
+
+        from raypipe.serve.launch import check_config_file, start_serve_as_configured
+
+        conf["http_options"]["port"] = port
+        app_conf = conf["applications"][0]
+        app_conf.update(name="bench", route_prefix="/")
+        app_conf["args"].update(run_args)
+        conf["applications"] = [app_conf]
+        deployed = work / "serve_config.yaml"
+        deployed.parent.mkdir(parents=True, exist_ok=True)
+        deployed.write_text(yaml.safe_dump(conf, sort_keys=False))
+        check_config_file(deployed)
+        if not start_serve_as_configured(deployed):
+            serve.start(http_options=conf["http_options"], proxy_location=conf.get("proxy_location"))
+        _get_global_client().deploy_apps(ServeDeploySchema.model_validate(conf), _blocking=True)
+        wait_running("bench", "Recommender", 1, 600.0)
+    else:
+        # no access log in the proxy either (the app's is off below): a log line per request is proxy CPU
+        serve.start(http_options={"host": "127.0.0.1", "port": port},
+                    logging_config=None if args.proxy_access_log else {"enable_access_log": False,
+                                                                       "log_level": "WARNING"})
+        app = build_app({**run_args, **({"colocate": True} if args.colocate
+                                        else {"num_replicas": {"SequenceEncoder": 2}})})
+        serve.run(app, name="bench", route_prefix="/",
+                  logging_config={"enable_access_log": False, "log_level": "WARNING"})
     proxy_url = f"http://127.0.0.1:{port}"
     direct = direct_ingress_urls("bench")
     if args.via_proxy or not direct:
@@ -313,12 +360,15 @@ def main() -> None:
     health = requests.get(f"{url}/healthz", timeout=30).json()
     item_ids = list(index.item_ids)
     domains = sorted(set(index.domains))
+    memory = {"after_setup": replica_memory("bench")}
     asyncio.run(run_load(url, plan(args.warmup, args, histories, item_ids, domains, rng), args.qps, 60))
     reqs = plan(args.requests, args, histories, item_ids, domains, rng)
     t0 = time.time()
     results = asyncio.run(run_load(url, reqs, args.qps, args.max_seconds))
     main_s = summarise(results, time.time() - t0, args.qps)
     main_s["hop_profile"] = hop_profile(results)
+    memory["after_load"] = replica_memory("bench")
+    print("\n## Replica memory (MiB: RSS / USS, one pair per replica)\n\n" + memory_table(memory))
     print(f"\n## Load ({len(results)} requests)\n\n" + table(main_s))
     if main_s["hop_profile"]:
         print(f"\n## Where /recommend's time goes (Server-Timing, {main_s['hop_profile']['n']} answers)\n\n"
@@ -362,7 +412,7 @@ def main() -> None:
                                          "RAY_SERVE_THROUGHPUT_OPTIMIZED": os.environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED")},
            "ingress_batching": requests.get(f"{url}/healthz", timeout=30).json().get("ingress_batching"),
            "model": model_desc, "catalogue_items": len(index), "dataset": str(data),
-           "setup_s": setup_s, "healthz": health, "load": main_s, "fault": fault,
+           "setup_s": setup_s, "healthz": health, "load": main_s, "fault": fault, "replica_memory": memory,
            "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(), "ray": ray.__version__,
                        "loadavg_end": la}}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

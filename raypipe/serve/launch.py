@@ -150,6 +150,32 @@ def check_config_file(path: Path) -> None:
             check_deployments(raw_app.get("deployments"), built, f"--config {path}: application {app.name!r}")
 
 
+def start_serve_as_configured(path: Path) -> bool:
+    """Start (or join) Serve with the config file's top-level ``logging_config`` as its global one, so that
+    the controller and the HTTP proxies use it too; then ``serve run FILE`` joins this instance.
+
+    Ray 2.60's ``serve run FILE`` hands that section to the applications only (``serve deploy`` also gives
+    it to the controller and the proxies), so without this the proxy's access log stays on whatever the
+    file says (checked here: the controller's global config still had ``enable_access_log=True``).  The
+    access log costs the proxy CPU on every request (docs/SERVING.md).  Returns whether the file had one."""
+    import ray
+    from ray import serve
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+    from ray.serve.schema import ServeDeploySchema
+
+    schema = ServeDeploySchema.model_validate(yaml.safe_load(path.read_text()))
+    if schema.logging_config is None:
+        return False
+    serve.start(proxy_location=schema.proxy_location, http_options=schema.http_options.model_dump(),
+                grpc_options=schema.grpc_options.model_dump(), logging_config=schema.logging_config,
+                controller_options=schema.controller_options)
+    # a Serve instance that was already running keeps its own: apply it there too, as `serve deploy` does
+    # (through the same controller method, waited for here: the proxies poll the controller for it)
+    controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+    ray.get(controller.reconfigure_global_logging_config.remote(schema.logging_config))
+    return True
+
+
 def parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("args", nargs="*", metavar="KEY=VALUE",
@@ -193,6 +219,8 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     # like every raypipe job: the cluster at --address / $RAY_ADDRESS, else a private local Ray on loopback
     # (serve run alone would join any `ray start` cluster of this machine); serve run then uses it as is
     init_ray(address=ns.address)
+    if not ns.args:
+        start_serve_as_configured(Path(target[0]))
     from ray.serve.scripts import cli
 
     app_dir = ["--app-dir", str(root)] if root is not None else []

@@ -71,3 +71,29 @@ def direct_ingress_urls(app: str) -> list[str]:
         if group.app_name == app and str(getattr(group.protocol, "value", group.protocol)) == "HTTP":
             urls += [f"http://{t.ip}:{t.port}" for t in group.targets]
     return sorted(urls)
+
+
+#: the process title Ray gives a Serve replica's worker: ``ray::ServeReplica:<app>:<deployment>``
+TITLE_PREFIX = "ray::ServeReplica:"
+
+
+def replica_memory(app: str) -> dict[str, list[dict[str, int]]]:
+    """Resident memory of ``app``'s replica processes on this node, per deployment: a list (one entry per
+    replica) of ``rss`` and ``uss`` bytes (USS: the pages only that process holds; RSS also counts the
+    shared libraries and the pages shared with other workers).  Found by process title, so it needs no
+    dashboard; replicas on other nodes are not seen."""
+    import psutil
+
+    want = f"{TITLE_PREFIX}{app}:"
+    out: dict[str, list[dict[str, int]]] = {}
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            title = " ".join(proc.info["cmdline"] or [])
+            if not title.startswith(want):
+                continue
+            deployment = title[len(want):].split()[0]
+            mem = proc.memory_full_info()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+        out.setdefault(deployment, []).append({"pid": proc.pid, "rss": int(mem.rss), "uss": int(mem.uss)})
+    return {d: sorted(v, key=lambda e: e["pid"]) for d, v in sorted(out.items())}

@@ -369,6 +369,21 @@ def test_http_listens_on_loopback_only(app_url, serve_port) -> None:
     assert not off, off
 
 
+def test_replica_memory_finds_every_deployments_replica_process(app_url) -> None:
+    """``replica_memory`` (what bench_serve records to size ``ray_actor_options.memory``) finds each
+    replica's process by its title: one per deployment here, with USS ≤ RSS, and the MiniLM matcher's
+    replica holding more than the ingress's."""
+    from raypipe.serve.replicas import replica_memory
+
+    mem = replica_memory("rec")
+    assert set(mem) == {"Recommender", "SequenceEncoder", "ANNRetriever", "CDIMMatcher"}, mem
+    for deployment, procs in mem.items():
+        assert len(procs) == 1, (deployment, procs)
+        assert 0 < procs[0]["uss"] <= procs[0]["rss"], (deployment, procs)
+    assert mem["CDIMMatcher"][0]["uss"] > mem["Recommender"][0]["uss"], mem
+    assert replica_memory("no-such-app") == {}
+
+
 def test_concurrent_recommends_share_deployment_calls_and_answer_each_request(app_url, history, model_view) -> None:
     """The ingress batches concurrent /recommend requests into one encoder and one retriever call; each
     request still gets its own exact answer (different k, history lengths, and an all-unknown history)."""

@@ -42,3 +42,15 @@ def test_profile_of_answered_recommends_only(bench) -> None:
 
 def test_no_timed_answers_no_profile(bench) -> None:
     assert bench.hop_profile([{"kind": "recommend", "status": 200, "ms": 5.0, "t": 0.0, "hops": None}]) is None
+
+
+def test_memory_table_has_a_row_per_deployment_and_a_column_per_moment(bench) -> None:
+    mib = 2**20
+    memory = {"after_setup": {"Recommender": [{"pid": 1, "rss": 300 * mib, "uss": 120 * mib}]},
+              "after_load": {"Recommender": [{"pid": 1, "rss": 310 * mib, "uss": 130 * mib},
+                                             {"pid": 2, "rss": 305 * mib, "uss": 125 * mib}],
+                             "SequenceEncoder": [{"pid": 3, "rss": 500 * mib, "uss": 200 * mib}]}}
+    lines = bench.memory_table(memory).splitlines()
+    assert lines[0] == "| Deployment | after_setup | after_load |"
+    assert lines[2] == "| Recommender | 300 / 120 | 310 / 130, 305 / 125 |"
+    assert lines[3] == "| SequenceEncoder | – | 500 / 200 |"

@@ -32,12 +32,17 @@ def run_dir(tmp_path: Path) -> Path:
     return run
 
 
-def repo_config() -> dict[str, Any]:
-    return yaml.safe_load((ROOT / "serve_apps" / "recommender.yaml").read_text())
+#: the shipped Serve configs: the composed app and the low-latency colocated one
+CONFIGS = ("recommender.yaml", "recommender_colocated.yaml")
 
 
-def write_config(tmp_path: Path, run: Path, edit: Callable[[list[dict]], None] = lambda d: None) -> Path:
-    cfg = repo_config()
+def repo_config(name: str = "recommender.yaml") -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "serve_apps" / name).read_text())
+
+
+def write_config(tmp_path: Path, run: Path, edit: Callable[[list[dict]], None] = lambda d: None,
+                 name: str = "recommender.yaml") -> Path:
+    cfg = repo_config(name)
     cfg["applications"][0]["args"]["artifacts"] = str(run)
     edit(cfg["applications"][0]["deployments"])
     path = tmp_path / "serve.yaml"
@@ -49,11 +54,15 @@ def by_name(deps: list[dict], name: str) -> dict:
     return next(d for d in deps if d["name"] == name)
 
 
-def test_every_deployment_of_the_repository_config_sets_its_resources() -> None:
+@pytest.mark.parametrize("name", CONFIGS)
+def test_every_deployment_of_the_repository_config_sets_its_resources(name: str) -> None:
     from ray.serve.schema import RayActorOptionsSchema
 
-    deps = repo_config()["applications"][0]["deployments"]
-    assert {d["name"] for d in deps} == {"Recommender", "SequenceEncoder", "ANNRetriever", "CDIMMatcher"}
+    app = repo_config(name)["applications"][0]
+    deps = app["deployments"]
+    built = {"Recommender", "CDIMMatcher"} if app["args"].get("colocate") else \
+        {"Recommender", "SequenceEncoder", "ANNRetriever", "CDIMMatcher"}
+    assert {d["name"] for d in deps} == built
     for d in deps:
         opts = d["ray_actor_options"]
         assert set(opts) <= set(RayActorOptionsSchema.model_fields), d["name"]
@@ -62,8 +71,35 @@ def test_every_deployment_of_the_repository_config_sets_its_resources() -> None:
     assert sum(d["ray_actor_options"]["num_cpus"] * d["autoscaling_config"]["max_replicas"] for d in deps) <= 1.0
 
 
-def test_the_repository_config_passes(run_dir: Path, tmp_path: Path) -> None:
-    check_config_file(write_config(tmp_path, run_dir))
+@pytest.mark.parametrize("name", CONFIGS)
+def test_the_repository_config_passes(name: str, run_dir: Path, tmp_path: Path) -> None:
+    check_config_file(write_config(tmp_path, run_dir, name=name))
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_memory_reservations_cover_the_measured_peak_rss(name: str) -> None:
+    """Each replica's ``memory`` is at least the peak RSS ``bench/bench_serve.py`` measured for that
+    deployment in the same layout (composed or colocated) on the 150,000-item catalogue; the matcher's
+    over every run, its 75,000-source-item one included."""
+    import json
+
+    results = ROOT / "bench" / "results"
+    runs = {f: json.loads((results / f"serve_memory_{f}.json").read_text())
+            for f in ("composed", "colocated", "matcher75k")}
+    app = repo_config(name)["applications"][0]
+    colocated = bool(app["args"].get("colocate"))
+    for f, run in runs.items():
+        assert run["catalogue_items"] == 150_000 and run["args"]["colocate"] == (f != "composed"), f
+
+    def peak(deployment: str) -> int:
+        use = runs.values() if deployment == "CDIMMatcher" else \
+            [r for r in runs.values() if r["args"]["colocate"] == colocated]
+        rss = [p["rss"] for r in use for snap in r["replica_memory"].values() for p in snap.get(deployment, [])]
+        assert rss, (deployment, name)
+        return max(rss)
+
+    for d in app["deployments"]:
+        assert d["ray_actor_options"]["memory"] >= peak(d["name"]), (name, d["name"])
 
 
 def _rename(deps: list[dict]) -> None:
@@ -159,3 +195,31 @@ def test_ray_applies_the_configs_actor_options_over_the_builders_num_cpus(ray_lo
     for d in app["deployments"]:
         want = d["ray_actor_options"]
         assert resources[d["name"]] == {"CPU": want["num_cpus"], "memory": want["memory"]}, d["name"]
+
+
+def test_the_configs_logging_config_reaches_serves_controller_and_proxies(serve_port, tmp_path: Path) -> None:
+    """Ray 2.60's ``serve run FILE`` gives the file's top-level ``logging_config`` to the applications only;
+    ``raypipe serve`` applies it to the running Serve instance first, so ``enable_access_log: false`` turns
+    the proxy's access log off (the controller's global config is what the proxies poll)."""
+    import ray
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME
+
+    from raypipe.serve.launch import start_serve_as_configured
+
+    controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace="serve")
+    before, _ = ray.get(controller._get_logging_config.remote())
+    cfg = {"proxy_location": "HeadOnly", "http_options": {"host": "127.0.0.1", "port": serve_port},
+           "logging_config": {"log_level": "WARNING", "enable_access_log": False}, "applications": []}
+    path = tmp_path / "serve.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    try:
+        assert before.enable_access_log  # Serve's default
+        assert start_serve_as_configured(path)
+        after, _ = ray.get(controller._get_logging_config.remote())
+        assert (after.enable_access_log, after.log_level) == (False, "WARNING")
+        cfg.pop("logging_config")
+        path.write_text(yaml.safe_dump(cfg))
+        assert not start_serve_as_configured(path)  # no section: Serve's config is left as it is
+        assert ray.get(controller._get_logging_config.remote())[0] == after
+    finally:
+        ray.get(controller.reconfigure_global_logging_config.remote(before))
