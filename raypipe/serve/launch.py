@@ -19,7 +19,9 @@ directory or an unknown deployment exits with code 2, naming it.  Ray is the clu
 ``$RAY_ADDRESS``, else a private local Ray on 127.0.0.1 (:func:`raypipe.runtime.init_ray`).  The app is
 in the installed package; the default config file is the checkout's ``serve_apps/recommender.yaml`` (an
 editable install), whose root also goes on the replicas' ``PYTHONPATH`` for configs that still name the
-former path.  Blocks until Ctrl-C, which shuts the app down.
+former path.  A config file's top-level ``logging_config`` is given to Serve's controller and proxies first
+(:func:`start_serve_as_configured`; ``serve run`` alone gives it to the applications only).  Blocks until
+Ctrl-C, which shuts the app down.
 """
 from __future__ import annotations
 
