@@ -57,6 +57,11 @@ def _mean_sd(xs: list[float]) -> str:
     return f"{a.mean():.4f}" + (f" ± {a.std(ddof=1):.4f}" if len(a) > 1 else "")
 
 
+def setting_seeds(board: dict[str, Any], setting: str) -> list[int]:
+    """The seeds with results in ``setting`` (a setting can have fewer than the seeds asked for)."""
+    return board["settings"][setting].get("seeds", board["config"]["seeds"])
+
+
 def _done(results: dict[str, Any], method: str) -> list[dict[str, Any]]:
     return [r[method] for r in results.values() if method in r and r[method]["status"] == "done"]
 
@@ -73,7 +78,8 @@ def summarise(results: dict[str, dict[str, dict[str, Any]]], cfg: BenchmarkConfi
     for setting, by_seed in results.items():
         methods = [m for m in METHODS if any(m in r for r in by_seed.values())]
         # the table's order (the JSON file sorts its keys)
-        s: dict[str, Any] = {"methods": {}, "paired": {}, "order": methods}  # paired_<ref>: see PAIRED_AGAINST
+        s: dict[str, Any] = {"methods": {}, "paired": {}, "order": methods,  # paired_<ref>: see PAIRED_AGAINST
+                             "seeds": sorted(int(k) for k in by_seed)}  # the seeds with results in this setting
         for m in methods:
             done = _done(by_seed, m)
             if not done:
@@ -178,7 +184,7 @@ def tables(board: dict[str, Any], setting: str) -> list[Table]:
         head = ["Method"] + [f"{d} NDCG@10" for d in domains] + [f"{d} Recall@10" for d in domains]
         n = s["methods"].get(REFERENCE, {}).get("protocols", {}).get(proto, {})
         users = ", ".join(f"{d}: {int(np.mean(n[d]['n_users']))}" for d in domains if d in n)
-        out.append(Table(f"{setting}: {title.format(n_neg=board['budget']['n_neg'])}", head, rows, f"Mean ± sd over seeds {board['config']['seeds']}; "
+        out.append(Table(f"{setting}: {title.format(n_neg=board['budget']['n_neg'])}", head, rows, f"Mean ± sd over seeds {setting_seeds(board, setting)}; "
                          f"test users per domain: {users or 'see JSON'}."))
     # paired tests against each reference: A − reference (p) per domain, per seed
     for ref_name in PAIRED_AGAINST:
@@ -334,14 +340,15 @@ ONLOAD = ("window.addEventListener('load',()=>{const b=document.body;b.dataset.t
 def write_report(board: dict[str, Any], out: Path) -> dict[str, Path]:
     """``<out>.json``, ``<out>.md`` and ``<out>.html`` (atomically); their paths."""
     meta = board["meta"]
-    intro = (f"Budget `{board['config']['budget']}`, seeds {board['config']['seeds']}, commit "
+    intro = (f"Budget `{board['config']['budget']}`, seeds asked {board['config']['seeds']}, commit "
              f"{(meta.get('git_commit') or 'unknown')[:10]}{' (uncommitted changes)' if meta.get('git_dirty') else ''}, "
              f"{meta['hardware']['cpus']} CPUs, GPUs: {', '.join(meta['hardware']['gpus']) or 'none'}, {meta['time']}.")
     md = ["# Leaderboard", "", intro, ""]
     body = [f"<h1>Leaderboard</h1><p>{html.escape(intro)}</p>"]
     for setting in board["settings"]:
-        md += [f"## {setting}", ""]
-        body.append(f"<h2>{html.escape(setting)}</h2>")
+        seeds = f"Seeds with results: {setting_seeds(board, setting)}."
+        md += [f"## {setting}", "", seeds, ""]
+        body.append(f"<h2>{html.escape(setting)}</h2><p>{html.escape(seeds)}</p>")
         for t in tables(board, setting):
             md += [t.markdown(), ""]
             body.append(t.html())
@@ -367,7 +374,7 @@ def readme_block(board: dict[str, Any], source: str) -> str:
     lines = [README_START, ""]
     for setting, s in board["settings"].items():
         protos = [p for p in PROTOCOL_TITLES if _domains(s, p)]
-        lines += [f"`{setting}`, budget `{board['config']['budget']}`, seeds {board['config']['seeds']}: NDCG@10, mean "
+        lines += [f"`{setting}`, budget `{board['config']['budget']}`, seeds {setting_seeds(board, setting)}: NDCG@10, mean "
                   f"over the target domains {', '.join(_domains(s, protos[0])) if protos else ''}"
                   f" (`{source}`):", ""]
         lines += ["| Method | " + " | ".join(protos) + " | zero-shot |", "|---|" + "---:|" * (len(protos) + 1)]

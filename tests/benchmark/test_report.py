@@ -106,10 +106,25 @@ def test_the_readme_block_is_generated_from_the_board(results: dict) -> None:
     block = readme_block(board, "x.json")
     assert "| unisrec | 0.8125 | 0.3125 |" in block  # full ranking, then zero-shot
     assert "| unimp | n/a | n/a (no images) |" in block
+    assert "`builtin-tiny`, budget `quick`, seeds [0, 1]:" in block
     readme = f"intro\n{README_START}\nold\n{README_END}\nrest\n"
     assert replace_readme_block(readme, block) == f"intro\n{block}\nrest\n"
     with pytest.raises(ValueError, match="no leaderboard markers"):
         replace_readme_block("no markers", block)
+
+
+def test_each_setting_reports_the_seeds_it_has(results: dict, tmp_path: Path) -> None:
+    """Seeds 0 and 1 asked; a second setting with seed 0 only says [0], not the seeds asked."""
+    from raypipe.benchmark.report import readme_block
+
+    results["ml1m-ml100k"] = {"0": {"sasrec": _result("sasrec", 0, {"u1": 1.0, "u2": 0.0, "u3": 0.0, "u4": 0.0})}}
+    board = summarise(results, BenchmarkConfig(seeds=(0, 1), size="tiny", budget="quick"))
+    assert board["settings"]["builtin-tiny"]["seeds"] == [0, 1] and board["settings"]["ml1m-ml100k"]["seeds"] == [0]
+    block = readme_block(board, "x.json")
+    assert "`builtin-tiny`, budget `quick`, seeds [0, 1]:" in block and "`ml1m-ml100k`, budget `quick`, seeds [0]:" in block
+    md = write_report(board, tmp_path / "lb")["md"].read_text()
+    assert "## ml1m-ml100k\n\nSeeds with results: [0]." in md
+    assert "Mean ± sd over seeds [0]; " in "\n".join(t.markdown() for t in tables(board, "ml1m-ml100k"))
 
 
 def test_the_readme_shows_the_committed_leaderboard() -> None:
