@@ -97,6 +97,11 @@ class UPSRConfig(ModelConfig):
 
 
 class UPSR(SequentialRecommender):
+    #: no state entry is tied to one catalogue: items are their texts, tokenised from the catalogue at
+    #: build time, and the whole state is the language model (with the t5-random tokenizer), so a model
+    #: pre-trained on one dataset starts a run on another whole (:func:`raypipe.train.finetune.cross_catalogue_state`)
+    catalogue_state: tuple[str, ...] = ()
+
     def __init__(self, cfg: UPSRConfig, catalogue: ItemCatalogue) -> None:
         super().__init__()
         if cfg.max_len is None:

@@ -58,7 +58,8 @@ def cross_catalogue_state(model: nn.Module, state: dict[str, torch.Tensor], sour
         if key not in own:
             raise ValueError(f"{source}: pre-trained entry {key!r} does not exist in this "
                              f"{type(model).__name__} (another configuration?)")
-        if tuple(own[key].shape) != tuple(value.shape):
+        # a module's extra state (UPSR's t5-random tokenizer) is no tensor: it has no shape to compare
+        if isinstance(value, torch.Tensor) and tuple(own[key].shape) != tuple(value.shape):
             raise ValueError(f"{source}: pre-trained entry {key!r} has shape {tuple(value.shape)}, this model's "
                              f"{tuple(own[key].shape)}; use the pre-training's model options")
         keep[key] = value

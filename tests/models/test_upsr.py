@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -214,3 +215,31 @@ def test_the_reranker_slot_orders_candidates_by_upsr_perplexity(minilm, catalogu
     assert [c["item_id"] for c in out[:5]] == want and out[5]["item_id"] == "unknown"  # unknown ids stay put
     assert [c["score"] for c in out[:5]] == pytest.approx(sorted(scores.tolist(), reverse=True), abs=1e-5)
     assert rr.explain(ids[:3], ids[5], 5)["__error__"]["error"] == "not_generative"
+
+
+def test_a_pretrained_upsr_starts_a_run_over_another_catalogue_whole(catalogue, tiny_dataset) -> None:
+    """Pre-trained on one catalogue, fine-tuned on another (ML-1M → ML-100k in the leaderboard): every
+    state entry carries over (no item table), the tokenizer included, and the new model reads its own
+    catalogue's item texts with it."""
+    from raypipe.data.sequences import ItemIndex
+    from raypipe.train.finetune import cross_catalogue_state
+
+    pre = _t5(catalogue)
+    with torch.no_grad():
+        for p in pre.parameters():
+            p.add_(0.01)  # differs from any fresh initialisation
+    keep = [i for i in range(1, len(catalogue.index)) if i % 3 == 0]  # another, smaller item index
+    sub = ItemIndex.build(pd.Series(catalogue.index.item_ids[keep]), pd.Series(catalogue.index.domains[keep]))
+    other = ItemCatalogue(sub, dataset=tiny_dataset)
+    torch.manual_seed(1)
+    new = build_model(UPSRConfig(template="upsr_pretrain", max_len=10, **SMALL_T5), other)
+    state, dropped = cross_catalogue_state(new, pre.state_dict(), "runs/pre")
+    assert dropped == [] and set(state) == set(pre.state_dict())
+    assert new.load_state_dict(state, strict=True)
+    for key, value in pre.state_dict().items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(new.state_dict()[key], value), key
+    assert len(new.item_tokens) == len(keep) + 1
+    tok = pre.lm.tokenizer  # the pre-trained tokenizer, on the new catalogue's texts
+    assert new.item_tokens[1] == list(tok(other.texts("upsr_pretrain")[1], add_special_tokens=False,
+                                          truncation=True, max_length=new.cfg.item_tokens)["input_ids"])
