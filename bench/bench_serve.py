@@ -332,8 +332,14 @@ def main() -> None:
         check_config_file(deployed)
         if not start_serve_as_configured(deployed):
             serve.start(http_options=conf["http_options"], proxy_location=conf.get("proxy_location"))
-        _get_global_client().deploy_apps(ServeDeploySchema.model_validate(conf), _blocking=True)
-        wait_running("bench", "Recommender", 1, 600.0)
+        # not _blocking: it gives up after 60 s, and the 150k catalogue's replicas take longer to start
+        _get_global_client().deploy_apps(ServeDeploySchema.model_validate(conf), _blocking=False)
+        t_dep = time.time()
+        while (state := str(getattr(app_status := getattr(serve.status().applications.get("bench"), "status", None),
+                                    "value", app_status))) != "RUNNING":
+            if "FAIL" in state or time.time() - t_dep > 900:
+                raise RuntimeError(f"--config: the app is {state} after {time.time() - t_dep:.0f}s")
+            time.sleep(1.0)
     else:
         # no access log in the proxy either (the app's is off below): a log line per request is proxy CPU
         serve.start(http_options={"host": "127.0.0.1", "port": port},
