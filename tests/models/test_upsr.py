@@ -153,13 +153,16 @@ def test_training_learns_a_next_item_task_and_generates_its_text(catalogue) -> N
     before = hit1()
     opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
     losses = []
-    for _ in range(400):  # until the six pairs are memorised (about 100-300 steps, by thread count)
+    # until the six pairs are memorised well enough for greedy decoding to spell them out: one CI run that
+    # stopped at a loss of 0.1 decoded only 3 of the 6 texts (not reproduced here: 6 of 6 with 1-3 threads,
+    # at 0.1 and at 0.02), so train on to 0.02 (250-300 steps)
+    for _ in range(800):
         loss = m.loss({"seq": seq})
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
-        if losses[-1] < 0.1:
+        if losses[-1] < 0.02:
             break
     assert losses[-1] < 0.1 < 0.05 * losses[0]
     assert before <= 0.5 and hit1() == 1.0
