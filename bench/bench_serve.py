@@ -116,10 +116,25 @@ def plan(n: int, args, histories, item_ids, domains, rng) -> list[tuple[str, str
     return reqs
 
 
-async def run_load(url: str, reqs, qps: float, max_s: float) -> list[dict]:
+LAG_TICK_S = 0.005
+
+
+async def loop_lag(stop: asyncio.Event, lags_ms: list[float]) -> None:
+    """How late this event loop wakes a 5 ms sleep, sampled until ``stop``: the client's own delay in
+    reading answers (the load generator shares the machine's CPUs with Serve)."""
+    while not stop.is_set():
+        t = time.perf_counter()
+        await asyncio.sleep(LAG_TICK_S)
+        lags_ms.append(max(0.0, (time.perf_counter() - t - LAG_TICK_S) * 1000))
+
+
+async def run_load(url: str, reqs, qps: float, max_s: float, lags_ms: list[float] | None = None) -> list[dict]:
+    """Send ``reqs`` open-loop at ``qps``; with ``lags_ms`` also sample the client's loop lag into it."""
     import aiohttp
 
     results: list[dict] = []
+    stop = asyncio.Event()
+    lag_task = asyncio.create_task(loop_lag(stop, lags_ms)) if lags_ms is not None else None
     t0 = time.perf_counter()
     conn = aiohttp.TCPConnector(limit=256)
     async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=30)) as s:
@@ -139,6 +154,9 @@ async def run_load(url: str, reqs, qps: float, max_s: float) -> list[dict]:
             results.append({"kind": kind, "status": code, "ms": (time.perf_counter() - t) * 1000,
                             "t": t - t0, "timing": timing})
         await asyncio.gather(*(one(i, *r) for i, r in enumerate(reqs)))
+    stop.set()
+    if lag_task is not None:
+        await lag_task
     # the headers are parsed after the load: the client shares the CPUs with Serve
     for r in results:
         timing = r.pop("timing")
@@ -213,6 +231,28 @@ def memory_table(memory: dict[str, dict[str, list[dict[str, int]]]]) -> str:
     return "\n".join(rows)
 
 
+def cpu_use(m0: dict[str, float], m1: dict[str, float], p0: dict[str, float], p1: dict[str, float],
+            wall: float) -> dict:
+    """What the machine's CPUs did over ``wall`` seconds (two :func:`machine_cpu_seconds` snapshots) and
+    which local processes used them (two :func:`process_cpu_seconds` snapshots), as cores in use."""
+    machine = {k: m1[k] - m0[k] for k in m0}
+    total = sum(machine.values())
+    return {"wall_s": wall, "machine_share": {k: v / total for k, v in machine.items()} if total else {},
+            "busy_cores": (total - machine["idle"] - machine["iowait"]) / wall if wall else float("nan"),
+            "steal_cores": machine["steal"] / wall if wall else float("nan"),
+            "process_cores": {r: (p1[r] - p0.get(r, 0.0)) / wall for r in sorted(p1, key=lambda r: -(p1[r] - p0.get(r, 0.0)))
+                              if wall}}
+
+
+def cpu_table(cpu: dict) -> str:
+    share = cpu["machine_share"]
+    lines = [f"Machine: {cpu['busy_cores']:.2f} cores busy over {cpu['wall_s']:.0f} s; steal (other tenants) "
+             f"{cpu['steal_cores']:.2f} cores; " + ", ".join(f"{k} {v:.0%}" for k, v in share.items() if v >= 0.005),
+             "", "| Process | cores |", "|---|---:|"]
+    lines += [f"| {r} | {c:.2f} |" for r, c in cpu["process_cores"].items()]
+    return "\n".join(lines)
+
+
 def table(s: dict) -> str:
     lines = ["| Requests | QPS offered | QPS achieved | p50 ms | p95 ms | p99 ms | Status counts | Malformed share | 5xx |",
              "|---:|---:|---:|---:|---:|---:|---|---:|---:|",
@@ -284,7 +324,8 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from raypipe.serve.replicas import direct_ingress_urls, kill_replica, replica_memory, replica_names, wait_running
+    from raypipe.serve.replicas import (direct_ingress_urls, kill_replica, machine_cpu_seconds, process_cpu_seconds,
+                                        replica_memory, replica_names, wait_running)
     from raypipe.serve.app import build_app
 
     work = Path("runs") / f"bench-serve-{args.size}"
@@ -369,13 +410,22 @@ def main() -> None:
     memory = {"after_setup": replica_memory("bench")}
     asyncio.run(run_load(url, plan(args.warmup, args, histories, item_ids, domains, rng), args.qps, 60))
     reqs = plan(args.requests, args, histories, item_ids, domains, rng)
-    t0 = time.time()
-    results = asyncio.run(run_load(url, reqs, args.qps, args.max_seconds))
-    main_s = summarise(results, time.time() - t0, args.qps)
+    lags: list[float] = []
+    cpu0, procs0, t0 = machine_cpu_seconds(), process_cpu_seconds(), time.time()
+    results = asyncio.run(run_load(url, reqs, args.qps, args.max_seconds, lags))
+    wall = time.time() - t0
+    main_s = summarise(results, wall, args.qps)
     main_s["hop_profile"] = hop_profile(results)
+    main_s["cpu"] = cpu_use(cpu0, machine_cpu_seconds(), procs0, process_cpu_seconds(), wall)
+    main_s["client_loop_lag_ms"] = {"tick_ms": LAG_TICK_S * 1000, "n": len(lags), "p50": pct(lags, 50),
+                                    "p99": pct(lags, 99), "max": max(lags, default=float("nan"))}
     memory["after_load"] = replica_memory("bench")
     print("\n## Replica memory (MiB: RSS / USS, one pair per replica)\n\n" + memory_table(memory))
     print(f"\n## Load ({len(results)} requests)\n\n" + table(main_s))
+    print("\n## CPU during the load (share of the machine's CPU time; cores in use)\n\n" + cpu_table(main_s["cpu"])
+          + f"\n\nClient loop lag (a {LAG_TICK_S * 1000:.0f} ms sleep woken late by): p50 "
+          f"{main_s['client_loop_lag_ms']['p50']:.1f} ms, p99 {main_s['client_loop_lag_ms']['p99']:.1f} ms, "
+          f"max {main_s['client_loop_lag_ms']['max']:.1f} ms")
     if main_s["hop_profile"]:
         print(f"\n## Where /recommend's time goes (Server-Timing, {main_s['hop_profile']['n']} answers)\n\n"
               + hop_table(main_s["hop_profile"]))

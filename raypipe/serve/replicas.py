@@ -97,3 +97,58 @@ def replica_memory(app: str) -> dict[str, list[dict[str, int]]]:
             continue
         out.setdefault(deployment, []).append({"pid": proc.pid, "rss": int(mem.rss), "uss": int(mem.uss)})
     return {d: sorted(v, key=lambda e: e["pid"]) for d, v in sorted(out.items())}
+
+
+#: /proc/stat's CPU fields, in order (seconds after dividing by the clock tick)
+PROC_STAT_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+
+def machine_cpu_seconds(stat: str | None = None) -> dict[str, float]:
+    """The machine's CPU time so far by kind (``/proc/stat``'s first line, in seconds).  ``steal`` is the
+    time a virtual CPU was ready but the hypervisor ran something else: the share of a run's CPU time
+    that other tenants took.  ``stat`` is the file's text (read when omitted)."""
+    import os
+
+    text = stat if stat is not None else open("/proc/stat").read()  # noqa: SIM115 - one read
+    first = text.splitlines()[0].split()
+    if first[0] != "cpu":
+        raise ValueError(f"/proc/stat: first line is {first[0]!r}, not the 'cpu' total")
+    tick = os.sysconf("SC_CLK_TCK")
+    return {k: int(v) / tick for k, v in zip(PROC_STAT_FIELDS, first[1:1 + len(PROC_STAT_FIELDS)])}
+
+
+def process_role(cmdline: list[str], own_pid: int, pid: int) -> str | None:
+    """Which part of a local Ray/Serve node a process is, from its command line (None: not Ray's)."""
+    title = " ".join(cmdline)
+    if pid == own_pid:
+        return "this process (client)"
+    if title.startswith(TITLE_PREFIX):
+        return "replica " + title[len(TITLE_PREFIX):].split()[0]
+    for marker, role in (("ray::ServeController", "Serve controller"), ("ray::ProxyActor", "Serve HTTP proxy"),
+                         ("gcs_server", "GCS"), ("/raylet", "raylet"), ("dashboard", "dashboard agents"),
+                         ("runtime_env", "dashboard agents"), ("log_monitor", "log monitor"),
+                         ("ray::", "other Ray workers"), ("default_worker.py", "other Ray workers")):
+        if marker in title:
+            return role
+    return None
+
+
+def process_cpu_seconds() -> dict[str, float]:
+    """CPU seconds (user + system) each part of this node has used so far, summed per role
+    (:func:`process_role`); two snapshots around a load give each part's share of it."""
+    import os
+
+    import psutil
+
+    own = os.getpid()
+    out: dict[str, float] = {}
+    for proc in psutil.process_iter(["cmdline", "cpu_times"]):
+        try:
+            role = process_role(proc.info["cmdline"] or [], own, proc.pid)
+            times = proc.info["cpu_times"]
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+        if role is None or times is None:
+            continue
+        out[role] = out.get(role, 0.0) + float(times.user + times.system)
+    return out
