@@ -119,23 +119,53 @@ def plan(n: int, args, histories, item_ids, domains, rng) -> list[tuple[str, str
 LAG_TICK_S = 0.005
 
 
-async def loop_lag(stop: asyncio.Event, lags_ms: list[float]) -> None:
+STALL_MS = 20.0
+
+
+async def loop_lag(stop: asyncio.Event, lags_ms: list[float], stalls: list[dict], t0: float) -> None:
     """How late this event loop wakes a 5 ms sleep, sampled until ``stop``: the client's own delay in
-    reading answers (the load generator shares the machine's CPUs with Serve)."""
+    reading answers (the load generator shares the machine's CPUs with Serve).  Wakes later than
+    ``STALL_MS`` also go to ``stalls`` with their time since ``t0``."""
     while not stop.is_set():
         t = time.perf_counter()
         await asyncio.sleep(LAG_TICK_S)
-        lags_ms.append(max(0.0, (time.perf_counter() - t - LAG_TICK_S) * 1000))
+        lag = max(0.0, (time.perf_counter() - t - LAG_TICK_S) * 1000)
+        lags_ms.append(lag)
+        if lag > STALL_MS:
+            stalls.append({"t": t - t0, "lag_ms": lag})
 
 
-async def run_load(url: str, reqs, qps: float, max_s: float, lags_ms: list[float] | None = None) -> list[dict]:
-    """Send ``reqs`` open-loop at ``qps``; with ``lags_ms`` also sample the client's loop lag into it."""
+class GcPauses:
+    """This process's garbage-collector pauses (``gc.callbacks``): generation, start time, ms."""
+
+    def __init__(self) -> None:
+        self.pauses: list[dict] = []
+        self._start = 0.0
+        self.t0 = time.perf_counter()
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.pauses.append({"generation": info["generation"], "t": self._start - self.t0,
+                                "ms": (time.perf_counter() - self._start) * 1000})
+
+    def summary(self) -> dict:
+        by = {g: [p["ms"] for p in self.pauses if p["generation"] == g] for g in (0, 1, 2)}
+        return {f"gen{g}": {"n": len(v), "total_ms": float(sum(v)), "max_ms": max(v, default=0.0)} for g, v in by.items()}
+
+
+async def run_load(url: str, reqs, qps: float, max_s: float, lags_ms: list[float] | None = None,
+                   stalls: list[dict] | None = None) -> list[dict]:
+    """Send ``reqs`` open-loop at ``qps``; with ``lags_ms`` (and ``stalls``) also sample the client's
+    loop lag into them (:func:`loop_lag`)."""
     import aiohttp
 
     results: list[dict] = []
     stop = asyncio.Event()
-    lag_task = asyncio.create_task(loop_lag(stop, lags_ms)) if lags_ms is not None else None
     t0 = time.perf_counter()
+    lag_task = (asyncio.create_task(loop_lag(stop, lags_ms, stalls if stalls is not None else [], t0))
+                if lags_ms is not None else None)
     conn = aiohttp.TCPConnector(limit=256)
     async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=30)) as s:
         async def one(i, kind, method, path, body):
@@ -248,8 +278,9 @@ def cpu_table(cpu: dict) -> str:
     share = cpu["machine_share"]
     lines = [f"Machine: {cpu['busy_cores']:.2f} cores busy over {cpu['wall_s']:.0f} s; steal (other tenants) "
              f"{cpu['steal_cores']:.2f} cores; " + ", ".join(f"{k} {v:.0%}" for k, v in share.items() if v >= 0.005),
-             "", "| Process | cores |", "|---|---:|"]
-    lines += [f"| {r} | {c:.2f} |" for r, c in cpu["process_cores"].items()]
+             "", "| Process | cores | niceness |", "|---|---:|---|"]
+    nice = cpu.get("niceness", {})
+    lines += [f"| {r} | {c:.2f} | {', '.join(map(str, nice.get(r, []))) or '–'} |" for r, c in cpu["process_cores"].items()]
     return "\n".join(lines)
 
 
@@ -295,6 +326,8 @@ def main() -> None:
                         "autoscaling, top-level logging_config), with this run's artifacts, port and state dir")
     p.add_argument("--proxy-access-log", action="store_true",
                    help="leave the Serve proxy's access log on (Serve's default; a log line per request)")
+    p.add_argument("--worker-niceness", type=int, default=None,
+                   help="RAY_worker_niceness for this run's Ray (Ray's default: 15, below the client at 0)")
     p.add_argument("--out", default="bench/results/serve.json")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -321,11 +354,13 @@ def main() -> None:
         # serves HTTP itself, on http_options.host), gRPC between replicas, user code on the replica's
         # own event loop.  Measured here: it is what makes 100 QPS fit on 2 CPUs (see README).
         os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
+    if args.worker_niceness is not None:  # read by the raylet when it starts workers
+        os.environ["RAY_worker_niceness"] = str(args.worker_niceness)
     import ray
     from ray import serve
 
     from raypipe.serve.replicas import (direct_ingress_urls, kill_replica, machine_cpu_seconds, process_cpu_seconds,
-                                        replica_memory, replica_names, wait_running)
+                                        process_niceness, replica_memory, replica_names, wait_running)
     from raypipe.serve.app import build_app
 
     work = Path("runs") / f"bench-serve-{args.size}"
@@ -411,21 +446,37 @@ def main() -> None:
     asyncio.run(run_load(url, plan(args.warmup, args, histories, item_ids, domains, rng), args.qps, 60))
     reqs = plan(args.requests, args, histories, item_ids, domains, rng)
     lags: list[float] = []
+    stalls: list[dict] = []
+    import gc
+
+    gc_pauses = GcPauses()
+    gc.callbacks.append(gc_pauses)
     cpu0, procs0, t0 = machine_cpu_seconds(), process_cpu_seconds(), time.time()
-    results = asyncio.run(run_load(url, reqs, args.qps, args.max_seconds, lags))
+    results = asyncio.run(run_load(url, reqs, args.qps, args.max_seconds, lags, stalls))
     wall = time.time() - t0
+    gc.callbacks.remove(gc_pauses)
     main_s = summarise(results, wall, args.qps)
     main_s["hop_profile"] = hop_profile(results)
     main_s["cpu"] = cpu_use(cpu0, machine_cpu_seconds(), procs0, process_cpu_seconds(), wall)
+    main_s["cpu"]["niceness"] = process_niceness()
     main_s["client_loop_lag_ms"] = {"tick_ms": LAG_TICK_S * 1000, "n": len(lags), "p50": pct(lags, 50),
-                                    "p99": pct(lags, 99), "max": max(lags, default=float("nan"))}
+                                    "p99": pct(lags, 99), "max": max(lags, default=float("nan")),
+                                    "stall_ms": STALL_MS, "stalls": stalls}
+    main_s["client_gc"] = gc_pauses.summary()
+    # when the slowest answers were sent (s since the load began): bunched at a stall or spread out
+    main_s["slowest_1pct"] = sorted(({"t": round(results[i]["t"], 3), "ms": round(results[i]["ms"], 1),
+                                      "kind": results[i]["kind"]}
+                                     for i in _slowest([r["ms"] for r in results], 0.01)), key=lambda r: r["t"])
     memory["after_load"] = replica_memory("bench")
     print("\n## Replica memory (MiB: RSS / USS, one pair per replica)\n\n" + memory_table(memory))
     print(f"\n## Load ({len(results)} requests)\n\n" + table(main_s))
     print("\n## CPU during the load (share of the machine's CPU time; cores in use)\n\n" + cpu_table(main_s["cpu"])
           + f"\n\nClient loop lag (a {LAG_TICK_S * 1000:.0f} ms sleep woken late by): p50 "
           f"{main_s['client_loop_lag_ms']['p50']:.1f} ms, p99 {main_s['client_loop_lag_ms']['p99']:.1f} ms, "
-          f"max {main_s['client_loop_lag_ms']['max']:.1f} ms")
+          f"max {main_s['client_loop_lag_ms']['max']:.1f} ms; stalls over {STALL_MS:.0f} ms at "
+          + (", ".join(f"{st['t']:.1f} s ({st['lag_ms']:.0f} ms)" for st in stalls) or "none")
+          + "; client GC: " + ", ".join(f"{g} {v['n']} pauses, max {v['max_ms']:.1f} ms"
+                                        for g, v in main_s["client_gc"].items()))
     if main_s["hop_profile"]:
         print(f"\n## Where /recommend's time goes (Server-Timing, {main_s['hop_profile']['n']} answers)\n\n"
               + hop_table(main_s["hop_profile"]))
@@ -465,7 +516,8 @@ def main() -> None:
     la = os.getloadavg()
     out = {"benchmark": "Ray Serve recommender app, loopback HTTP, open-loop aiohttp client in the same process",
            "args": vars(args), "entry": {"url": url, "kind": entry, "proxy_url": proxy_url, "direct_ingress": direct,
-                                         "RAY_SERVE_THROUGHPUT_OPTIMIZED": os.environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED")},
+                                         "RAY_SERVE_THROUGHPUT_OPTIMIZED": os.environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED"),
+                                         "RAY_worker_niceness": os.environ.get("RAY_worker_niceness")},
            "ingress_batching": requests.get(f"{url}/healthz", timeout=30).json().get("ingress_batching"),
            "model": model_desc, "catalogue_items": len(index), "dataset": str(data),
            "setup_s": setup_s, "healthz": health, "load": main_s, "fault": fault, "replica_memory": memory,

@@ -125,30 +125,46 @@ def process_role(cmdline: list[str], own_pid: int, pid: int) -> str | None:
     if title.startswith(TITLE_PREFIX):
         return "replica " + title[len(TITLE_PREFIX):].split()[0]
     for marker, role in (("ray::ServeController", "Serve controller"), ("ray::ProxyActor", "Serve HTTP proxy"),
-                         ("gcs_server", "GCS"), ("/raylet", "raylet"), ("dashboard", "dashboard agents"),
-                         ("runtime_env", "dashboard agents"), ("log_monitor", "log monitor"),
+                         ("gcs_server", "GCS"), ("/raylet", "raylet"), ("ray::DashboardAgent", "Ray node agents"),
+                         ("ray::RuntimeEnvAgent", "Ray node agents"), ("dashboard", "dashboard"),
+                         ("log_monitor", "log monitor"),
                          ("ray::", "other Ray workers"), ("default_worker.py", "other Ray workers")):
         if marker in title:
             return role
     return None
 
 
-def process_cpu_seconds() -> dict[str, float]:
-    """CPU seconds (user + system) each part of this node has used so far, summed per role
-    (:func:`process_role`); two snapshots around a load give each part's share of it."""
+def node_processes(attrs: tuple[str, ...]) -> list[tuple[str, dict]]:
+    """This node's Ray/Serve processes and this one, as ``(role, psutil info with attrs)`` pairs."""
     import os
 
     import psutil
 
     own = os.getpid()
-    out: dict[str, float] = {}
-    for proc in psutil.process_iter(["cmdline", "cpu_times"]):
+    out = []
+    for proc in psutil.process_iter(["cmdline", *attrs]):
         try:
             role = process_role(proc.info["cmdline"] or [], own, proc.pid)
-            times = proc.info["cpu_times"]
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
-        if role is None or times is None:
-            continue
-        out[role] = out.get(role, 0.0) + float(times.user + times.system)
+        if role is not None and all(proc.info.get(a) is not None for a in attrs):
+            out.append((role, proc.info))
     return out
+
+
+def process_cpu_seconds() -> dict[str, float]:
+    """CPU seconds (user + system) each part of this node has used so far, summed per role
+    (:func:`process_role`); two snapshots around a load give each part's share of it."""
+    out: dict[str, float] = {}
+    for role, info in node_processes(("cpu_times",)):
+        out[role] = out.get(role, 0.0) + float(info["cpu_times"].user + info["cpu_times"].system)
+    return out
+
+
+def process_niceness() -> dict[str, list[int]]:
+    """The scheduling niceness of each part of this node (Ray starts its workers, Serve's proxy and
+    replicas among them, at ``RAY_worker_niceness``, 15 by default: below any process at 0)."""
+    out: dict[str, set[int]] = {}
+    for role, info in node_processes(("nice",)):
+        out.setdefault(role, set()).add(int(info["nice"]))
+    return {r: sorted(v) for r, v in sorted(out.items())}

@@ -54,3 +54,56 @@ def test_memory_table_has_a_row_per_deployment_and_a_column_per_moment(bench) ->
     assert lines[0] == "| Deployment | after_setup | after_load |"
     assert lines[2] == "| Recommender | 300 / 120 | 310 / 130, 305 / 125 |"
     assert lines[3] == "| SequenceEncoder | – | 500 / 200 |"
+
+
+def test_machine_cpu_seconds_reads_proc_stat_fields_in_ticks() -> None:
+    import os
+
+    from raypipe.serve.replicas import machine_cpu_seconds
+
+    tick = os.sysconf("SC_CLK_TCK")
+    stat = f"cpu  {tick * 3} 0 {tick} {tick * 10} 0 0 {tick // 2} {tick * 2} 0 0\ncpu0 1 2 3\n"
+    got = machine_cpu_seconds(stat)
+    assert got == {"user": 3.0, "nice": 0.0, "system": 1.0, "idle": 10.0, "iowait": 0.0, "irq": 0.0,
+                   "softirq": (tick // 2) / tick, "steal": 2.0}
+    with pytest.raises(ValueError, match="'intr'"):
+        machine_cpu_seconds("intr 1 2 3\n")
+    live = machine_cpu_seconds()
+    assert live["idle"] > 0 and all(v >= 0 for v in live.values())
+
+
+def test_process_role_names_the_parts_of_a_serve_node() -> None:
+    from raypipe.serve.replicas import process_role
+
+    assert process_role(["ray::ServeReplica:bench:Recommender"], 1, 2) == "replica bench:Recommender"
+    assert process_role(["ray::ProxyActor"], 1, 2) == "Serve HTTP proxy"
+    assert process_role(["ray::ServeController"], 1, 2) == "Serve controller"
+    assert process_role(["/x/ray/core/src/ray/gcs/gcs_server", "--port=1"], 1, 2) == "GCS"
+    assert process_role(["/x/ray/core/src/ray/raylet/raylet", "--a"], 1, 2) == "raylet"
+    assert process_role(["ray::DashboardAgent"], 1, 2) == process_role(["ray::RuntimeEnvAgent"], 1, 2) == "Ray node agents"
+    assert process_role(["ray::IDLE"], 1, 2) == "other Ray workers"
+    assert process_role(["python", "bench.py"], 7, 7) == "this process (client)"
+    assert process_role(["bash"], 1, 2) is None
+
+
+def test_cpu_use_turns_two_snapshots_into_cores(bench) -> None:
+    m0 = {"user": 0.0, "nice": 0.0, "system": 0.0, "idle": 0.0, "iowait": 0.0, "irq": 0.0, "softirq": 0.0, "steal": 0.0}
+    # 10 s on 2 CPUs = 20 CPU-s: 12 user, 2 system, 4 idle, 2 steal
+    m1 = {**m0, "user": 12.0, "system": 2.0, "idle": 4.0, "steal": 2.0}
+    cpu = bench.cpu_use(m0, m1, {"proxy": 1.0, "replica": 0.0}, {"proxy": 6.0, "replica": 8.0, "new": 1.0}, 10.0)
+    assert cpu["busy_cores"] == pytest.approx(1.6)  # (20 - 4 idle) / 10 s: steal counts as busy
+    assert cpu["steal_cores"] == pytest.approx(0.2)
+    assert cpu["machine_share"]["user"] == pytest.approx(0.6)
+    assert list(cpu["process_cores"].items()) == [("replica", 0.8), ("proxy", 0.5), ("new", 0.1)]
+    text = bench.cpu_table(cpu)
+    assert "| replica | 0.80 | – |" in text and "steal (other tenants) 0.20 cores" in text
+    cpu["niceness"] = {"replica": [15], "proxy": [0, 15]}
+    assert "| replica | 0.80 | 15 |" in bench.cpu_table(cpu) and "| proxy | 0.50 | 0, 15 |" in bench.cpu_table(cpu)
+
+
+def test_process_niceness_sees_this_process() -> None:
+    import os
+
+    from raypipe.serve.replicas import process_niceness
+
+    assert process_niceness()["this process (client)"] == [os.nice(0)]
