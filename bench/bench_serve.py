@@ -224,6 +224,8 @@ def hop_profile(results: list[dict]) -> dict | None:
     if not timed:
         return None
     series = {h: [r["hops"].get(h, 0.0) for r in timed] for h in (*HOPS, "app")}
+    if all("gc" in r["hops"] for r in timed):  # the replica's GC pauses in the request's time (overlap the hops)
+        series["gc"] = [r["hops"]["gc"] for r in timed]
     # inside the app but in no hop: the replica's event loop (other requests' work, the endpoint resuming)
     series["app_other"] = [r["hops"]["app"] - sum(r["hops"].get(h, 0.0) for h in HOPS) for r in timed]
     series["outside_app"] = [r["ms"] - r["hops"]["app"] for r in timed]
@@ -259,6 +261,40 @@ def memory_table(memory: dict[str, dict[str, list[dict[str, int]]]]) -> str:
         cells = [", ".join(f"{mib(p['rss'])} / {mib(p['uss'])}" for p in memory[m].get(d, [])) or "–" for m in moments]
         rows.append(f"| {d} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+
+def cpu_probe(repeats: int = 5) -> dict[str, float]:
+    """Milliseconds of two fixed single-threaded workloads (best of ``repeats``): a pure-Python loop and
+    a small torch matmul chain.  Taken before Ray starts and after the load, it shows how fast this
+    machine's CPUs were for the run: the same code's latency moves with it on a shared host."""
+    import torch
+
+    def py() -> None:
+        total = 0
+        for i in range(300_000):
+            total += i * i
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    a = torch.randn(256, 256, generator=torch.Generator().manual_seed(0))
+
+    def mm() -> None:
+        x = a
+        for _ in range(40):
+            x = torch.tanh(x @ a)
+
+    try:
+        out = {}
+        for name, fn in (("python_loop_ms", py), ("torch_matmul_ms", mm)):
+            best = float("inf")
+            for _ in range(repeats):
+                t = time.perf_counter()
+                fn()
+                best = min(best, (time.perf_counter() - t) * 1000)
+            out[name] = best
+        return out
+    finally:
+        torch.set_num_threads(threads)
 
 
 def cpu_use(m0: dict[str, float], m1: dict[str, float], p0: dict[str, float], p1: dict[str, float],
@@ -328,6 +364,10 @@ def main() -> None:
                    help="leave the Serve proxy's access log on (Serve's default; a log line per request)")
     p.add_argument("--worker-niceness", type=int, default=None,
                    help="RAY_worker_niceness for this run's Ray (Ray's default: 15, below the client at 0)")
+    p.add_argument("--no-client-gc-freeze", action="store_true",
+                   help="leave this process's garbage collector as it is (by default: collect and freeze before "
+                        "the load, as Serve does in its proxy and replicas, so a full collection of the client's "
+                        "start-up objects does not stall its reading of answers)")
     p.add_argument("--out", default="bench/results/serve.json")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -354,6 +394,7 @@ def main() -> None:
         # serves HTTP itself, on http_options.host), gRPC between replicas, user code on the replica's
         # own event loop.  Measured here: it is what makes 100 QPS fit on 2 CPUs (see README).
         os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
+    probe_before = cpu_probe()
     if args.worker_niceness is not None:  # read by the raylet when it starts workers
         os.environ["RAY_worker_niceness"] = str(args.worker_niceness)
     import ray
@@ -449,6 +490,9 @@ def main() -> None:
     stalls: list[dict] = []
     import gc
 
+    if not args.no_client_gc_freeze:
+        gc.collect()
+        gc.freeze()
     gc_pauses = GcPauses()
     gc.callbacks.append(gc_pauses)
     cpu0, procs0, t0 = machine_cpu_seconds(), process_cpu_seconds(), time.time()
@@ -463,6 +507,7 @@ def main() -> None:
                                     "p99": pct(lags, 99), "max": max(lags, default=float("nan")),
                                     "stall_ms": STALL_MS, "stalls": stalls}
     main_s["client_gc"] = gc_pauses.summary()
+    main_s["cpu_probe"] = {"before_ray": probe_before, "after_load": cpu_probe()}
     # when the slowest answers were sent (s since the load began): bunched at a stall or spread out
     main_s["slowest_1pct"] = sorted(({"t": round(results[i]["t"], 3), "ms": round(results[i]["ms"], 1),
                                       "kind": results[i]["kind"]}
@@ -476,7 +521,10 @@ def main() -> None:
           f"max {main_s['client_loop_lag_ms']['max']:.1f} ms; stalls over {STALL_MS:.0f} ms at "
           + (", ".join(f"{st['t']:.1f} s ({st['lag_ms']:.0f} ms)" for st in stalls) or "none")
           + "; client GC: " + ", ".join(f"{g} {v['n']} pauses, max {v['max_ms']:.1f} ms"
-                                        for g, v in main_s["client_gc"].items()))
+                                        for g, v in main_s["client_gc"].items())
+          + "\n\nCPU probe (ms, single thread; before Ray / after the load): " + ", ".join(
+              f"{k} {main_s['cpu_probe']['before_ray'][k]:.1f} / {main_s['cpu_probe']['after_load'][k]:.1f}"
+              for k in main_s["cpu_probe"]["before_ray"]))
     if main_s["hop_profile"]:
         print(f"\n## Where /recommend's time goes (Server-Timing, {main_s['hop_profile']['n']} answers)\n\n"
               + hop_table(main_s["hop_profile"]))
@@ -518,7 +566,8 @@ def main() -> None:
            "args": vars(args), "entry": {"url": url, "kind": entry, "proxy_url": proxy_url, "direct_ingress": direct,
                                          "RAY_SERVE_THROUGHPUT_OPTIMIZED": os.environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED"),
                                          "RAY_worker_niceness": os.environ.get("RAY_worker_niceness")},
-           "ingress_batching": requests.get(f"{url}/healthz", timeout=30).json().get("ingress_batching"),
+           "ingress_batching": (health_end := requests.get(f"{url}/healthz", timeout=30).json()).get("ingress_batching"),
+           "ingress_gc": health_end.get("ingress_gc"),
            "model": model_desc, "catalogue_items": len(index), "dataset": str(data),
            "setup_s": setup_s, "healthz": health, "load": main_s, "fault": fault, "replica_memory": memory,
            "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(), "ray": ray.__version__,

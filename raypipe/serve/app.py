@@ -45,7 +45,7 @@ from ray.serve.handle import DeploymentHandle
 from raypipe.serve import errors
 from raypipe.serve.errors import ApiError, error_result, raise_if_error
 from raypipe.serve.loopback import pin_internal_grpc_to_loopback
-from raypipe.serve.timing import HEADER as SERVER_TIMING, HopTimer
+from raypipe.serve.timing import HEADER as SERVER_TIMING, GcClock, HopTimer
 from raypipe.serve import openapi
 from raypipe.serve.openapi import HEALTH_EXAMPLE, responses
 from raypipe.serve.schemas import (
@@ -385,6 +385,7 @@ class Recommender:
         self._recommend_batch.set_max_batch_size(max_batch)
         self._recommend_batch.set_batch_wait_timeout_s(batch_wait_s)
         self.batches = {"batches": 0, "requests": 0}  # this replica's /recommend batching, in /healthz
+        GcClock.installed()  # this replica's GC pauses: each answer's `gc` timing and /healthz's ingress_gc
 
     async def _call(self, method: Any, *args: Any, idempotent: bool = True) -> Any:
         """Call a deployment; retry idempotent calls whose replica died (Serve routes the retry to a live
@@ -579,7 +580,7 @@ class Recommender:
     async def healthz(self) -> dict[str, Any]:
         return {"status": "ok", "catalogue": await self._call(self.retriever.stats),
                 "matcher": await self._call(self.matcher.stats), "serving": self.description,
-                "ingress_batching": dict(self.batches)}
+                "ingress_batching": dict(self.batches), "ingress_gc": GcClock.installed().summary()}
 
 
 MAX_ONGOING = {"Recommender": 256, "SequenceEncoder": 64, "ANNRetriever": 64, "CDIMMatcher": 16,

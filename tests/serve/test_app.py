@@ -86,7 +86,8 @@ def test_recommend_answers_carry_each_hops_server_timing(app_url, history) -> No
         client_ms = (time.perf_counter() - t0) * 1000
         assert r.status_code == 200, r.text
         hops = parse_server_timing(r.headers["Server-Timing"])
-        assert list(hops) == [*HOPS, "app"] and min(hops.values()) >= 0.0
+        assert list(hops) == [*HOPS, "app", "gc"] and min(hops.values()) >= 0.0
+        assert hops["gc"] <= hops["app"] + 0.05  # pauses while the request was in the replica
         assert hops["encode"] > 0.0 and hops["retrieve"] > 0.0 and hops["rerank"] == 0.0  # no reranker here
         assert sum(hops[h] for h in HOPS) <= hops["app"] + 0.05 and hops["app"] <= client_ms
     # a refused request never reached the hops: no header
@@ -397,7 +398,10 @@ def test_concurrent_recommends_share_deployment_calls_and_answer_each_request(ap
     before = requests.get(f"{app_url}/healthz", timeout=10).json()["ingress_batching"]
     with ThreadPoolExecutor(len(bodies)) as pool:
         answers = list(pool.map(lambda b: post(app_url, "/recommend", b), bodies))
-    after = requests.get(f"{app_url}/healthz", timeout=10).json()["ingress_batching"]
+    health = requests.get(f"{app_url}/healthz", timeout=10).json()
+    after = health["ingress_batching"]
+    # the ingress replica's GC pauses (what each answer's `gc` timing draws on)
+    assert set(health["ingress_gc"]) == {"gen0", "gen1", "gen2"} and health["ingress_gc"]["gen0"]["n"] > 0
     assert after["requests"] - before["requests"] == len(bodies)
     assert after["batches"] - before["batches"] < len(bodies)  # some requests shared a batch
     for body, r in zip(bodies[:-1], answers[:-1]):

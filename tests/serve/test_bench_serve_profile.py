@@ -107,3 +107,12 @@ def test_process_niceness_sees_this_process() -> None:
     from raypipe.serve.replicas import process_niceness
 
     assert process_niceness()["this process (client)"] == [os.nice(0)]
+
+
+def test_cpu_probe_times_both_workloads_and_leaves_torch_threads_as_they_were(bench) -> None:
+    import torch
+
+    threads = torch.get_num_threads()
+    probe = bench.cpu_probe(repeats=2)
+    assert set(probe) == {"python_loop_ms", "torch_matmul_ms"} and min(probe.values()) > 0.0
+    assert torch.get_num_threads() == threads

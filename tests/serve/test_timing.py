@@ -3,21 +3,40 @@ from __future__ import annotations
 
 import pytest
 
-from raypipe.serve.timing import HOPS, HopTimer, parse_server_timing
+from raypipe.serve.timing import HOPS, GcClock, HopTimer, parse_server_timing
 
 
 def test_header_lists_every_hop_then_app_from_arrival() -> None:
-    t = HopTimer(arrival=10.0)
+    t = HopTimer(arrival=10.0, gc0=100.0)
     t.span("queue", 10.0, 10.002)
     t.span("encode", 10.002, 10.0065)
     t.span("retrieve", 10.0065, 10.009)
     t.span("respond", 10.009, 10.0095)
-    header = t.header(now=10.0105)
+    header = t.header(now=10.0105, gc_total=101.25)
     assert header == ("queue;dur=2.00, encode;dur=4.50, retrieve;dur=2.50, rerank;dur=0.00, respond;dur=0.50, "
-                      "app;dur=10.50")
+                      "app;dur=10.50, gc;dur=1.25")
     parsed = parse_server_timing(header)
-    assert list(parsed) == [*HOPS, "app"]
+    assert list(parsed) == [*HOPS, "app", "gc"]
     assert sum(parsed[h] for h in HOPS) == pytest.approx(9.5) and parsed["app"] == pytest.approx(10.5)
+
+
+def test_gc_clock_counts_the_pauses_of_this_process_and_a_request_sees_those_in_its_lifetime() -> None:
+    import gc
+
+    clock = GcClock.installed()
+    assert GcClock.installed() is clock and gc.callbacks.count(clock) == 1  # one per process
+    before = clock.summary()["gen2"]["n"]
+    t = HopTimer()
+    assert t.gc0 == clock.total_ms
+    garbage = [[i] for i in range(200_000)]  # tracked containers: a full collection has to walk them
+    gc.collect()
+    del garbage
+    after = clock.summary()["gen2"]
+    assert after["n"] >= before + 1 and after["max_ms"] > 0.0  # the explicit one, and any the allocations set off
+    assert parse_server_timing(t.header())["gc"] == pytest.approx(clock.total_ms - t.gc0, abs=0.01)
+    assert clock.total_ms - t.gc0 > 0.0
+    # a request that saw no collection reports 0
+    assert parse_server_timing(HopTimer().header(gc_total=clock.total_ms))["gc"] == 0.0
 
 
 def test_spans_of_one_hop_add_up_and_never_go_negative() -> None:
