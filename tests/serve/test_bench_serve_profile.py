@@ -116,3 +116,46 @@ def test_cpu_probe_times_both_workloads_and_leaves_torch_threads_as_they_were(be
     probe = bench.cpu_probe(repeats=2)
     assert set(probe) == {"python_loop_ms", "torch_matmul_ms"} and min(probe.values()) > 0.0
     assert torch.get_num_threads() == threads
+
+
+@pytest.fixture(scope="module")
+def variance():
+    spec = importlib.util.spec_from_file_location("serve_variance", ROOT / "bench" / "serve_variance.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _run(busy: float, p99: float, nice: str | None, frozen: bool | None, slow_t: list[float]) -> dict:
+    args = {"seed": 0, "config": None, **({} if frozen is None else {"no_client_gc_freeze": not frozen})}
+    return {"args": args, "entry": {"RAY_worker_niceness": nice},
+            "load": {"p50_ms": 10.0, "p95_ms": 20.0, "p99_ms": p99, "per_kind": {"recommend": {"p99_ms": p99}},
+                     "cpu": {"busy_cores": busy, "steal_cores": 0.0},
+                     "hop_profile": {"hops": {"encode": {"p50_ms": busy * 2}}},
+                     "client_loop_lag_ms": {"max": 150.0},
+                     "slowest_1pct": [{"t": t, "ms": p99, "kind": "recommend"} for t in slow_t]}}
+
+
+def test_variance_rows_table_and_rank_correlation(variance, tmp_path) -> None:
+    import json
+
+    runs = {"a": _run(1.0, 30.0, "0", True, [0.1, 5.0]), "b": _run(1.5, 120.0, None, False, [0.2, 0.3, 9.0]),
+            "c": _run(1.2, 50.0, "15", True, [7.0])}
+    paths = []
+    for name, d in runs.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(d))
+        paths.append(tmp_path / f"{name}.json")
+    assert variance.main([*map(str, paths), "--out", str(tmp_path / "v")]) == 0
+    out = json.loads((tmp_path / "v.json").read_text())
+    rows = {r["run"]: r for r in out["runs"]}
+    assert rows["a"]["worker_niceness"] == 0 and rows["b"]["worker_niceness"] == 15  # Ray's default when unset
+    assert rows["a"]["client_gc_frozen"] and not rows["b"]["client_gc_frozen"]  # runs before the option: not frozen
+    assert rows["b"]["slowest_in_first_s"] == 2 and rows["c"]["slowest_in_first_s"] == 0
+    assert out["spearman"]["p99_vs_busy_cores"] == pytest.approx(1.0)  # same order: 30 < 50 < 120
+    assert "| b | 15 | no | 1.50 | 3.0 | – | 150 | 2 of 3 | 10.0 | 20.0 | 120.0 |" in (tmp_path / "v.md").read_text()
+    assert (tmp_path / "v.png").stat().st_size > 0
+    assert variance.spearman([1.0, 2.0, 3.0], [3.0, 2.0, 1.0]) == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match="no load.cpu"):
+        del runs["a"]["load"]["cpu"]
+        (tmp_path / "a.json").write_text(json.dumps(runs["a"]))
+        variance.row(tmp_path / "a.json")
