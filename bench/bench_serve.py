@@ -451,11 +451,15 @@ def main() -> None:
             serve.start(http_options=conf["http_options"], proxy_location=conf.get("proxy_location"))
         # not _blocking: it gives up after 60 s, and the 150k catalogue's replicas take longer to start
         _get_global_client().deploy_apps(ServeDeploySchema.model_validate(conf), _blocking=False)
-        t_dep = time.time()
+        t_dep, shown = time.time(), 0.0
         while (state := str(getattr(app_status := getattr(serve.status().applications.get("bench"), "status", None),
                                     "value", app_status))) != "RUNNING":
-            if "FAIL" in state or time.time() - t_dep > 900:
-                raise RuntimeError(f"--config: the app is {state} after {time.time() - t_dep:.0f}s")
+            waited = time.time() - t_dep
+            if "FAIL" in state or waited > 900:
+                raise RuntimeError(f"--config: the app is {state} after {waited:.0f}s")
+            if waited - shown >= 15.0:  # the 150k catalogue's replicas take minutes to start
+                print(f"--config: app {state} after {waited:.0f}s, waiting for RUNNING (900 s at most)", flush=True)
+                shown = waited
             time.sleep(1.0)
     else:
         # no access log in the proxy either (the app's is off below): a log line per request is proxy CPU
