@@ -152,7 +152,8 @@ class GcPauses:
 
     def summary(self) -> dict:
         by = {g: [p["ms"] for p in self.pauses if p["generation"] == g] for g in (0, 1, 2)}
-        return {f"gen{g}": {"n": len(v), "total_ms": float(sum(v)), "max_ms": max(v, default=0.0)} for g, v in by.items()}
+        return {f"gen{g}": {"n": len(v), "total_ms": float(sum(v)), "max_ms": max(v, default=0.0)}
+                for g, v in by.items()}
 
 
 async def run_load(url: str, reqs, qps: float, max_s: float, lags_ms: list[float] | None = None,
@@ -301,13 +302,15 @@ def cpu_use(m0: dict[str, float], m1: dict[str, float], p0: dict[str, float], p1
             wall: float) -> dict:
     """What the machine's CPUs did over ``wall`` seconds (two :func:`machine_cpu_seconds` snapshots) and
     which local processes used them (two :func:`process_cpu_seconds` snapshots), as cores in use."""
+    if wall <= 0:
+        raise ValueError(f"cpu_use: wall must be > 0 seconds, got {wall}")
     machine = {k: m1[k] - m0[k] for k in m0}
     total = sum(machine.values())
+    used = {r: p1[r] - p0.get(r, 0.0) for r in p1}
     return {"wall_s": wall, "machine_share": {k: v / total for k, v in machine.items()} if total else {},
-            "busy_cores": (total - machine["idle"] - machine["iowait"]) / wall if wall else float("nan"),
-            "steal_cores": machine["steal"] / wall if wall else float("nan"),
-            "process_cores": {r: (p1[r] - p0.get(r, 0.0)) / wall for r in sorted(p1, key=lambda r: -(p1[r] - p0.get(r, 0.0)))
-                              if wall}}
+            "busy_cores": (total - machine["idle"] - machine["iowait"]) / wall,
+            "steal_cores": machine["steal"] / wall,
+            "process_cores": {r: used[r] / wall for r in sorted(used, key=lambda r: -used[r])}}
 
 
 def cpu_table(cpu: dict) -> str:
@@ -316,7 +319,8 @@ def cpu_table(cpu: dict) -> str:
              f"{cpu['steal_cores']:.2f} cores; " + ", ".join(f"{k} {v:.0%}" for k, v in share.items() if v >= 0.005),
              "", "| Process | cores | niceness |", "|---|---:|---|"]
     nice = cpu.get("niceness", {})
-    lines += [f"| {r} | {c:.2f} | {', '.join(map(str, nice.get(r, []))) or '–'} |" for r, c in cpu["process_cores"].items()]
+    lines += [f"| {r} | {c:.2f} | {', '.join(map(str, nice.get(r, []))) or '–'} |"
+              for r, c in cpu["process_cores"].items()]
     return "\n".join(lines)
 
 
@@ -566,12 +570,12 @@ def main() -> None:
               f"{fault['failed_in_window']} of {fault['in_window']} requests failed in that window, "
               f"{fault['failed_after_recovery']} of {fault['after_recovery']} after it")
     la = os.getloadavg()
+    health_end = requests.get(f"{url}/healthz", timeout=30).json()
     out = {"benchmark": "Ray Serve recommender app, loopback HTTP, open-loop aiohttp client in the same process",
            "args": vars(args), "entry": {"url": url, "kind": entry, "proxy_url": proxy_url, "direct_ingress": direct,
-                                         "RAY_SERVE_THROUGHPUT_OPTIMIZED": os.environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED"),
-                                         "RAY_worker_niceness": os.environ.get("RAY_worker_niceness")},
-           "ingress_batching": (health_end := requests.get(f"{url}/healthz", timeout=30).json()).get("ingress_batching"),
-           "ingress_gc": health_end.get("ingress_gc"),
+                                         **{v: os.environ.get(v) for v in ("RAY_SERVE_THROUGHPUT_OPTIMIZED",
+                                                                           "RAY_worker_niceness")}},
+           **{k: health_end.get(k) for k in ("ingress_batching", "ingress_gc")},
            "model": model_desc, "catalogue_items": len(index), "dataset": str(data),
            "setup_s": setup_s, "healthz": health, "load": main_s, "fault": fault, "replica_memory": memory,
            "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(), "ray": ray.__version__,

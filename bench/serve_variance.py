@@ -66,7 +66,8 @@ def table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         lines.append(f"| {r['run']} | {r['worker_niceness']} | {'yes' if r['client_gc_frozen'] else 'no'} | "
                      f"{r['busy_cores']:.2f} | {r['encode_p50_ms']:.1f} | {fmt(r['probe_torch_ms'], '.1f')} | "
-                     f"{r['client_max_stall_ms']:.0f} | {fmt(r['slowest_in_first_s'], 'd')} of {fmt(r['slowest_n'], 'd')} | "
+                     f"{r['client_max_stall_ms']:.0f} | "
+                     f"{fmt(r['slowest_in_first_s'], 'd')} of {fmt(r['slowest_n'], 'd')} | "
                      f"{r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} |")
     return "\n".join(lines)
 
