@@ -368,6 +368,10 @@ def main() -> None:
                    help="leave the Serve proxy's access log on (Serve's default; a log line per request)")
     p.add_argument("--worker-niceness", type=int, default=None,
                    help="RAY_worker_niceness for this run's Ray (Ray's default: 15, below the client at 0)")
+    p.add_argument("--proxy-grpc", action="store_true",
+                   help="RAY_SERVE_PROXY_USE_GRPC=1: the HTTP proxy calls the ingress replica over gRPC, not a Ray "
+                        "actor call (in Ray 2.60 RAY_SERVE_THROUGHPUT_OPTIMIZED=1 turns gRPC on between deployments "
+                        "but not for the proxy)")
     p.add_argument("--no-client-gc-freeze", action="store_true",
                    help="leave this process's garbage collector as it is (by default: collect and freeze before "
                         "the load, as Serve does in its proxy and replicas, so a full collection of the client's "
@@ -399,6 +403,8 @@ def main() -> None:
         # own event loop.  Measured here: it is what makes 100 QPS fit on 2 CPUs (see README).
         os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
     probe_before = cpu_probe()
+    if args.proxy_grpc:  # read by the proxy actor when it starts
+        os.environ["RAY_SERVE_PROXY_USE_GRPC"] = "1"
     if args.worker_niceness is not None:  # read by the raylet when it starts workers
         os.environ["RAY_worker_niceness"] = str(args.worker_niceness)
     import ray
@@ -574,6 +580,7 @@ def main() -> None:
     out = {"benchmark": "Ray Serve recommender app, loopback HTTP, open-loop aiohttp client in the same process",
            "args": vars(args), "entry": {"url": url, "kind": entry, "proxy_url": proxy_url, "direct_ingress": direct,
                                          **{v: os.environ.get(v) for v in ("RAY_SERVE_THROUGHPUT_OPTIMIZED",
+                                                                           "RAY_SERVE_PROXY_USE_GRPC",
                                                                            "RAY_worker_niceness")}},
            **{k: health_end.get(k) for k in ("ingress_batching", "ingress_gc")},
            "model": model_desc, "catalogue_items": len(index), "dataset": str(data),

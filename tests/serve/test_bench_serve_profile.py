@@ -163,3 +163,27 @@ def test_variance_rows_table_and_rank_correlation(variance, tmp_path) -> None:
         del runs["a"]["load"]["cpu"]
         (tmp_path / "a.json").write_text(json.dumps(runs["a"]))
         variance.row(tmp_path / "a.json")
+
+
+def test_pyspy_summary_counts_each_frame_once_per_stack(tmp_path) -> None:
+    import gzip
+
+    summary = _script("pyspy_summary")
+    raw = ("main (a.py:1);work (a.py:5);work (a.py:9);leaf (b.py:3) 6\n"
+           "main (a.py:1);other (c.py:2) 3\n"
+           " 1\n")  # py-spy's line for samples with no Python frame
+    path = tmp_path / "p.txt.gz"
+    path.write_bytes(gzip.compress(raw.encode()))
+    stacks = summary.read_stacks(path)
+    assert stacks[0] == (["main (a.py)", "work (a.py)", "work (a.py)", "leaf (b.py)"], 6)  # line numbers dropped
+    assert stacks[2] == ([summary.NO_PYTHON], 1)
+    s = summary.summarise(stacks, marks=("work", "other (c.py)", "absent"))
+    assert s["samples"] == 10
+    assert s["inclusive"]["work (a.py)"] == pytest.approx(0.6)  # the recursion counted once
+    assert s["inclusive"]["main (a.py)"] == pytest.approx(0.9) and "main (a.py)" not in s["self"]
+    assert s["self"]["leaf (b.py)"] == pytest.approx(0.6) and s["self"][summary.NO_PYTHON] == pytest.approx(0.1)
+    assert s["marked"] == {"work": pytest.approx(0.6), "other (c.py)": pytest.approx(0.3), "absent": 0.0}
+    bad = tmp_path / "bad.txt"
+    bad.write_text("main (a.py:1) many\n")
+    with pytest.raises(ValueError, match="bad.txt:1"):
+        summary.read_stacks(bad)
