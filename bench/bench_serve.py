@@ -15,6 +15,10 @@ dataset (a share with only unknown ids → popularity fallback), GET /items/{id}
 GET /healthz, and a share of malformed requests (bad JSON, wrong types, k out of range, oversized
 body, unknown domain).  Then a fault phase kills one of the two encoder replicas under load and counts
 failures until Serve has replaced it.  Writes bench/results/serve.json and prints Markdown tables.
+Over the load it also records the machine's CPU time (steal included) and each Ray/Serve process's
+cores and niceness, the client's loop stalls and GC pauses, and a CPU probe before Ray and after the
+load (``bench/serve_variance.py`` compares runs by them); ``--worker-niceness`` and ``--proxy-grpc`` set
+``RAY_worker_niceness`` and ``RAY_SERVE_PROXY_USE_GRPC`` for the run.
 
 Serve runs in its throughput-optimised mode (``RAY_SERVE_THROUGHPUT_OPTIMIZED=1``, set here before Ray
 starts) and the load goes to the ingress replica's direct HTTP port (127.0.0.1:30000+);
@@ -324,6 +328,18 @@ def cpu_table(cpu: dict) -> str:
     return "\n".join(lines)
 
 
+def client_text(load: dict) -> str:
+    """The load generator's own delays (loop lag, stalls, GC) and the CPU probe, as two lines."""
+    lag, probe = load["client_loop_lag_ms"], load["cpu_probe"]
+    return (f"Client loop lag (a {lag['tick_ms']:.0f} ms sleep woken late by): p50 {lag['p50']:.1f} ms, "
+            f"p99 {lag['p99']:.1f} ms, max {lag['max']:.1f} ms; stalls over {lag['stall_ms']:.0f} ms at "
+            + (", ".join(f"{st['t']:.1f} s ({st['lag_ms']:.0f} ms)" for st in lag["stalls"]) or "none")
+            + "; client GC: " + ", ".join(f"{g} {v['n']} pauses, max {v['max_ms']:.1f} ms"
+                                          for g, v in load["client_gc"].items())
+            + "\n\nCPU probe (ms, single thread; before Ray / after the load): "
+            + ", ".join(f"{k} {probe['before_ray'][k]:.1f} / {probe['after_load'][k]:.1f}" for k in probe["before_ray"]))
+
+
 def table(s: dict) -> str:
     lines = ["| Requests | QPS offered | QPS achieved | p50 ms | p95 ms | p99 ms | Status counts | Malformed share | 5xx |",
              "|---:|---:|---:|---:|---:|---:|---|---:|---:|",
@@ -530,15 +546,7 @@ def main() -> None:
     print("\n## Replica memory (MiB: RSS / USS, one pair per replica)\n\n" + memory_table(memory))
     print(f"\n## Load ({len(results)} requests)\n\n" + table(main_s))
     print("\n## CPU during the load (share of the machine's CPU time; cores in use)\n\n" + cpu_table(main_s["cpu"])
-          + f"\n\nClient loop lag (a {LAG_TICK_S * 1000:.0f} ms sleep woken late by): p50 "
-          f"{main_s['client_loop_lag_ms']['p50']:.1f} ms, p99 {main_s['client_loop_lag_ms']['p99']:.1f} ms, "
-          f"max {main_s['client_loop_lag_ms']['max']:.1f} ms; stalls over {STALL_MS:.0f} ms at "
-          + (", ".join(f"{st['t']:.1f} s ({st['lag_ms']:.0f} ms)" for st in stalls) or "none")
-          + "; client GC: " + ", ".join(f"{g} {v['n']} pauses, max {v['max_ms']:.1f} ms"
-                                        for g, v in main_s["client_gc"].items())
-          + "\n\nCPU probe (ms, single thread; before Ray / after the load): " + ", ".join(
-              f"{k} {main_s['cpu_probe']['before_ray'][k]:.1f} / {main_s['cpu_probe']['after_load'][k]:.1f}"
-              for k in main_s["cpu_probe"]["before_ray"]))
+          + "\n\n" + client_text(main_s))
     if main_s["hop_profile"]:
         print(f"\n## Where /recommend's time goes (Server-Timing, {main_s['hop_profile']['n']} answers)\n\n"
               + hop_table(main_s["hop_profile"]))

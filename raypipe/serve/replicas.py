@@ -108,8 +108,9 @@ def machine_cpu_seconds(stat: str | None = None) -> dict[str, float]:
     time a virtual CPU was ready but the hypervisor ran something else: the share of a run's CPU time
     that other tenants took.  ``stat`` is the file's text (read when omitted)."""
     import os
+    from pathlib import Path
 
-    text = stat if stat is not None else open("/proc/stat").read()  # noqa: SIM115 - one read
+    text = stat if stat is not None else Path("/proc/stat").read_text()
     first = text.splitlines()[0].split()
     if first[0] != "cpu":
         raise ValueError(f"/proc/stat: first line is {first[0]!r}, not the 'cpu' total")

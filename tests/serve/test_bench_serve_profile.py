@@ -187,3 +187,13 @@ def test_pyspy_summary_counts_each_frame_once_per_stack(tmp_path) -> None:
     bad.write_text("main (a.py:1) many\n")
     with pytest.raises(ValueError, match="bad.txt:1"):
         summary.read_stacks(bad)
+
+
+def test_client_text_names_the_stalls_and_the_probe(bench) -> None:
+    load = {"client_loop_lag_ms": {"tick_ms": 5.0, "p50": 0.5, "p99": 1.7, "max": 159.0, "stall_ms": 20.0,
+                                   "stalls": [{"t": 0.01, "lag_ms": 159.2}]},
+            "client_gc": {"gen0": {"n": 3, "max_ms": 0.2}, "gen2": {"n": 1, "max_ms": 141.5}},
+            "cpu_probe": {"before_ray": {"torch_matmul_ms": 9.3}, "after_load": {"torch_matmul_ms": 9.2}}}
+    text = bench.client_text(load)
+    assert "max 159.0 ms; stalls over 20 ms at 0.0 s (159 ms)" in text
+    assert "gen2 1 pauses, max 141.5 ms" in text and "torch_matmul_ms 9.3 / 9.2" in text
