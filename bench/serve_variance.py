@@ -27,9 +27,9 @@ from raypipe.io import write_json_atomic, write_text_atomic  # noqa: E402
 
 def row(path: Path) -> dict[str, Any]:
     d = json.loads(path.read_text())
-    load = d["load"]
-    if "cpu" not in load:
-        raise ValueError(f"{path}: no load.cpu (a bench_serve run from before the CPU accounting)")
+    load = d.get("load")
+    if not isinstance(load, dict) or "cpu" not in load:
+        raise ValueError(f"{path}: no load.cpu (not a bench_serve run, or one from before the CPU accounting)")
     args = d["args"]
     hops = load["hop_profile"]["hops"]
     probe = load.get("cpu_probe")
@@ -38,6 +38,7 @@ def row(path: Path) -> dict[str, Any]:
         "run": path.stem, "seed": args["seed"], "config": args.get("config"),
         "worker_niceness": int(d["entry"].get("RAY_worker_niceness") or 15),
         "client_gc_frozen": not args.get("no_client_gc_freeze", True),
+        "proxy_grpc": d["entry"].get("RAY_SERVE_PROXY_USE_GRPC") == "1",
         "busy_cores": load["cpu"]["busy_cores"], "steal_cores": load["cpu"]["steal_cores"],
         "encode_p50_ms": hops["encode"]["p50_ms"], "gc_p99_ms": hops.get("gc", {}).get("p99_ms"),
         "probe_torch_ms": probe["before_ray"]["torch_matmul_ms"] if probe else None,
@@ -60,11 +61,12 @@ def spearman(x: list[float], y: list[float]) -> float:
 
 def table(rows: list[dict[str, Any]]) -> str:
     fmt = lambda v, f: "–" if v is None else format(v, f)  # noqa: E731
-    lines = ["| Run | niceness | client GC frozen | busy cores | encode p50 ms | probe torch ms | client max stall ms "
-             "| slowest 1% sent in 1st s | p50 ms | p95 ms | p99 ms |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| Run | niceness | client GC frozen | proxy gRPC | busy cores | encode p50 ms | probe torch ms "
+             "| client max stall ms | slowest 1% sent in 1st s | p50 ms | p95 ms | p99 ms |",
+             "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['run']} | {r['worker_niceness']} | {'yes' if r['client_gc_frozen'] else 'no'} | "
+                     f"{'yes' if r['proxy_grpc'] else 'no'} | "
                      f"{r['busy_cores']:.2f} | {r['encode_p50_ms']:.1f} | {fmt(r['probe_torch_ms'], '.1f')} | "
                      f"{r['client_max_stall_ms']:.0f} | "
                      f"{fmt(r['slowest_in_first_s'], 'd')} of {fmt(r['slowest_n'], 'd')} | "
@@ -80,11 +82,14 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for frozen, marker in ((True, "o"), (False, "x")):
-        for nice, colour in ((15, "tab:blue"), (0, "tab:orange")):
-            pts = [r for r in rows if r["client_gc_frozen"] == frozen and r["worker_niceness"] == nice]
+        for nice, grpc, colour in ((15, False, "tab:blue"), (0, False, "tab:orange"), (15, True, "tab:green"),
+                                   (0, True, "tab:red")):
+            pts = [r for r in rows if r["client_gc_frozen"] == frozen and r["worker_niceness"] == nice
+                   and r["proxy_grpc"] == grpc]
             if pts:
                 ax.scatter([r["busy_cores"] for r in pts], [r["p99_ms"] for r in pts], marker=marker, c=colour,
-                           label=f"niceness {nice}, client GC {'frozen' if frozen else 'not frozen'}")
+                           label=f"niceness {nice}, client GC {'frozen' if frozen else 'not frozen'}"
+                                 + (", proxy over gRPC" if grpc else ""))
     ax.set_xlabel("machine cores busy during the load (of 2)")
     ax.set_ylabel("p99 latency through the proxy (ms)")
     ax.set_title("The same load: p99 against the CPU the run used")

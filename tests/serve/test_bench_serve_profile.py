@@ -156,7 +156,8 @@ def test_variance_rows_table_and_rank_correlation(variance, tmp_path) -> None:
     assert rows["a"]["client_gc_frozen"] and not rows["b"]["client_gc_frozen"]  # runs before the option: not frozen
     assert rows["b"]["slowest_in_first_s"] == 2 and rows["c"]["slowest_in_first_s"] == 0
     assert out["spearman"]["p99_vs_busy_cores"] == pytest.approx(1.0)  # same order: 30 < 50 < 120
-    assert "| b | 15 | no | 1.50 | 3.0 | – | 150 | 2 of 3 | 10.0 | 20.0 | 120.0 |" in (tmp_path / "v.md").read_text()
+    assert "| b | 15 | no | no | 1.50 | 3.0 | – | 150 | 2 of 3 | 10.0 | 20.0 | 120.0 |" in (tmp_path / "v.md").read_text()
+    assert not rows["a"]["proxy_grpc"]
     assert (tmp_path / "v.png").stat().st_size > 0
     assert variance.spearman([1.0, 2.0, 3.0], [3.0, 2.0, 1.0]) == pytest.approx(-1.0)
     with pytest.raises(ValueError, match="no load.cpu"):
