@@ -48,7 +48,10 @@ class GcClock:
 
     @classmethod
     def installed(cls) -> GcClock:
-        """The process's clock, registered in ``gc.callbacks`` on first use."""
+        """The process's clock, registered in ``gc.callbacks`` on first use (every request asks: the
+        lock is taken only until then)."""
+        if cls._instance is not None:
+            return cls._instance
         with cls._lock:
             if cls._instance is None:
                 cls._instance = cls()
