@@ -28,7 +28,8 @@ class Method:
     full_ranking: bool = True
     #: ``idp``: the IDP pipeline (pre-train → CDIM → transfer → fine-tune) instead of plain runs
     pipeline: Literal["experiment", "idp"] = "experiment"
-    #: feature views the method reads (``image``: not applicable where the data has no images)
+    #: modalities the method reads (``text``, ``image``: not applicable where the data has none; the
+    #: missing-modality check takes each away from every feature view of it the run reads)
     views: tuple[str, ...] = ()
     #: an epoch is one row per event (PreRec), not one per sequence window: the budget's event epochs
     per_event: bool = False

@@ -20,8 +20,9 @@ and seeds), under
   only protocol of the language-model rerankers, and reported for every method.
 
 Missing-modality robustness: each method that reads feature views is judged again, on its main protocol,
-with a seeded share (``absent_shares``) of the items missing each of its views in turn (a zero vector
-flagged absent, as an item the feature store has no vector of), the same trained weights.  A result file
+with a seeded share (``absent_shares``) of the items missing each of its modalities in turn (a zero vector
+flagged absent in every view of it the run reads, as an item the feature store has no vector of: UniMP's
+``image_grid`` loses the image as UniM2Rec's ``image`` does), the same trained weights.  A result file
 of a finished run that lacks this check gets it on the next run of the benchmark.
 """
 from __future__ import annotations
@@ -268,20 +269,30 @@ def read_views(run_dir: Path) -> set[str]:
     return views | ({"text", "image"} if "cross" in views else set())
 
 
+def modality_views(modality: str, reads: set[str]) -> list[str]:
+    """The feature views of ``modality`` (a method's ``views`` entry: ``text`` or ``image``) that a run
+    reading ``reads`` takes in: an image is missing from the pooled vector and the region grid alike."""
+    from raypipe.features.pipeline import IMAGE_VIEWS
+
+    return [v for v in (IMAGE_VIEWS if modality == "image" else (modality,)) if v in reads]
+
+
 def judge_absent(run_dir: Path, method: Method, short: dict[str, dict[str, np.ndarray]] | None,
                  shares: tuple[float, ...], n_neg: int = 100) -> dict[str, Any]:
     """NDCG@10 and HR@10 of a run on its main protocol (``full``, else ``rerank``) with ``share`` of the
-    items missing one of its views, for each view the method reads and each share; the items are a seeded
-    sample, the same for every method.  Views the run does not read are listed under ``skipped``."""
+    items missing one of its modalities (every view of it the run reads, the same items), for each
+    modality the method reads and each share; the items are a seeded sample, the same for every method.
+    Modalities the run reads no view of are listed under ``skipped``."""
     from raypipe.eval.protocols import evaluate
     from raypipe.train.run import judged_set, load_run
 
     proto = "full" if method.full_ranking else "rerank"
     reads = read_views(run_dir)
-    out: dict[str, Any] = {"protocol": proto, "views": {}, "skipped": sorted(set(method.views) - reads)}
-    for view in [v for v in method.views if v in reads]:
+    views = {m: modality_views(m, reads) for m in method.views}
+    out: dict[str, Any] = {"protocol": proto, "views": {}, "skipped": sorted(m for m, vs in views.items() if not vs)}
+    for view in [m for m in method.views if views[m]]:
         for share in shares:
-            model, prep, rcfg = load_run(run_dir, absent={view: share})
+            model, prep, rcfg = load_run(run_dir, absent={v: share for v in views[view]})
             for d in judged_domains(prep):
                 es = judged_set(prep, d, rcfg)
                 kw: dict[str, Any] = {"protocol": proto, "ks": KS, "n_neg": n_neg, "seed": EVAL_SEED, "progress": False}
@@ -297,7 +308,14 @@ def judge_absent(run_dir: Path, method: Method, short: dict[str, dict[str, np.nd
 
 
 def _wants_absent(cfg: BenchmarkConfig, method: Method, res: dict[str, Any]) -> bool:
-    return bool(cfg.absent_shares and method.views and res.get("status") == "done" and "absent" not in res)
+    """A finished result lacks the missing-modality check, or its check skipped a modality the run reads
+    (a result of a version that did not map ``image`` onto UniMP's ``image_grid``)."""
+    if not (cfg.absent_shares and method.views and res.get("status") == "done"):
+        return False
+    if "absent" not in res:
+        return True
+    skipped = res["absent"].get("skipped") or []
+    return bool(skipped) and any(modality_views(m, read_views(Path(res["runs"]["judged"]))) for m in skipped)
 
 
 def run_cost(runs: dict[str, Path]) -> dict[str, Any]:

@@ -72,5 +72,8 @@ def test_every_method_runs_one_epoch_on_tiny(ray_local, tmp_path: Path, monkeypa
     assert all(m["status"] == "done" for m in methods.values()), {k: v.get("reason") for k, v in methods.items()}
     for name in ("upsr", "unimp"):  # the rerankers: judged over SASRec's shortlist only
         assert set(methods[name]["protocols"]) == {"rerank"}
+    # UniMP reads images as region grids: its missing-image check ran on them, not skipped
+    unimp = json.loads((tmp_path / "runs" / "builtin-tiny" / "results" / "unimp-s0.json").read_text())["absent"]
+    assert unimp["skipped"] == [] and set(unimp["views"]["image"]) == {"0.5", "1"}
     for name in ("idp", "unisrec", "unim2rec", "prerec", "upsr"):
         assert methods[name]["zero_shot"], name

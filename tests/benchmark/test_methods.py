@@ -1,10 +1,15 @@
 """The leaderboard's method table, settings and options."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from raypipe.benchmark.cli import config_from, parser
 from raypipe.benchmark.methods import METHODS, REFERENCE, check_methods, not_applicable, settings
+from raypipe.benchmark.runner import BenchmarkConfig, _wants_absent, modality_views, read_views
+from raypipe.config import load_config
+from raypipe.rundir import CONFIG_FILE
 
 
 def test_the_reference_always_runs_first_then_the_table_order() -> None:
@@ -78,3 +83,29 @@ def test_a_converging_method_gets_its_own_epochs_and_patience_after_the_shared_o
     assert [o for o in over if o.startswith("train.patience=")] == ["train.patience=3", "train.patience=10"]
     assert _epochs(cfg, METHODS["sasrec"], "finetune") == ["train.epochs=8"]
     assert "train.epochs=200" in over
+
+
+def _run_reading(tmp_path: Path, views: list[str], name: str = "run") -> Path:
+    run = tmp_path / name
+    run.mkdir()
+    load_config(None, ["model.name=sasrec", f"data.features={tmp_path / 'features'}",
+                       f"data.feature_views=[{', '.join(views)}]"]).save(run / CONFIG_FILE)
+    return run
+
+
+def test_a_missing_image_is_missing_from_every_image_view_the_run_reads(tmp_path: Path) -> None:
+    # UniMP reads the region grid, UniM2Rec the pooled vector (and text): both lose "image"
+    grid, both = _run_reading(tmp_path, ["image_grid"], "grid"), _run_reading(tmp_path, ["text", "image"], "both")
+    assert modality_views("image", read_views(grid)) == ["image_grid"]
+    assert modality_views("image", read_views(both)) == ["image"] and modality_views("text", read_views(grid)) == []
+    cfg = BenchmarkConfig()
+    done = {"status": "done", "runs": {"judged": str(grid)}}
+    # a check that skipped "image" for a run reading image_grid (the earlier mapping) is redone; a check
+    # that covered it, or skipped a modality the run truly lacks, is not
+    assert _wants_absent(cfg, METHODS["unimp"], {**done, "absent": {"skipped": ["image"], "views": {}}})
+    assert not _wants_absent(cfg, METHODS["unimp"], {**done, "absent": {"skipped": [], "views": {"image": {}}}})
+    assert not _wants_absent(cfg, METHODS["unim2rec"], {**done, "absent": {"skipped": ["text"], "views": {"image": {}}}})
+    assert _wants_absent(cfg, METHODS["unim2rec"], {**done, "runs": {"judged": str(both)},
+                                                    "absent": {"skipped": ["text"], "views": {"image": {}}}})
+    assert _wants_absent(cfg, METHODS["unimp"], done)
+    assert not _wants_absent(BenchmarkConfig(absent_shares=()), METHODS["unimp"], done)
