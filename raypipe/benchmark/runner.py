@@ -23,7 +23,8 @@ Missing-modality robustness: each method that reads feature views is judged agai
 with a seeded share (``absent_shares``) of the items missing each of its modalities in turn (a zero vector
 flagged absent in every view of it the run reads, as an item the feature store has no vector of: UniMP's
 ``image_grid`` loses the image as UniM2Rec's ``image`` does), the same trained weights.  A result file
-of a finished run that lacks this check gets it on the next run of the benchmark.
+of a finished run that lacks this check, or whose check skipped a modality the run reads, gets it on the
+next run of the benchmark.
 """
 from __future__ import annotations
 
