@@ -130,9 +130,11 @@ def variance():
     return _script("serve_variance")
 
 
-def _run(busy: float, p99: float, nice: str | None, frozen: bool | None, slow_t: list[float]) -> dict:
+def _run(busy: float, p99: float, nice: str | None, frozen: bool | None, slow_t: list[float],
+         grpc: bool = False) -> dict:
     args = {"seed": 0, "config": None, **({} if frozen is None else {"no_client_gc_freeze": not frozen})}
-    return {"args": args, "entry": {"RAY_worker_niceness": nice},
+    entry = {"RAY_worker_niceness": nice, **({"RAY_SERVE_PROXY_USE_GRPC": "1"} if grpc else {})}
+    return {"args": args, "entry": entry,
             "load": {"p50_ms": 10.0, "p95_ms": 20.0, "p99_ms": p99, "per_kind": {"recommend": {"p99_ms": p99}},
                      "cpu": {"busy_cores": busy, "steal_cores": 0.0},
                      "hop_profile": {"hops": {"encode": {"p50_ms": busy * 2}}},
@@ -144,7 +146,7 @@ def test_variance_rows_table_and_rank_correlation(variance, tmp_path) -> None:
     import json
 
     runs = {"a": _run(1.0, 30.0, "0", True, [0.1, 5.0]), "b": _run(1.5, 120.0, None, False, [0.2, 0.3, 9.0]),
-            "c": _run(1.2, 50.0, "15", True, [7.0])}
+            "c": _run(1.2, 50.0, "15", True, [7.0], grpc=True)}
     paths = []
     for name, d in runs.items():
         (tmp_path / f"{name}.json").write_text(json.dumps(d))
@@ -157,7 +159,8 @@ def test_variance_rows_table_and_rank_correlation(variance, tmp_path) -> None:
     assert rows["b"]["slowest_in_first_s"] == 2 and rows["c"]["slowest_in_first_s"] == 0
     assert out["spearman"]["p99_vs_busy_cores"] == pytest.approx(1.0)  # same order: 30 < 50 < 120
     assert "| b | 15 | no | no | 1.50 | 3.0 | – | 150 | 2 of 3 | 10.0 | 20.0 | 120.0 |" in (tmp_path / "v.md").read_text()
-    assert not rows["a"]["proxy_grpc"]
+    assert [r for r in rows if rows[r]["proxy_grpc"]] == ["c"]  # only the run that set RAY_SERVE_PROXY_USE_GRPC=1
+    assert "| c | 15 | yes | yes | 1.20 |" in (tmp_path / "v.md").read_text()
     assert (tmp_path / "v.png").stat().st_size > 0
     assert variance.spearman([1.0, 2.0, 3.0], [3.0, 2.0, 1.0]) == pytest.approx(-1.0)
     with pytest.raises(ValueError, match="no load.cpu"):
