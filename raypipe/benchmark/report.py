@@ -149,6 +149,13 @@ def _rows(s: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return [(m, s["methods"][m]) for m in s.get("order", list(s["methods"]))]
 
 
+def _label(s: dict[str, Any], m: str, row: dict[str, Any]) -> str:
+    """The method's name in a table, with its seeds when it has results for fewer than the setting's (a
+    benchmark still running, or resumed): its means are over those seeds only."""
+    seeds = sorted(row.get("seeds", []))
+    return m if not seeds or seeds == sorted(s.get("seeds", seeds)) else f"{m} (seeds {seeds})"
+
+
 def _domains(s: dict[str, Any], proto: str) -> list[str]:
     return sorted({d for row in s["methods"].values() for d in row.get("protocols", {}).get(proto, {})})
 
@@ -180,7 +187,7 @@ def tables(board: dict[str, Any], setting: str) -> list[Table]:
                 continue
             cells = [_mean_sd(per.get(d, {}).get("ndcg@10", [])) for d in domains]
             cells += [_mean_sd(per.get(d, {}).get("recall@10", [])) for d in domains]
-            rows.append([m] + cells)
+            rows.append([_label(s, m, row)] + cells)
         head = ["Method"] + [f"{d} NDCG@10" for d in domains] + [f"{d} Recall@10" for d in domains]
         n = s["methods"].get(REFERENCE, {}).get("protocols", {}).get(proto, {})
         users = ", ".join(f"{d}: {int(np.mean(n[d]['n_users']))}" for d in domains if d in n)
@@ -207,7 +214,7 @@ def tables(board: dict[str, Any], setting: str) -> list[Table]:
             continue
         proto = next(iter(row["protocols"]))
         for d in sorted(row["protocols"][proto]):
-            rows.append([m, proto, d, _mean_sd(row["zero_shot"].get(proto, {}).get(d, {}).get("ndcg@10", [])),
+            rows.append([_label(s, m, row), proto, d, _mean_sd(row["zero_shot"].get(proto, {}).get(d, {}).get("ndcg@10", [])),
                          _mean_sd(row["protocols"][proto][d]["ndcg@10"])])
     if rows:
         out.append(Table(f"{setting}: zero-shot against fine-tuned (NDCG@10)",
@@ -219,7 +226,7 @@ def tables(board: dict[str, Any], setting: str) -> list[Table]:
     for m, row in _rows(s):
         if row.get("few_shot"):
             vals = [[x for d in row["few_shot"] for x in row["few_shot"][d].get(str(g), [])] for g in range(len(labels))]
-            rows.append([m] + [f"{np.mean(v):.4f}" if v else "–" for v in vals])
+            rows.append([_label(s, m, row)] + [f"{np.mean(v):.4f}" if v else "–" for v in vals])
     if rows:
         out.append(Table(f"{setting}: NDCG@10 by the target item's training interactions (few-shot groups)",
                          ["Method"] + labels, rows, "Mean over domains and seeds, each method's main protocol."))
@@ -229,7 +236,7 @@ def tables(board: dict[str, Any], setting: str) -> list[Table]:
     rows = []
     for m, row, view, by_share, proto in checks:
         intact = _mean_over_domains(row["protocols"][proto])
-        cells = [m, view, proto, f"{intact:.4f}"]
+        cells = [_label(s, m, row), view, proto, f"{intact:.4f}"]
         for share in shares:
             if share not in by_share:
                 cells.append("–")
@@ -250,7 +257,7 @@ def tables(board: dict[str, Any], setting: str) -> list[Table]:
             rows.append([m, "n/a", "", "", "", "", row.get("reason", "")])
             continue
         c = row["cost"]
-        rows.append([m, f"{c['train_seconds']:.0f}", f"{c['eval_seconds']:.0f}",
+        rows.append([_label(s, m, row), f"{c['train_seconds']:.0f}", f"{c['eval_seconds']:.0f}",
                      f"{c['samples_per_s']:.1f}" if c.get("samples_per_s") else "–",
                      f"{c['peak_rss_mb']:.0f}" if c.get("peak_rss_mb") else "–",
                      f"{c['parameters'] / 1e6:.2f}M ({c['trainable_parameters'] / 1e6:.2f}M trained)", ""])
@@ -389,7 +396,7 @@ def readme_block(board: dict[str, Any], source: str) -> str:
                 return f"{np.mean([np.mean(v['ndcg@10']) for v in per.values()]):.4f}"
 
             zs = row.get("zero_shot") or {}
-            lines.append(f"| {m} | " + " | ".join(mean(row["protocols"].get(p)) for p in protos)
+            lines.append(f"| {_label(s, m, row)} | " + " | ".join(mean(row["protocols"].get(p)) for p in protos)
                          + f" | {mean(zs.get(next(iter(zs)))) if zs else '–'} |")
         lines.append("")
     lines.append(README_END)

@@ -134,3 +134,18 @@ def test_the_readme_shows_the_committed_leaderboard() -> None:
     if not board.is_file():
         pytest.skip("no leaderboard committed yet")
     assert main(["--board", str(board), "--check"]) == 0
+
+
+def test_a_method_with_fewer_seeds_names_them(results: dict) -> None:
+    """A benchmark still running (or resumed): UniSRec has seed 0 only while SASRec has seeds 0 and 1, so
+    UniSRec's means are over seed 0 alone and every table says so; complete rows stay unlabelled."""
+    from raypipe.benchmark.report import readme_block
+
+    del results["builtin-tiny"]["1"]["unisrec"]
+    board = summarise(results, BenchmarkConfig(seeds=(0, 1), size="tiny", budget="quick"))
+    md = "\n".join(t.markdown() for t in tables(board, "builtin-tiny"))
+    assert "| unisrec (seeds [0]) | 0.8750 |" in md  # full ranking: seed 0's mean alone
+    assert "| unisrec (seeds [0]) | text | full | 0.8750 |" in md  # missing-modality row
+    assert "| sasrec | 0.3125 ± 0.0884 |" in md and "| sasrec (seeds" not in md
+    block = readme_block(board, "x.json")
+    assert "| unisrec (seeds [0]) | 0.8750 | 0.3750 |" in block and "| sasrec | 0.3125 |" in block
