@@ -173,6 +173,32 @@ def _absent(row: dict[str, Any]) -> list[tuple[str, dict[str, Any], str]]:
     return [(view, by_share, a["protocol"]) for view, by_share in sorted(a["views"].items())]
 
 
+def _per_seed(per: dict[str, Any] | None) -> str:
+    """NDCG@10 of each seed, mean over the target domains (``{domain: {"ndcg@10": [per seed]}}``), as
+    ``a / b / c``; "–" when there is none or the domains were not judged on the same seeds."""
+    if not per or len({len(v.get("ndcg@10", [])) for v in per.values()}) != 1:
+        return "–"
+    return " / ".join(f"{x:.4f}" for x in np.mean([v["ndcg@10"] for v in per.values()], axis=0))
+
+
+def per_seed_table(s: dict[str, Any], setting: str) -> Table:
+    """One row per method: NDCG@10 of each of its seeds (mean over the target domains) under every
+    protocol, and zero-shot under the method's main protocol: the spread the mean ± sd tables summarise."""
+    protos = [p for p in PROTOCOL_TITLES if _domains(s, p)]
+    rows = []
+    for m, row in _rows(s):
+        if row["status"] != "done":
+            continue
+        zs = row.get("zero_shot") or {}
+        main = next(iter(row["protocols"]), None)
+        zero = _per_seed(zs.get(main)) if main in zs else "–"
+        rows.append([m, ", ".join(map(str, row["seeds"]))] + [_per_seed(row["protocols"].get(p)) for p in protos]
+                    + [zero if zero == "–" or main == "full" else f"{zero} ({main})"])
+    return Table(f"{setting}: NDCG@10 per seed (mean over the target domains)",
+                 ["Method", "Seeds"] + protos + ["zero-shot"], rows,
+                 "Values in the order of the Seeds column; zero-shot under the method's main protocol.")
+
+
 def tables(board: dict[str, Any], setting: str) -> list[Table]:
     s = board["settings"][setting]
     out: list[Table] = []
@@ -193,6 +219,7 @@ def tables(board: dict[str, Any], setting: str) -> list[Table]:
         users = ", ".join(f"{d}: {int(np.mean(n[d]['n_users']))}" for d in domains if d in n)
         out.append(Table(f"{setting}: {title.format(n_neg=board['budget']['n_neg'])}", head, rows, f"Mean ± sd over seeds {setting_seeds(board, setting)}; "
                          f"test users per domain: {users or 'see JSON'}."))
+    out.append(per_seed_table(s, setting))
     # paired tests against each reference: A − reference (p) per domain, per seed
     for ref_name in PAIRED_AGAINST:
         for proto, per_method in s.get("paired" if ref_name == REFERENCE else f"paired_{ref_name}", {}).items():

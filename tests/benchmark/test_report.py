@@ -149,3 +149,19 @@ def test_a_method_with_fewer_seeds_names_them(results: dict) -> None:
     assert "| sasrec | 0.3125 ± 0.0884 |" in md and "| sasrec (seeds" not in md
     block = readme_block(board, "x.json")
     assert "| unisrec (seeds [0]) | 0.8750 | 0.3750 |" in block and "| sasrec | 0.3125 |" in block
+
+
+def test_the_per_seed_table_lists_each_seed_mean_over_domains(results: dict) -> None:
+    """UniSRec's seeds score 0.875 and 0.75 (one domain), zero-shot 0.375 and 0.25; a method without a
+    zero-shot run shows a dash; a not-applicable method has no row."""
+    from raypipe.benchmark.report import per_seed_table
+
+    board = summarise(results, BenchmarkConfig(seeds=(0, 1), size="tiny", budget="quick"))
+    s = board["settings"]["builtin-tiny"]
+    md = per_seed_table(s, "builtin-tiny").markdown()
+    assert "| unisrec | 0, 1 | 0.8750 / 0.7500 | 0.3750 / 0.2500 |" in md
+    assert "| sasrec | 0, 1 | 0.3750 / 0.2500 | – |" in md
+    assert "| sasrec_converged | 0 | 0.7500 | – |" in md and "unimp" not in md
+    # two domains: the per-seed value is the mean over them
+    s["methods"]["sasrec"]["protocols"]["full"]["kitchen"] = {"ndcg@10": [0.125, 0.75]}
+    assert "| sasrec | 0, 1 | 0.2500 / 0.5000 | – |" in per_seed_table(s, "builtin-tiny").markdown()
