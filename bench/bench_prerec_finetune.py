@@ -20,7 +20,9 @@ learnable model now trains on the target markets' training users, ``data.train_f
 
 Fraction 0 is the zero-shot point: read from the zero-shot bench's JSON when ``--zero-shot`` is given.
 Raw: ``<out>.json`` (written after every run), ``<out>.md``, ``<out>.png`` (r-NDCG@1% against the share
-of target training users, mean over markets and seeds).
+of target training users, mean over markets and seeds). ``--resume`` keeps the runs already in
+``<out>.json`` (same settings, else an error naming the option) and runs only the missing (variant, share,
+seed) triples; a variant with fewer seeds than the others is named with its seeds in the table.
 """
 from __future__ import annotations
 
@@ -48,6 +50,9 @@ from raypipe.io import write_json_atomic, write_text_atomic  # noqa: E402
 log = logging.getLogger("bench_prerec_finetune")
 VARIANTS = ("gru4rec", "sasrec", "prerec_scratch", "prerec_ft", "unisrec_ft")
 ZERO_SHOT = ("pop_15d", "sbert", "prerec")  # rows of the zero-shot bench drawn at fraction 0
+# the options that change what a run measures: a resumed benchmark must share them with its earlier runs
+SETTINGS = ("dataset", "epochs", "patience", "baseline_epochs", "baseline_patience", "baseline_lr", "hidden",
+            "n_neg", "batch_size", "max_len")
 
 
 def _model(name: str, args: argparse.Namespace) -> list[str]:
@@ -101,9 +106,16 @@ def mean_r_ndcg(entry: dict[str, Any], subset: str = "all") -> float:
     return market_mean(entry, subset, f"r_ndcg@{KP:g}%")
 
 
+def column(v: str, results: dict[str, dict[str, Any]], fractions: list[float], seeds: list[int]) -> str:
+    """A variant's column title: its name, with the seeds it has when that is fewer than ``seeds``."""
+    have = sorted({int(s) for f in fractions for s in results.get(f"{v}@{f:g}", {})} & set(seeds))
+    return v if have == sorted(seeds) else f"{v} (seeds {', '.join(map(str, have))})"
+
+
 def table(results: dict[str, dict[str, Any]], fractions: list[float], seeds: list[int]) -> str:
     cols = [v for v in VARIANTS if any(f"{v}@{f:g}" in results for f in fractions)]
-    lines = ["| Share of target training users | Subset | Metric | " + " | ".join(cols) + " |",
+    lines = ["| Share of target training users | Subset | Metric | "
+             + " | ".join(column(v, results, fractions, seeds) for v in cols) + " |",
              "|---|---|---|" + "---:|" * len(cols)]
     for f in fractions:
         for subset in ("all", "unseen"):
@@ -175,6 +187,24 @@ def write(args: argparse.Namespace, argv: list[str] | None, results: dict[str, d
         print(md)
 
 
+def earlier_results(args: argparse.Namespace, p: argparse.ArgumentParser) -> dict[str, dict[str, Any]]:
+    """The runs of ``<out>.json`` for ``--resume`` (none if it does not exist yet); a parser error when its
+    settings differ from this command's."""
+    path = Path(args.out + ".json")
+    if not path.is_file():
+        return {}
+    try:
+        earlier = json.loads(path.read_text())
+        old, results = earlier["args"], earlier["results"]
+    except (ValueError, KeyError) as e:
+        p.error(f"--resume: {path} is not a benchmark result ({e})")
+    differ = [k for k in SETTINGS if k in old and old[k] != getattr(args, k)]
+    if differ:
+        p.error("--resume: " + "; ".join(f"--{k.replace('_', '-')} is {getattr(args, k)!r} here, {old[k]!r} in "
+                                         f"{path}" for k in differ))
+    return results
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dataset", default="markets:small")
@@ -197,6 +227,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="bench/results/prerec_finetune")
     p.add_argument("--report", default=None, metavar="JSON",
                    help="no runs: rewrite --out (table, tests, plot) from an earlier <out>.json")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the runs in <out>.json and run only the missing (variant, share, seed) ones")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -217,11 +249,14 @@ def main(argv: list[str] | None = None) -> None:
         write(args, argv, json.loads(Path(args.report).read_text())["results"], zero, sorted(fractions), seeds,
               complete=True)
         return
+    results = earlier_results(args, p) if args.resume else {}
     features = start_with_text_features(args.dataset)
-    results: dict[str, dict[str, Any]] = {}
     for s in seeds:
         for f in sorted(fractions):  # the smallest shares first: a stopped run still holds a whole curve start
             for v in variants:
+                if str(s) in results.get(f"{v}@{f:g}", {}):
+                    log.info("variant %s share %g seed %d: in %s.json, kept", v, f, s, args.out)
+                    continue
                 log.info("variant %s share %g seed %d", v, f, s)
                 results.setdefault(f"{v}@{f:g}", {})[str(s)] = run_variant(v, f, args, s, str(features))
                 write(args, argv, results, zero, sorted(fractions), seeds, complete=False)
