@@ -173,12 +173,18 @@ def _absent(row: dict[str, Any]) -> list[tuple[str, dict[str, Any], str]]:
     return [(view, by_share, a["protocol"]) for view, by_share in sorted(a["views"].items())]
 
 
-def _per_seed(per: dict[str, Any] | None) -> str:
-    """NDCG@10 of each seed, mean over the target domains (``{domain: {"ndcg@10": [per seed]}}``), as
-    ``a / b / c``; "–" when there is none or the domains were not judged on the same seeds."""
+def _seed_means(per: dict[str, Any] | None) -> np.ndarray | None:
+    """NDCG@10 of each seed, mean over the target domains (``{domain: {"ndcg@10": [per seed]}}``); None
+    when there is none or the domains were not judged on the same number of seeds."""
     if not per or len({len(v.get("ndcg@10", [])) for v in per.values()}) != 1:
-        return "–"
-    return " / ".join(f"{x:.4f}" for x in np.mean([v["ndcg@10"] for v in per.values()], axis=0))
+        return None
+    return np.mean([v["ndcg@10"] for v in per.values()], axis=0)
+
+
+def _per_seed(per: dict[str, Any] | None) -> str:
+    """:func:`_seed_means` as ``a / b / c``, or "–"."""
+    means = _seed_means(per)
+    return "–" if means is None else " / ".join(f"{x:.4f}" for x in means)
 
 
 def per_seed_table(s: dict[str, Any], setting: str) -> Table:
@@ -313,9 +319,8 @@ def figures(board: dict[str, Any], setting: str) -> list[tuple[str, str]]:
     for ax, proto in zip(axes[0], protos):
         names, means, sds = [], [], []
         for m, row in _rows(s):
-            per = row.get("protocols", {}).get(proto)
-            if per:
-                seed_means = np.mean([per[d]["ndcg@10"] for d in per], axis=0)  # mean over domains, per seed
+            seed_means = _seed_means(row.get("protocols", {}).get(proto))
+            if seed_means is not None:
                 names.append(m), means.append(float(np.mean(seed_means)))
                 sds.append(float(np.std(seed_means, ddof=1)) if len(seed_means) > 1 else 0.0)
         ax.barh(names, means, xerr=sds, color="#4c72b0")
@@ -418,9 +423,7 @@ def readme_block(board: dict[str, Any], source: str) -> str:
                 continue
 
             def mean(per: dict[str, Any] | None) -> str:
-                if not per:
-                    return "–"
-                return f"{np.mean([np.mean(v['ndcg@10']) for v in per.values()]):.4f}"
+                return f"{_mean_over_domains(per):.4f}" if per else "–"
 
             zs = row.get("zero_shot") or {}
             lines.append(f"| {_label(s, m, row)} | " + " | ".join(mean(row["protocols"].get(p)) for p in protos)
