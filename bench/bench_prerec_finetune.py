@@ -18,7 +18,8 @@ learnable model now trains on the target markets' training users, ``data.train_f
 * ``unisrec_ft``: UniSRec pre-trained on the same sources (``s<seed>-unisrec-pre`` likewise), fine-tuned
   (transductive: its target item IDs learn too).
 
-Fraction 0 is the zero-shot point: read from the zero-shot bench's JSON when ``--zero-shot`` is given.
+Fraction 0 is the zero-shot point of ``prerec_ft`` and ``unisrec_ft``: their pre-trained models'
+zero-shot rows in the zero-shot bench's JSON, when ``--zero-shot`` is given.
 Raw: ``<out>.json`` (written after every run), ``<out>.md``, ``<out>.png`` (r-NDCG@1% against the share
 of target training users, mean over markets and seeds). ``--resume`` keeps the runs already in
 ``<out>.json`` (same settings, else an error naming the option) and runs only the missing (variant, share,
@@ -144,8 +145,9 @@ def plot(results: dict[str, dict[str, Any]], zero: dict[str, Any] | None, fracti
             if runs:
                 xs.append(f)
                 ys.append(np.mean([mean_r_ndcg(r) for r in runs]))
-        if v == "prerec_ft" and zero is not None and "prerec" in zero:
-            z = [zero["prerec"][str(s)] for s in seeds if str(s) in zero["prerec"]]
+        pre = v.removesuffix("_ft")  # a fine-tuned model starts at its zero-shot point (share 0)
+        if v.endswith("_ft") and xs and zero is not None and pre in zero:
+            z = [zero[pre][str(s)] for s in seeds if str(s) in zero[pre]]
             if z:
                 xs, ys = [0.0] + xs, [float(np.mean([mean_r_ndcg(r) for r in z]))] + ys
         if xs:
