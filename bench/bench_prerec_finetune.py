@@ -138,20 +138,27 @@ def plot(results: dict[str, dict[str, Any]], zero: dict[str, Any] | None, fracti
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
+    def point(runs: list[dict[str, Any]]) -> tuple[float, float]:
+        """Mean and sd over seeds (0 for one) of the per-seed r-NDCG, mean over markets."""
+        per = [mean_r_ndcg(r) for r in runs]
+        return float(np.mean(per)), float(np.std(per, ddof=1)) if len(per) > 1 else 0.0
+
     for v in VARIANTS:
-        xs, ys = [], []
+        xs, ys, sds = [], [], []
         for f in fractions:
             runs = [results[f"{v}@{f:g}"][str(s)] for s in seeds if str(s) in results.get(f"{v}@{f:g}", {})]
             if runs:
                 xs.append(f)
-                ys.append(np.mean([mean_r_ndcg(r) for r in runs]))
+                y, sd = point(runs)
+                ys.append(y), sds.append(sd)
         pre = v.removesuffix("_ft")  # a fine-tuned model starts at its zero-shot point (share 0)
         if v.endswith("_ft") and xs and zero is not None and pre in zero:
             z = [zero[pre][str(s)] for s in seeds if str(s) in zero[pre]]
             if z:
-                xs, ys = [0.0] + xs, [float(np.mean([mean_r_ndcg(r) for r in z]))] + ys
+                y, sd = point(z)
+                xs, ys, sds = [0.0] + xs, [y] + ys, [sd] + sds
         if xs:
-            ax.plot(xs, ys, marker="o", label=v)
+            ax.errorbar(xs, ys, yerr=sds, marker="o", capsize=3, label=column(v, results, fractions, seeds))
     for v in ZERO_SHOT[:2]:
         if zero is not None and v in zero:
             z = [zero[v][str(s)] for s in seeds if str(s) in zero[v]]
@@ -160,7 +167,8 @@ def plot(results: dict[str, dict[str, Any]], zero: dict[str, Any] | None, fracti
                            color="grey" if v == "sbert" else "tan")
     ax.set_xlabel("share of target training users")
     ax.set_ylabel(f"r-NDCG@{KP:g}% (mean over target markets)")
-    ax.set_title("PreRec incremental fine-tuning (markets)")
+    ax.set_title(f"PreRec incremental fine-tuning (markets; error bars: sd over seeds {', '.join(map(str, seeds))})",
+                 fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
