@@ -5,6 +5,7 @@
         --eval-users 50 --explain-users 10 --valid-users 40 --out bench/results/unimp
     python bench/bench_unimp.py quality --variants wo_fine_grained --reuse ...   # adds a variant
     python bench/bench_unimp.py paired --out bench/results/unimp    # unimp vs each run, per-user NDCG@10
+                                           # (and re-weighting x context reconstruction when all four ran)
     python bench/bench_unimp.py serving --out bench/results/unimp   # the reranker slot, p50/p99
     python bench/bench_unimp.py report --out bench/results/unimp
 
@@ -495,6 +496,34 @@ def paired(args: argparse.Namespace, quality_result: dict[str, Any]) -> dict[str
     return out
 
 
+#: the 2x2 of Table 3's last rows: re-weighting's gain with context reconstruction, and without it
+INTERACTION = (("unimp", "wo_reweight"), ("wo_context", "wo_context_reweight"))
+
+
+def reweight_interaction(ranks: dict[str, dict[str, dict[str, float]]], seed: int) -> dict[str, Any]:
+    """Per domain, re-weighting's gain in per-user NDCG@10 with context reconstruction (``unimp`` −
+    ``wo_reweight``) and without it (``wo_context`` − ``wo_context_reweight``), each paired-bootstrapped,
+    and their difference (the interaction: > 0 when re-weighting matters more with context reconstruction),
+    bootstrapped over the users all four runs judged.  ``ranks``: ``{variant: {domain: {user: rank}}}``."""
+    from raypipe.eval.metrics import ndcg
+    from raypipe.eval.significance import paired_bootstrap
+
+    missing = sorted({v for pair in INTERACTION for v in pair} - set(ranks))
+    if missing:
+        raise ValueError(f"the re-weighting interaction needs the runs {missing}")
+    out: dict[str, Any] = {}
+    for d in ranks["unimp"]:
+        users = sorted(set.intersection(*(set(ranks[v].get(d, {})) for pair in INTERACTION for v in pair)))
+        if not users:
+            continue
+        n = {v: ndcg(np.array([ranks[v][d][u] for u in users]), 10) for pair in INTERACTION for v in pair}
+        (a, b), (c, e) = INTERACTION
+        out[d] = {"with_context": paired_bootstrap(n[a], n[b], seed=seed).as_dict(),
+                  "without_context": paired_bootstrap(n[c], n[e], seed=seed).as_dict(),
+                  "interaction": paired_bootstrap(n[a] - n[b], n[c] - n[e], seed=seed).as_dict()}
+    return out
+
+
 # -- serving --------------------------------------------------------------------------------------------
 
 
@@ -580,6 +609,13 @@ def markdown(results: dict[str, Any]) -> str:
             for other, per in q["paired"].items():
                 lines.append(f"| {other} | " + " | ".join(
                     f"{per[d]['diff']:+.4f} (p={per[d]['p_value']:.3f})" if d in per else "–" for d in doms) + " |")
+        if q.get("reweight_interaction"):
+            lines += ["", "Re-weighting's gain in per-user NDCG@10 (p), with context reconstruction (unimp − "
+                      "wo_reweight), without it (wo_context − wo_context_reweight), and their difference:", "",
+                      "| Domain | With context | Without context | Difference |", "|---|---:|---:|---:|"]
+            for d, r in q["reweight_interaction"].items():
+                lines.append(f"| {d} | " + " | ".join(f"{r[k]['diff']:+.4f} (p={r[k]['p_value']:.3f})" for k in
+                                                      ("with_context", "without_context", "interaction")) + " |")
         lines += ["", "### Preference, explanation, search", "",
                   "| Method | Domain | MAE | RMSE | BLEU-4 | ROUGE-L | Search HR@5 | Search MRR@5 |",
                   "|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -661,6 +697,12 @@ def main(argv: list[str] | None = None) -> int:
             results["quality"] = quality(args, results.get("quality"))
         elif args.part == "paired":
             results["quality"]["paired"] = paired(args, results["quality"])
+            if all(v in results["quality"]["runs"] for pair in INTERACTION for v in pair):
+                from raypipe.rundir import load_ranks
+
+                results["quality"]["reweight_interaction"] = reweight_interaction(
+                    {v: load_ranks(Path(args.runs) / f"s{args.seed}-{v}") for pair in INTERACTION for v in pair},
+                    args.seed)
         else:
             results[args.part] = {"throughput": throughput, "serving": serving}[args.part](args)
         write_json_atomic(path, results)
