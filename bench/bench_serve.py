@@ -92,8 +92,11 @@ def sample_histories(data: Path, n: int, seed: int) -> list[tuple[str, list[str]
     return out[:n]
 
 
-def plan(n: int, args, histories, item_ids, domains, rng) -> list[tuple[str, str, str, object]]:
-    """(kind, method, path, body) per request; body str = raw bytes to send."""
+def plan(n: int, args, histories, item_ids, domains, rng,
+         items_by_domain: dict[str, list[str]] | None = None) -> list[tuple[str, str, str, object]]:
+    """(kind, method, path, body) per request; body str = raw bytes to send.  With ``args.explain_share``
+    that share of the requests (taken from the valid /recommend ones) are POST /explain of a random item of
+    the history's domain (``items_by_domain``)."""
     reqs = []
     big = json.dumps({"history": ["x" * 200] * 400, "k": 5})
     for i in range(n):
@@ -114,6 +117,11 @@ def plan(n: int, args, histories, item_ids, domains, rng) -> list[tuple[str, str
         elif u < args.malformed_share + 0.10:
             reqs.append(("recommend_unknown", "POST", "/recommend",
                          json.dumps({"history": [f"nowhere/{i}"], "domain": domains[i % len(domains)], "k": 10})))
+        elif u < args.malformed_share + 0.10 + args.explain_share:
+            d, h = histories[rng.integers(len(histories))]
+            pool = items_by_domain[d]  # type: ignore[index]
+            reqs.append(("explain", "POST", "/explain", json.dumps(
+                {"history": h, "item_id": pool[rng.integers(len(pool))], "max_tokens": args.explain_tokens})))
         else:
             d, h = histories[rng.integers(len(histories))]
             reqs.append(("recommend", "POST", "/recommend", json.dumps({"history": h, "domain": d, "k": 10})))
@@ -374,6 +382,9 @@ def main() -> None:
                    help="a run directory served in the reranker slot (UPSR, UniMP) over the same items")
     p.add_argument("--rerank-depth", type=int, default=3,
                    help="with --reranker-run: candidates reranked = k (10) x this")
+    p.add_argument("--explain-share", type=float, default=0.0,
+                   help="with a generative --reranker-run (UniMP): this share of the load is POST /explain")
+    p.add_argument("--explain-tokens", type=int, default=16, help="max_tokens of each /explain request")
     p.add_argument("--colocate", action="store_true",
                    help="encoder and retriever inside the ingress replica (build_app colocate=true); no fault "
                         "phase (there is no encoder replica to kill)")
@@ -395,6 +406,13 @@ def main() -> None:
     p.add_argument("--out", default="bench/results/serve.json")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
+    if not 0.0 <= args.explain_share <= 1.0 - args.malformed_share - 0.10:
+        p.error(f"--explain-share {args.explain_share}: must be in [0, {1.0 - args.malformed_share - 0.10:g}] "
+                "(the malformed share and 10% of other endpoints come first)")
+    if args.explain_share > 0 and not args.reranker_run:
+        p.error("--explain-share needs --reranker-run (a generative run such as UniMP answers /explain)")
+    if not 1 <= args.explain_tokens <= 64:
+        p.error(f"--explain-tokens {args.explain_tokens}: the app accepts 1-64")
     if args.quick:
         args.size, args.requests, args.max_seconds, args.fault_seconds, args.warmup = "small", 300, 30, 12, 50
         args.matcher_max_items = min(args.matcher_max_items, 2000)
@@ -513,9 +531,11 @@ def main() -> None:
     health = requests.get(f"{url}/healthz", timeout=30).json()
     item_ids = list(index.item_ids)
     domains = sorted(set(index.domains))
+    items_by_domain = {d: [i for i, di in zip(item_ids, index.domains) if di == d] for d in domains}
     memory = {"after_setup": replica_memory("bench")}
-    asyncio.run(run_load(url, plan(args.warmup, args, histories, item_ids, domains, rng), args.qps, 60))
-    reqs = plan(args.requests, args, histories, item_ids, domains, rng)
+    asyncio.run(run_load(url, plan(args.warmup, args, histories, item_ids, domains, rng, items_by_domain),
+                         args.qps, 60))
+    reqs = plan(args.requests, args, histories, item_ids, domains, rng, items_by_domain)
     lags: list[float] = []
     stalls: list[dict] = []
     import gc
@@ -555,7 +575,7 @@ def main() -> None:
         n = int(args.qps * args.fault_seconds)
         before = set(replica_names("bench", "SequenceEncoder"))
         victim = sorted(before)[0]
-        reqs = plan(n, args, histories, item_ids, domains, rng)
+        reqs = plan(n, args, histories, item_ids, domains, rng, items_by_domain)
         info: dict = {}
 
         async def killer():

@@ -201,3 +201,23 @@ def test_client_text_names_the_stalls_and_the_probe(bench) -> None:
     text = bench.client_text(load)
     assert "max 159.0 ms; stalls over 20 ms at 0.0 s (159 ms)" in text
     assert "gen2 1 pauses, max 141.5 ms" in text and "torch_matmul_ms 9.3 / 9.2" in text
+
+
+def test_plan_sends_the_explain_share_for_items_of_the_historys_domain(bench) -> None:
+    import argparse
+    import json
+
+    import numpy as np
+
+    args = argparse.Namespace(malformed_share=0.0, explain_share=0.5, explain_tokens=12)
+    histories = [("toys", ["toys/a", "toys/b"]), ("books", ["books/x"])]
+    by_domain = {"toys": ["toys/a", "toys/b", "toys/c"], "books": ["books/x", "books/y"]}
+    reqs = bench.plan(2000, args, histories, ["toys/a"], ["books", "toys"], np.random.default_rng(0), by_domain)
+    explains = [json.loads(body) for kind, _, path, body in reqs if kind == "explain" and path == "/explain"]
+    assert 0.45 < len(explains) / len(reqs) < 0.55  # between 10% and 60% of the draws
+    for body in explains:
+        domain = next(d for d, h in histories if h == body["history"])
+        assert body["item_id"] in by_domain[domain] and body["max_tokens"] == 12
+    none = bench.plan(200, argparse.Namespace(malformed_share=0.0, explain_share=0.0), histories, ["toys/a"],
+                      ["books", "toys"], np.random.default_rng(0))
+    assert not [r for r in none if r[0] == "explain"]  # no share, no items by domain needed
