@@ -33,6 +33,8 @@ def test_gains_and_their_difference_over_the_users_every_run_judged(bench) -> No
     assert out["with_context"]["diff"] == pytest.approx(with_ctx)
     assert out["without_context"]["diff"] == pytest.approx(without_ctx)
     assert out["interaction"]["diff"] == pytest.approx(with_ctx - without_ctx)
+    # context reconstruction without re-weighting: wo_reweight (0.5, 1/log2(3), 0, 0.5) - wo_context_reweight
+    assert out["context_without_reweight"]["diff"] == pytest.approx((1 + 1 / math.log2(3) - 3 / math.log2(3) - 1 / 3) / 4)
     # two users gain, two tie: a resample is <= 0 only when it draws the two ties alone, (1/2)^4 of the
     # time, so p = 2 * 1/16 up to the bootstrap's noise
     assert out["with_context"]["p_value"] == pytest.approx(0.125, abs=0.02)
