@@ -189,21 +189,23 @@ async def run_load(url: str, reqs, qps: float, max_s: float, lags_ms: list[float
             try:
                 async with s.request(method, url + path, data=body,
                                      headers={"content-type": "application/json"} if body else None) as r:
-                    await r.read()
+                    answer = await r.read()
                     code = r.status
                     timing = r.headers.get(SERVER_TIMING)
             except Exception as e:  # noqa: BLE001 - counted, never raised
-                code, timing = f"client:{type(e).__name__}", None
+                code, timing, answer = f"client:{type(e).__name__}", None, b""
             results.append({"kind": kind, "status": code, "ms": (time.perf_counter() - t) * 1000,
-                            "t": t - t0, "timing": timing})
+                            "t": t - t0, "timing": timing, "answer": answer if kind == "explain" else None})
         await asyncio.gather(*(one(i, *r) for i, r in enumerate(reqs)))
     stop.set()
     if lag_task is not None:
         await lag_task
     # the headers are parsed after the load: the client shares the CPUs with Serve
     for r in results:
-        timing = r.pop("timing")
+        timing, answer = r.pop("timing"), r.pop("answer")
         r["hops"] = parse_server_timing(timing) if timing else None
+        if answer and r["status"] == 200:  # an explanation's length: its latency grows with it
+            r["tokens"] = int(json.loads(answer)["tokens"])
     return results
 
 
@@ -220,6 +222,9 @@ def summarise(results: list[dict], wall: float, offered: float) -> dict:
         ms = [r["ms"] for r in rs]
         rows[kind] = {"n": len(rs), "status": dict(Counter(str(r["status"]) for r in rs)),
                       "p50_ms": pct(ms, 50), "p95_ms": pct(ms, 95), "p99_ms": pct(ms, 99)}
+        tokens = [r["tokens"] for r in rs if "tokens" in r]
+        if tokens:
+            rows[kind]["tokens_mean"] = float(np.mean(tokens))
     ms = [r["ms"] for r in results]
     codes = Counter(str(r["status"]) for r in results)
     return {"requests": len(results), "offered_qps": offered, "achieved_qps": len(results) / wall if wall else 0,
@@ -358,7 +363,8 @@ def table(s: dict) -> str:
              "| Kind | n | p50 ms | p95 ms | p99 ms | Status counts |", "|---|---:|---:|---:|---:|---|"]
     for k, r in s["per_kind"].items():
         lines.append(f"| {k} | {r['n']:,} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | "
-                     + ", ".join(f"{c}: {v}" for c, v in sorted(r["status"].items())) + " |")
+                     + ", ".join(f"{c}: {v}" for c, v in sorted(r["status"].items()))
+                     + (f" (mean {r['tokens_mean']:.1f} tokens generated)" if "tokens_mean" in r else "") + " |")
     return "\n".join(lines)
 
 

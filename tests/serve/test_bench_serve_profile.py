@@ -221,3 +221,15 @@ def test_plan_sends_the_explain_share_for_items_of_the_historys_domain(bench) ->
     none = bench.plan(200, argparse.Namespace(malformed_share=0.0, explain_share=0.0), histories, ["toys/a"],
                       ["books", "toys"], np.random.default_rng(0))
     assert not [r for r in none if r[0] == "explain"]  # no share, no items by domain needed
+
+
+def test_summary_gives_explains_their_mean_length(bench) -> None:
+    results = [{"kind": "explain", "status": 200, "ms": 400.0, "tokens": 4},
+               {"kind": "explain", "status": 200, "ms": 900.0, "tokens": 10},
+               {"kind": "explain", "status": 504, "ms": 30_000.0},
+               {"kind": "recommend", "status": 200, "ms": 20.0}]
+    s = bench.summarise(results, wall=10.0, offered=0.4)
+    assert s["per_kind"]["explain"]["tokens_mean"] == 7.0  # the answered ones only
+    assert s["per_kind"]["explain"]["status"] == {"200": 2, "504": 1}
+    assert "tokens_mean" not in s["per_kind"]["recommend"]
+    assert "(mean 7.0 tokens generated)" in bench.table(s)
