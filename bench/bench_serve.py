@@ -5,6 +5,7 @@
     python bench/bench_serve.py --artifacts runs/idp   # a trained IDP pipeline / run directory instead
     python bench/bench_serve.py --artifacts runs/sasrec --reranker-run runs/upsr --rerank-depth 2 \
         --qps 0.5 --requests 40 --fault-seconds 0 --out bench/results/serve_rerank_upsr_d20.json
+    python bench/bench_serve.py ... --reranker-run runs/unimp --explain-share 0.3   # a share of POST /explain
 
 Without ``--artifacts`` the served model is a **randomly initialised** SASRec (hidden 64, 2 layers, seed
 0, never trained) whose item table covers the whole builtin catalogue, and the matcher is the packaged
@@ -356,7 +357,7 @@ def client_text(load: dict) -> str:
 def table(s: dict) -> str:
     lines = ["| Requests | QPS offered | QPS achieved | p50 ms | p95 ms | p99 ms | Status counts | Malformed share | 5xx |",
              "|---:|---:|---:|---:|---:|---:|---|---:|---:|",
-             f"| {s['requests']:,} | {s['offered_qps']:.0f} | {s['achieved_qps']:.1f} | {s['p50_ms']:.1f} | "
+             f"| {s['requests']:,} | {s['offered_qps']:g} | {s['achieved_qps']:.1f} | {s['p50_ms']:.1f} | "
              f"{s['p95_ms']:.1f} | {s['p99_ms']:.1f} | "
              + ", ".join(f"{k}: {v}" for k, v in sorted(s["status"].items())) +
              f" | {s['malformed_share']:.1%} | {s['n_5xx']} |", "",
