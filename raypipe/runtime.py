@@ -45,6 +45,13 @@ def init_ray(num_cpus: int | None = None, object_store_mb: int | None = None, ad
     # training worker here).  So a local Ray gets a known GCS port, pinned in its workers as RAY_ADDRESS.
     port = _free_port()
     env["env_vars"]["RAY_ADDRESS"] = f"127.0.0.1:{port}"
+    # Ray Train workers run in their run's artifacts directory, so a relative $RAYPIPE_DATA (the default
+    # `data`) would name another folder there: every UniMP worker converted SmolLM2 again (22 s, 540 MB
+    # under /tmp/ray/session_*/artifacts/).  A local Ray shares the driver's disk: pin the absolute root.
+    # (A cluster sets RAYPIPE_DATA on its nodes itself: cluster.yaml, k8s/.)
+    from raypipe.data.registry import data_root
+
+    env["env_vars"]["RAYPIPE_DATA"] = str(data_root().resolve())
     kwargs: dict = {"include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": _free_port(),
                     "_node_ip_address": "127.0.0.1", "runtime_env": env, "log_to_driver": log_to_driver}
     if num_cpus is not None:

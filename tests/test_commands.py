@@ -3,7 +3,7 @@ argument rejected with exit 2 naming it before Ray starts; config range checks; 
 existing empty directory."""
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +13,8 @@ import yaml
 
 from raypipe import commands
 from raypipe.config import ConfigError, load_config
+
+from .scripts import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).parent / "raypipe"  # the console script of this environment
@@ -130,9 +132,7 @@ def test_a_subcommand_whose_module_is_absent_fails_clearly(monkeypatch: pytest.M
                                         ("extract_features", "raypipe.features.cli"),
                                         ("benchmark", "raypipe.benchmark.cli")])
 def test_jobs_run_the_subcommands_code(job: str, module: str) -> None:
-    spec = importlib.util.spec_from_file_location(f"job_{job}", REPO / "jobs" / f"{job}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script(f"jobs/{job}.py")
     assert mod.main is importlib.import_module(module).main
 
 

@@ -3,21 +3,17 @@ the seeds named in its table (hand-made results; no Ray)."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from ..scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_prerec_finetune", ROOT / "bench" / "bench_prerec_finetune.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("bench/bench_prerec_finetune.py")
 
 
 def _args(out: Path, **over) -> argparse.Namespace:

@@ -1,21 +1,16 @@
 """bench/bench_unimp.py's re-weighting x context-reconstruction interaction on hand-made ranks (no Ray)."""
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from ..scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_unimp", ROOT / "bench" / "bench_unimp.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("bench/bench_unimp.py")
 
 
 def _ranks(*per_user: float) -> dict[str, dict[str, float]]:

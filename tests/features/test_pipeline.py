@@ -1,7 +1,6 @@
 """The Ray Data extraction on the tiny benchmark (+ bad rows): shapes, manifest, bad input, resume."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -25,6 +24,7 @@ from raypipe.features.pipeline import (
 from raypipe.features.encoders import ImagePreprocess
 from raypipe.features.store import FeatureStore
 
+from ..scripts import load_script
 from .conftest import CORRUPT_PNG, extraction_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -178,9 +178,7 @@ def test_job_cli_recomputes_only_the_changed_view(feature_store, features_datase
     ref_dir, _ = feature_store
     out = tmp_path / "features"
     shutil.copytree(ref_dir, out)
-    spec = importlib.util.spec_from_file_location("extract_features_job", REPO / "jobs" / "extract_features.py")
-    job = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(job)
+    job = load_script("jobs/extract_features.py")
     argv = ["--dataset", str(features_dataset), "--out", str(out), "--image-size", "32", "--batch-size", "32",
             "--cross-model", f"local-dir:{tiny_clip_dir}", "--num-actors", "1", "--seed", "1"]
     assert job.main(argv + ["--views", "text,cross"]) == 0
