@@ -23,7 +23,6 @@ def test_local_ray_pins_its_own_gcs_address_in_workers(ray_local):
     assert "RAY_GCS_SERVER_PORT" not in os.environ  # the port pin does not leak into later ray.init calls
 
 
-
 def test_local_ray_workers_see_the_data_root_whatever_their_directory(ray_local, tmp_path: Path):
     """A Train worker runs in its run's artifacts directory; the default relative ``data`` must still name
     the driver's data directory there (else every UniMP worker converted SmolLM2 again, 540 MB each)."""
@@ -40,11 +39,12 @@ def test_local_ray_workers_see_the_data_root_whatever_their_directory(ray_local,
         finally:
             os.chdir(before)  # the worker goes back to Ray's pool
 
-    from raypipe.data.registry import data_root
-
+    # the root the driver had when Ray started (a test may have changed $RAYPIPE_DATA since)
+    pinned = ray.get_runtime_context().runtime_env["env_vars"]["RAYPIPE_DATA"]
+    assert Path(pinned).is_absolute()
     seen = ray.get(root_from.remote(str(tmp_path)))
-    assert Path(seen).is_absolute() and not seen.startswith(str(tmp_path))
-    assert seen == str(data_root().resolve())
+    assert seen == pinned and not seen.startswith(str(tmp_path))
+
 
 def test_state_api_tells_the_placement_group_cleaner_whether_an_actor_is_alive(ray_local):
     """The exact call Train's PlacementGroupCleaner makes once a second, from a worker: it must answer (no

@@ -27,8 +27,6 @@ from raypipe.features.store import FeatureStore
 from ..scripts import load_script
 from .conftest import CORRUPT_PNG, extraction_config
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 def _item_ids(dataset: Path) -> list[str]:
     return pq.read_table(dataset / ITEMS_FILE, columns=["item_id"]).column(0).to_pylist()
