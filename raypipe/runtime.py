@@ -19,6 +19,23 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+# Ray Train V2's controller collects each worker's `ray.train.report` when it polls the workers, every
+# RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (default 2 s), and a worker's report queue holds one result: a worker
+# that reports again before the poll blocks until it comes (ray/train/v2/_internal/execution/context.py,
+# _wait_then_report; controller.py reads the variable when the controller starts).  So an epoch shorter
+# than the interval waits for it, and every run waits for one poll to end.  Polling every 0.5 s cut the
+# tiny-benchmark training tests by a quarter (bench/bench_train_poll.py); a poll is one actor call per
+# worker.  The variable goes to every Ray process of the job, so the controller sees it; set it in the
+# environment to choose another value.
+TRAIN_POLL_ENV, TRAIN_POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5"
+
+
+def job_env_vars() -> dict[str, str]:
+    """The variables every Ray process of a raypipe job gets (local Ray or cluster)."""
+    return {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+            TRAIN_POLL_ENV: os.environ.get(TRAIN_POLL_ENV, TRAIN_POLL_S)}
+
+
 def init_ray(num_cpus: int | None = None, object_store_mb: int | None = None, address: str | None = None,
              log_to_driver: bool = True) -> None:
     """Idempotent ``ray.init``: join ``address``/``RAY_ADDRESS`` if given, else start Ray on 127.0.0.1."""
@@ -27,7 +44,7 @@ def init_ray(num_cpus: int | None = None, object_store_mb: int | None = None, ad
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
-    env = {"env_vars": {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}}
+    env = {"env_vars": job_env_vars()}
     if address:
         log.info("connecting to the Ray cluster at %s", address)
         ray.init(address=address, runtime_env=env, log_to_driver=log_to_driver)

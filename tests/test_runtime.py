@@ -46,6 +46,25 @@ def test_local_ray_workers_see_the_data_root_whatever_their_directory(ray_local,
     assert seen == pinned and not seen.startswith(str(tmp_path))
 
 
+def test_train_controllers_poll_every_half_second_unless_the_environment_says(ray_local, monkeypatch) -> None:
+    """Ray Train V2 collects each report when its controller polls (2 s by default): the job's processes
+    get 0.5 s, or what the environment sets."""
+    from raypipe.runtime import TRAIN_POLL_ENV, job_env_vars
+
+    ray = ray_local
+
+    @ray.remote(num_cpus=0)
+    def seen() -> str | None:
+        return os.environ.get(TRAIN_POLL_ENV)
+
+    pinned = ray.get_runtime_context().runtime_env["env_vars"][TRAIN_POLL_ENV]  # when the session's Ray started
+    assert ray.get(seen.remote()) == pinned
+    monkeypatch.delenv(TRAIN_POLL_ENV, raising=False)
+    assert job_env_vars()[TRAIN_POLL_ENV] == "0.5"
+    monkeypatch.setenv(TRAIN_POLL_ENV, "1.5")
+    assert job_env_vars()[TRAIN_POLL_ENV] == "1.5"
+
+
 def test_state_api_tells_the_placement_group_cleaner_whether_an_actor_is_alive(ray_local):
     """The exact call Train's PlacementGroupCleaner makes once a second, from a worker: it must answer (no
     RayStateApiException, i.e. no "Failed to query Ray Train Controller actor state" warning), True for a
