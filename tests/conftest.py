@@ -45,6 +45,21 @@ def tiny_store(ray_local, tiny_dataset: Path, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def idp_tiny(ray_local, tiny_dataset: Path, tmp_path_factory) -> tuple[Path, dict]:
+    """The IDP pipeline on tiny, run once per session: pretrain (SASRec-BPR, 2 epochs) → CDIM (two
+    behaviour positives per item) → transfer (tuned and untuned encoder) → the zero-shot variants with and
+    without BCL.  Returns the pipeline directory and ``run_idp``'s result.  The pipeline's test checks it;
+    the Serve tests serve its ``idp_zero_shot`` run (read only: nothing may write into it)."""
+    from raypipe.pipelines.idp import IDPConfig, run_idp
+
+    cfg = IDPConfig(dataset=str(tiny_dataset), storage_path=str(tmp_path_factory.mktemp("idp_runs")), name="idp",
+                    variants=["idp_zero_shot", "idp_wo_bcl_zero_shot"], top_m=3,
+                    ).with_overrides(pretrain=["train.epochs=2", "train.patience=2"], cdim=["pairs_per_item=2"])
+    res = run_idp(cfg)
+    return Path(cfg.storage_path) / cfg.name, res
+
+
 @pytest.fixture
 def no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
     """Starting Ray fails the test: whatever a rejection does must happen before."""

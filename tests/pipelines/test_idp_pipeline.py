@@ -16,12 +16,8 @@ from raypipe.pipelines.idp import IDPConfig, VARIANTS, plot_curves, run_idp, tra
 FAST = ["train.epochs=2", "train.patience=2"]
 
 
-def test_zero_shot_transfer_generates_every_target_item(ray_local, tiny_dataset: Path, tmp_path: Path) -> None:
-    cfg = IDPConfig(dataset=str(tiny_dataset), storage_path=str(tmp_path), name="idp",
-                    variants=["idp_zero_shot", "idp_wo_bcl_zero_shot"], top_m=3,
-                    ).with_overrides(pretrain=FAST, cdim=["pairs_per_item=2"])
-    res = run_idp(cfg)
-    root = tmp_path / "idp"
+def test_zero_shot_transfer_generates_every_target_item(idp_tiny: tuple[Path, dict]) -> None:
+    root, res = idp_tiny  # run_idp on tiny: see tests/conftest.py
     gen = pd.read_parquet(root / "transfer_cdim" / "generated.parquet")
     idx = pd.read_parquet(root / "pretrain" / "item_index.parquet")
     target_items = set(idx[idx["domain"].isin(["toys", "kitchen", "sports"])]["item_id"])

@@ -16,19 +16,9 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def idp_artifacts(ray_local, tiny_dataset: Path, tmp_path_factory) -> Path:
-    """pretrain (SASRec-BPR, 2 epochs) → CDIM (1 epoch) → transfer index → zero-shot IDP run, on tiny."""
-    from raypipe.pipelines.idp import IDPConfig, IDPPipeline
-
-    cfg = IDPConfig(dataset=str(tiny_dataset), storage_path=str(tmp_path_factory.mktemp("serve_runs")), name="idp",
-                    variants=["idp_zero_shot"], top_m=3).with_overrides(pretrain=["train.epochs=2", "train.patience=2"])
-    p = IDPPipeline(cfg)
-    pre = p.pretrain()
-    source, target, texts = p.catalogue(pre)
-    matcher = p.cdim(pre, texts, source)
-    gen = p.transfer(matcher, "cdim", pre, texts, source, target)
-    p.run_variant("idp_zero_shot", pre, {"cdim": gen}, None)
-    return p.root
+def idp_artifacts(idp_tiny: tuple[Path, dict]) -> Path:
+    """The tiny IDP pipeline's directory (tests/conftest.py): its ``idp_zero_shot`` run is served."""
+    return idp_tiny[0]
 
 
 @pytest.fixture(scope="session")

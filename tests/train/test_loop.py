@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,13 @@ def test_two_worker_ddp_run_writes_a_complete_run_dir(ray_local, tiny_dataset: P
     # the cost and provenance the leaderboard reports: the largest worker's peak memory, the meta block
     assert all(100 < h["peak_rss_mb"] < 64_000 for h in res.history)
     assert m["meta"]["seeds"] == {"train": 0, "split": 0} and m["meta"]["packages"]["torch"] is not None
+    # each worker's placement: a one-node Ray, both on the driver's node, in two separate worker processes
+    workers = m["workers"]
+    assert [w["rank"] for w in workers] == [0, 1]
+    assert {w["node_id"] for w in workers} == {ray_local.get_runtime_context().get_node_id()}
+    pids = {w["pid"] for w in workers}
+    assert len(pids) == 2 and os.getpid() not in pids
+    assert {w["node_ip"] for w in workers} == {"127.0.0.1"}
 
 
 def test_resume_after_failure_matches_uninterrupted(ray_local, tiny_dataset: Path, tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
-"""Sweeps on the tiny benchmark: a 2-point grid writes every output; an interrupted sweep resumes
-without rerunning its finished trial."""
+"""Sweeps on the tiny benchmark: a 2-point grid interrupted after its first trial resumes without
+rerunning that trial, and writes every output for both (one sweep: each costs a minute on 2 CPUs)."""
 from __future__ import annotations
 
 import csv
@@ -26,13 +26,10 @@ def _space():
     return restrict(load_space(ROOT / "tune_spaces" / "sasrec.yaml"), {"train.lr": [1e-3, 3e-5]})
 
 
-def test_two_point_grid_writes_all_outputs(ray_local, tiny_dataset, tmp_path):
+def _check_outputs(res, space, overrides: list[str]) -> None:
+    """Both trials of the 2-point grid finished; the report files hold them, best first."""
     from raypipe.tune.report import write_report
 
-    space = _space()
-    overrides = OVERRIDES + [f"data.dataset={tiny_dataset}"]
-    res = run_sweep(SweepConfig(space=space, name="grid2", storage_path=str(tmp_path), overrides=overrides,
-                                scheduler="none"))
     assert len(res.rows) == 2 and {r["status"] for r in res.rows} == {"finished"}
     assert sorted(r["train.lr"] for r in res.rows) == pytest.approx([3e-5, 1e-3])
     for r in res.rows:
@@ -72,7 +69,8 @@ def _experiment_trials(exp: Path) -> dict[str, str]:
     return out
 
 
-def test_interrupted_sweep_resumes_without_rerunning_finished_trial(ray_local, tiny_dataset, tmp_path):
+def test_an_interrupted_sweep_resumes_without_rerunning_its_finished_trial_and_reports_both(
+        ray_local, tiny_dataset, tmp_path):
     address = ray_local.get_runtime_context().gcs_address
     cmd = [sys.executable, str(ROOT / "jobs" / "tune.py"), "--space", str(ROOT / "tune_spaces" / "sasrec.yaml"),
            "--only", "train.lr=1e-3,3e-5", "--scheduler", "none", "--name", "resume2",
@@ -97,11 +95,13 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trial(ray_local, t
     stamp = first_metrics.stat().st_mtime_ns
     assert list(_experiment_trials(exp).values()).count("TERMINATED") == 1  # really interrupted mid-sweep
 
-    res = run_sweep(SweepConfig(space=_space(), name="resume2", storage_path=str(tmp_path),
-                                overrides=OVERRIDES + [f"data.dataset={tiny_dataset}"], resume=True))
+    space, overrides = _space(), OVERRIDES + [f"data.dataset={tiny_dataset}"]
+    res = run_sweep(SweepConfig(space=space, name="resume2", storage_path=str(tmp_path), overrides=overrides,
+                                resume=True))
     rows = {r["trial_id"]: r for r in res.rows}
     assert len(rows) == 2 and {r["status"] for r in rows.values()} == {"finished"}
     assert first_metrics.stat().st_mtime_ns == stamp, "the finished trial was trained again"
     assert rows[first]["epochs_run"] == 2
+    _check_outputs(res, space, overrides)  # the restored trial and the one trained now, both reported
     with pytest.raises(FileExistsError, match="--resume"):
         run_sweep(SweepConfig(space=_space(), name="resume2", storage_path=str(tmp_path), overrides=OVERRIDES))
