@@ -25,7 +25,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # _wait_then_report; controller.py reads the variable when the controller starts).  So an epoch shorter
 # than the interval waits for it, and every run waits for one poll to end.  Polling every 0.5 s took a
 # 10-epoch SASRec run on the tiny benchmark from 43.4 s to 27.2 s, with the same metrics
-# (bench/bench_train_poll.py, bench/results/train_poll.md); a poll is one actor call per worker.  The variable goes to every Ray process of the job, so the controller sees it; set it in the
+# (bench/bench_train_poll.py, bench/results/train_poll.md); a poll is one actor call per worker.  The
+# variable goes to every Ray process of the job, so the controller sees it; set it in the driver's
 # environment to choose another value.
 TRAIN_POLL_ENV, TRAIN_POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5"
 
