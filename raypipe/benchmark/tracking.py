@@ -17,6 +17,7 @@ Tune sweeps go through the same ``run_experiment``, so a sweep's trials are trac
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -59,7 +60,9 @@ class TensorBoardCallback(UserCallback):
             return
         m = _numeric(metrics[0])
         step = int(m.get("epoch", 0))
-        with SummaryWriter(self.logdir) as w:  # open per epoch: the controller may restart
+        # open per epoch (the controller may restart), each time a new file: tensorboardX names it by the
+        # second and truncates, and two reports can come within one second (Ray Train polls every 0.5 s)
+        with SummaryWriter(self.logdir, filename_suffix=f".epoch{step}.{time.time_ns()}") as w:
             for k, v in m.items():
                 w.add_scalar(_tag(k), v, step)
 

@@ -57,3 +57,18 @@ def test_none_tracks_nothing_and_a_bad_tracker_is_named() -> None:
     assert tracker_callbacks("none", Path("."), "x", "y") == []
     with pytest.raises(ValueError, match="--tracker: unknown 'wandb'"):
         check_tracker("wandb")
+
+
+def test_two_reports_in_one_second_keep_both_epochs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """tensorboardX names an event file by the second and truncates it: a second report within the same
+    second (Ray Train's controller polls every 0.5 s) must not erase the first epoch's scalars."""
+    import time
+
+    from raypipe.benchmark.tracking import TensorBoardCallback
+
+    cb = TensorBoardCallback(str(tmp_path))
+    monkeypatch.setattr(time, "time", lambda: 1_796_590_000.25)  # both writers open in the same second
+    cb.after_report(None, [{"epoch": 0, "valid/ndcg@10": 0.1}], None)
+    cb.after_report(None, [{"epoch": 1, "valid/ndcg@10": 0.2}], None)
+    monkeypatch.undo()
+    assert _scalars(tmp_path)["valid/ndcg_at_10"] == pytest.approx({0: 0.1, 1: 0.2})
