@@ -68,13 +68,17 @@ def smollm2_folder(root: Path | None = None) -> Path:
 
     gguf = packaged_gguf()
     log.info("converting %s (4-bit GGUF) into a plain Hugging Face folder %s (once)", gguf, out)
-    quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # building the plain model draws random initial weights: keep the caller's RNG stream as it was, so
+    # that a worker converting on first use initialises its model's new layers like one that finds the
+    # folder ready (UniMP's seed-0 figures once moved by up to 0.024 NDCG@10 through this alone)
+    with torch.random.fork_rng(devices=[]):
+        quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        cfg_dict = quantised.config.to_dict()
+        cfg_dict.pop("quantization_config", None)
+        config = AutoConfig.for_model(**cfg_dict)
+        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        plain.load_state_dict(quantised.state_dict())
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    cfg_dict = quantised.config.to_dict()
-    cfg_dict.pop("quantization_config", None)
-    config = AutoConfig.for_model(**cfg_dict)
-    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    plain.load_state_dict(quantised.state_dict())
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{FOLDER_NAME}-", dir=out.parent))
     try:
