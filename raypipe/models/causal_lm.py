@@ -70,7 +70,7 @@ def smollm2_folder(root: Path | None = None) -> Path:
     log.info("converting %s (4-bit GGUF) into a plain Hugging Face folder %s (once)", gguf, out)
     # building the plain model draws random initial weights: keep the caller's RNG stream as it was, so
     # that a worker converting on first use initialises its model's new layers like one that finds the
-    # folder ready (UniMP's seed-0 figures once moved by up to 0.024 NDCG@10 through this alone)
+    # folder ready (a UniMP seed-0 re-run once moved by up to 0.024 NDCG@10 because of this)
     with torch.random.fork_rng(devices=[]):
         quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         cfg_dict = quantised.config.to_dict()

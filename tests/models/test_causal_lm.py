@@ -12,7 +12,7 @@ from raypipe.models.causal_lm import FOLDER_NAME, SOURCE_FILE, smollm2_folder
 def test_first_use_conversion_leaves_the_global_torch_rng_alone(tmp_path: Path) -> None:
     # A worker that converts the GGUF on first use and then initialises a model's new layers must draw
     # the same initial weights as one that finds the folder ready (building the plain model consumes
-    # random numbers; UniMP's seed-0 runs once differed by up to 0.024 NDCG@10 through this alone).
+    # random numbers; a UniMP seed-0 re-run once moved by up to 0.024 NDCG@10 because of this).
     torch.manual_seed(0)
     expected = torch.rand(8)
     torch.manual_seed(0)
