@@ -18,7 +18,11 @@ with the paper's protocol: the target among 100 sampled negatives the user never
 NDCG@5/10.  Rows: BERT4Rec and SASRec trained on each target (from scratch); UPSR (MiniLM enc-dec) and
 UPSR (random small T5 + catalogue tokenizer) pre-trained on the sources (C→T text), then fine-tuned per
 target (C→T→DPT text); zero-shot (Table 4 analogue): UPSR with and without pre-training, no target
-training.  Paired bootstrap of per-user NDCG@10, UPSR (MiniLM) vs each other row.
+training.  Paired bootstrap of per-user NDCG@10, UPSR (MiniLM) vs each other row, and zero-shot UPSR with
+vs without pre-training.  ``--reference PATH`` takes the rows this invocation does not run (e.g. the
+MiniLM ones, with ``--backbones t5random``) from an earlier ``quality`` JSON of the same benchmark; the
+baselines are trained again first, and the reference is refused unless they judge the same test users
+(their per-user rank agreement with the reference is recorded).
 
 ``attributes`` (§4.5, on one target domain, ``--attr-target``, default the first; the same protocol):
 Tables 5-6, UPSR (single) fine-tuned on the target without pre-training with the item text T, C→T,
@@ -49,6 +53,9 @@ log = logging.getLogger("bench_upsr")
 KS = [1, 5, 10]
 METRICS = ["hr@1", "hr@5", "hr@10", "ndcg@5", "ndcg@10"]
 REF = "upsr_minilm"
+#: pairs beside ``REF`` vs every row: (a, b) tested as a − b when both rows exist
+EXTRA_PAIRS = [("upsr_minilm_zero_shot", "upsr_minilm_zero_shot_no_pretrain"),
+               ("upsr_t5random", "upsr_t5random_zero_shot")]
 
 
 def mini_dataset(args: argparse.Namespace) -> Path:
@@ -148,6 +155,7 @@ def _run(args: argparse.Namespace, name: str, overrides: list[str]) -> dict[str,
         log.info("%s: %.0f s", name, time.time() - t0)
     m = json.loads((run_dir / "metrics.json").read_text())
     ranks = load_ranks(run_dir) if (run_dir / RANKS_FILE).exists() else {}  # a pre-training run judges no target
+    ranks = {d: {str(u): r for u, r in users.items()} for d, users in ranks.items()}  # as JSON keeps them
     return {"run": str(run_dir), "test": m["test"], "protocols": m.get("protocols", {}),
             "best_epoch": m["best_epoch"], "train_seconds": m["train_seconds"], "ranks": ranks,
             "history": [{k: v for k, v in h.items() if k in ("epoch", "train_loss", "valid/ndcg@10")}
@@ -195,6 +203,7 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
         for model in ("bert4rec", "sasrec"):
             runs[model] = _run(args, f"s{seed}-{model}", base + ft + [f"model.name={model}",
                                                                   f"train.epochs={args.id_epochs}"])
+        reference = reference_runs(args, seed, runs) if args.reference else {}
         upsr_train = [f"train.batch_size={args.batch_size}", f"train.optim.grad_accum={args.grad_accum}",
                       "train.optim.warmup_steps=10", "train.patience=2"]
         for label, backbone in (("minilm", "minilm"), ("t5random", "t5-random")):
@@ -216,8 +225,38 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
             if label == "minilm":
                 runs["upsr_minilm_zero_shot_no_pretrain"] = _run(args, f"s{seed}-upsr_minilm-zs-raw", base + ft[2:] + [
                     "run.stage=finetune", "run.mode=zero-shot", "model.name=upsr", "model.backbone=minilm"])
-        out["seeds"][str(seed)] = {"runs": runs, "paired": paired(runs, seed)}
+        agreement = reference.pop("_agreement", None)
+        for name, r in reference.items():
+            runs.setdefault(name, r)
+        block: dict[str, Any] = {"runs": runs, "paired": paired(runs, seed), "paired_extra": paired_extra(runs, seed)}
+        if agreement is not None:
+            block["reference"] = {"path": args.reference, "baseline_rank_agreement": agreement,
+                                  "rows": sorted(n for n, r in runs.items() if r.get("from") == args.reference)}
+        out["seeds"][str(seed)] = block
     return out
+
+
+def reference_runs(args: argparse.Namespace, seed: int, baselines: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The rows of ``--reference`` (an earlier ``quality`` JSON) for ``seed``, each marked ``from``, plus
+    ``_agreement``: per baseline and target, the share of test users whose rank of the target is the same
+    as in the reference.  Refused (SystemExit) unless the baselines judge the same test users there."""
+    q = json.loads(Path(args.reference).read_text()).get("quality", {})
+    ref = q.get("seeds", {}).get(str(seed), {}).get("runs")
+    if not ref:
+        raise SystemExit(f"--reference {args.reference}: no quality runs for seed {seed}")
+    agreement: dict[str, dict[str, float]] = {}
+    for model, r in baselines.items():
+        if model not in ref:
+            raise SystemExit(f"--reference {args.reference}: no {model!r} row to check the test users against")
+        agreement[model] = {}
+        for d, users in r["ranks"].items():
+            theirs = ref[model]["ranks"].get(d, {})
+            if set(users) != set(theirs):
+                raise SystemExit(f"--reference {args.reference}: {model} judges other test users of {d!r} there "
+                                 f"({len(set(users) ^ set(theirs))} differ): not the same benchmark")
+            agreement[model][d] = float(np.mean([users[u] == theirs[u] for u in users]))
+    log.info("--reference: baseline rank agreement %s", agreement)
+    return {**{n: {**r, "from": args.reference} for n, r in ref.items()}, "_agreement": agreement}
 
 
 #: §4.5: (pre-training text or None = no pre-training, target text, zero-shot?) per row
@@ -270,25 +309,28 @@ def attributes(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def paired(runs: dict[str, dict[str, Any]], seed: int, ref: str = REF) -> dict[str, Any]:
-    """``ref`` (UPSR, MiniLM) vs every other row: paired bootstrap of per-user NDCG@10 over each target's
-    users."""
+def _ndcg_pair(a: dict[str, dict[str, int]], b: dict[str, dict[str, int]], d: str, seed: int) -> dict[str, Any]:
     from raypipe.eval.metrics import ndcg
     from raypipe.eval.significance import paired_bootstrap
 
+    common = sorted(set(a[d]) & set(b.get(d, {})))
+    return paired_bootstrap(ndcg(np.array([a[d][u] for u in common]), 10),
+                            ndcg(np.array([b[d][u] for u in common]), 10), seed=seed).as_dict()
+
+
+def paired_extra(runs: dict[str, dict[str, Any]], seed: int) -> dict[str, Any]:
+    """``EXTRA_PAIRS`` present in ``runs``, keyed ``"a − b"``: paired bootstrap of per-user NDCG@10."""
+    return {f"{a} − {b}": {d: _ndcg_pair(runs[a]["ranks"], runs[b]["ranks"], d, seed) for d in runs[a]["ranks"]}
+            for a, b in EXTRA_PAIRS if a in runs and b in runs}
+
+
+def paired(runs: dict[str, dict[str, Any]], seed: int, ref: str = REF) -> dict[str, Any]:
+    """``ref`` (UPSR, MiniLM) vs every other row: paired bootstrap of per-user NDCG@10 over each target's
+    users."""
     if ref not in runs:
         return {}
-    res: dict[str, Any] = {}
-    for other, r in runs.items():
-        if other == ref:
-            continue
-        res[other] = {}
-        for d, users in runs[ref]["ranks"].items():
-            common = sorted(set(users) & set(r["ranks"].get(d, {})))
-            a = ndcg(np.array([users[u] for u in common]), 10)
-            b = ndcg(np.array([r["ranks"][d][u] for u in common]), 10)
-            res[other][d] = paired_bootstrap(a, b, seed=seed).as_dict()
-    return res
+    return {other: {d: _ndcg_pair(runs[ref]["ranks"], r["ranks"], d, seed) for d in runs[ref]["ranks"]}
+            for other, r in runs.items() if other != ref}
 
 
 # -- report ---------------------------------------------------------------------------------------------
@@ -329,7 +371,18 @@ def markdown(results: dict[str, Any]) -> str:
                 cells = [f"{per[d]['diff']:+.4f} (p={per[d]['p_value']:.3f})" if d in per else "–"
                          for d in q["targets"]]
                 lines.append(f"| {other} | " + " | ".join(cells) + " |")
+            for pair, per in block.get("paired_extra", {}).items():
+                cells = [f"{per[d]['diff']:+.4f} (p={per[d]['p_value']:.3f})" if d in per else "–"
+                         for d in q["targets"]]
+                lines.append(f"| ({pair}) | " + " | ".join(cells) + " |")
             lines.append("")
+            ref = block.get("reference")
+            if ref:
+                agree = "; ".join(f"{m} " + ", ".join(f"{d} {v:.0%}" for d, v in per.items())
+                                  for m, per in ref["baseline_rank_agreement"].items())
+                lines += [f"Rows from `{ref['path']}` (an earlier invocation): {', '.join(ref['rows'])}. "
+                          f"Baselines trained again here rank the target the same as there for: {agree} "
+                          "of the test users.", ""]
     a = results.get("attributes")
     if a:
         lines += [f"## Item text attributes and orders (§4.5), target `{a['target']}`, MiniLM enc-dec", "",
@@ -382,6 +435,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--attr-rows", type=lambda s: s.split(","), default=None,
                    help="attributes: a comma-separated subset of the rows (default: all 13)")
     p.add_argument("--reuse", action="store_true", help="reuse finished runs of an earlier invocation")
+    p.add_argument("--reference", default=None,
+                   help="quality: an earlier quality JSON whose rows this invocation does not run are kept "
+                        "(checked: the baselines trained again judge the same test users)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     out = Path(args.out)

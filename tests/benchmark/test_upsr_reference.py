@@ -1,0 +1,55 @@
+"""bench/bench_upsr.py: rows kept from an earlier invocation (--reference), and the extra paired tests (no Ray)."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from ..scripts import load_script
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return load_script("bench/bench_upsr.py")
+
+
+def _row(**per_user: float) -> dict:
+    return {"run": "r", "test": {}, "ranks": {"toys": dict(per_user)}}
+
+
+def _reference(tmp_path: Path, runs: dict) -> argparse.Namespace:
+    path = tmp_path / "upsr.json"
+    path.write_text(json.dumps({"quality": {"seeds": {"0": {"runs": runs}}}}))
+    return argparse.Namespace(reference=str(path))
+
+
+def test_reference_rows_are_marked_and_the_baselines_agreement_recorded(bench, tmp_path: Path) -> None:
+    earlier = {"sasrec": _row(u1=1, u2=5), "bert4rec": _row(u1=2, u2=2), "upsr_minilm": _row(u1=3, u2=1)}
+    args = _reference(tmp_path, earlier)
+    now = {"sasrec": _row(u1=1, u2=5), "bert4rec": _row(u1=2, u2=7)}  # bert4rec trained again ranks u2 otherwise
+    out = bench.reference_runs(args, 0, now)
+    assert out.pop("_agreement") == {"sasrec": {"toys": 1.0}, "bert4rec": {"toys": 0.5}}
+    assert out["upsr_minilm"]["ranks"] == earlier["upsr_minilm"]["ranks"]
+    assert {r["from"] for r in out.values()} == {args.reference}
+
+
+def test_a_reference_judging_other_test_users_is_refused(bench, tmp_path: Path) -> None:
+    args = _reference(tmp_path, {"sasrec": _row(u1=1, u3=5)})
+    with pytest.raises(SystemExit, match="sasrec judges other test users of 'toys'"):
+        bench.reference_runs(args, 0, {"sasrec": _row(u1=1, u2=5)})
+    with pytest.raises(SystemExit, match="no quality runs for seed 1"):
+        bench.reference_runs(args, 1, {"sasrec": _row(u1=1, u2=5)})
+
+
+def test_extra_pairs_are_tested_when_both_rows_exist(bench) -> None:
+    runs = {"upsr_minilm_zero_shot": _row(u1=1, u2=3), "upsr_minilm_zero_shot_no_pretrain": _row(u1=3, u2=3),
+            "upsr_t5random": _row(u1=1, u2=1)}  # its zero-shot row is missing: that pair is left out
+    out = bench.paired_extra(runs, seed=0)
+    assert list(out) == ["upsr_minilm_zero_shot − upsr_minilm_zero_shot_no_pretrain"]
+    toys = out["upsr_minilm_zero_shot − upsr_minilm_zero_shot_no_pretrain"]["toys"]
+    assert toys["n_users"] == 2
+    assert toys["diff"] == pytest.approx((1 - 0.5) / 2)  # NDCG@10: rank 1 -> 1, rank 3 -> 1/log2(4)
+    assert toys["mean_b"] == pytest.approx(1 / math.log2(4))
