@@ -187,6 +187,8 @@ def sampled_targets(args: argparse.Namespace, data: Path) -> list[str]:
 def quality(args: argparse.Namespace) -> dict[str, Any]:
     from raypipe.runtime import init_ray
 
+    for seed in args.seeds if args.reference else []:
+        _reference_rows(args.reference, seed)  # before Ray starts
     data = mini_dataset(args)
     targets = sampled_targets(args, data)
     init_ray(num_cpus=2)
@@ -236,14 +238,23 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _reference_rows(path: str, seed: int) -> dict[str, Any]:
+    """``quality`` runs of ``seed`` in the JSON at ``path`` (SystemExit naming the file when there are none)."""
+    try:
+        q = json.loads(Path(path).read_text()).get("quality", {})
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"--reference {path}: not a readable benchmark JSON ({e})") from None
+    ref = q.get("seeds", {}).get(str(seed), {}).get("runs")
+    if not ref:
+        raise SystemExit(f"--reference {path}: no quality runs for seed {seed}")
+    return ref
+
+
 def reference_runs(args: argparse.Namespace, seed: int, baselines: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The rows of ``--reference`` (an earlier ``quality`` JSON) for ``seed``, each marked ``from``, plus
     ``_agreement``: per baseline and target, the share of test users whose rank of the target is the same
     as in the reference.  Refused (SystemExit) unless the baselines judge the same test users there."""
-    q = json.loads(Path(args.reference).read_text()).get("quality", {})
-    ref = q.get("seeds", {}).get(str(seed), {}).get("runs")
-    if not ref:
-        raise SystemExit(f"--reference {args.reference}: no quality runs for seed {seed}")
+    ref = _reference_rows(args.reference, seed)
     agreement: dict[str, dict[str, float]] = {}
     for model, r in baselines.items():
         if model not in ref:

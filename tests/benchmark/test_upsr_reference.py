@@ -44,6 +44,13 @@ def test_a_reference_judging_other_test_users_is_refused(bench, tmp_path: Path) 
         bench.reference_runs(args, 1, {"sasrec": _row(u1=1, u2=5)})
 
 
+def test_a_missing_reference_is_named_before_anything_runs(bench, tmp_path: Path) -> None:
+    missing = tmp_path / "none.json"
+    with pytest.raises(SystemExit, match=f"--reference {missing}: not a readable benchmark JSON"):
+        bench.main(["quality", "--reference", str(missing), "--data-dir", str(tmp_path / "data")])
+    assert not (tmp_path / "data").exists()  # refused before the benchmark's data was generated
+
+
 def test_extra_pairs_are_tested_when_both_rows_exist(bench) -> None:
     runs = {"upsr_minilm_zero_shot": _row(u1=1, u2=3), "upsr_minilm_zero_shot_no_pretrain": _row(u1=3, u2=3),
             "upsr_t5random": _row(u1=1, u2=1)}  # its zero-shot row is missing: that pair is left out
