@@ -56,6 +56,10 @@ REF = "upsr_minilm"
 #: pairs beside ``REF`` vs every row: (a, b) tested as a − b when both rows exist
 EXTRA_PAIRS = [("upsr_minilm_zero_shot", "upsr_minilm_zero_shot_no_pretrain"),
                ("upsr_t5random", "upsr_t5random_zero_shot")]
+#: ``attributes``: every row is paired against the first of these it ran (UPSR's choice of text, with
+#: pre-training, else without), and these pairs as a − b: the category's effect, pre-training's effect
+ATTR_REFS = ("CT/CTD", "single CTD")
+ATTR_EXTRA_PAIRS = [("single CT", "single T"), ("CT/CTD", "single CTD")]
 
 
 def mini_dataset(args: argparse.Namespace) -> Path:
@@ -187,8 +191,7 @@ def sampled_targets(args: argparse.Namespace, data: Path) -> list[str]:
 def quality(args: argparse.Namespace) -> dict[str, Any]:
     from raypipe.runtime import init_ray
 
-    for seed in args.seeds if args.reference else []:
-        _reference_rows(args.reference, seed)  # before Ray starts
+    earlier = {seed: _reference_rows(args.reference, seed) for seed in args.seeds} if args.reference else {}
     data = mini_dataset(args)
     targets = sampled_targets(args, data)
     init_ray(num_cpus=2)
@@ -205,7 +208,7 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
         for model in ("bert4rec", "sasrec"):
             runs[model] = _run(args, f"s{seed}-{model}", base + ft + [f"model.name={model}",
                                                                   f"train.epochs={args.id_epochs}"])
-        reference = reference_runs(args, seed, runs) if args.reference else {}
+        reference = reference_runs(args.reference, earlier[seed], runs) if args.reference else {}
         upsr_train = [f"train.batch_size={args.batch_size}", f"train.optim.grad_accum={args.grad_accum}",
                       "train.optim.warmup_steps=10", "train.patience=2"]
         for label, backbone in (("minilm", "minilm"), ("t5random", "t5-random")):
@@ -250,24 +253,24 @@ def _reference_rows(path: str, seed: int) -> dict[str, Any]:
     return ref
 
 
-def reference_runs(args: argparse.Namespace, seed: int, baselines: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The rows of ``--reference`` (an earlier ``quality`` JSON) for ``seed``, each marked ``from``, plus
-    ``_agreement``: per baseline and target, the share of test users whose rank of the target is the same
-    as in the reference.  Refused (SystemExit) unless the baselines judge the same test users there."""
-    ref = _reference_rows(args.reference, seed)
+def reference_runs(path: str, ref: dict[str, Any], baselines: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The rows ``ref`` of the ``--reference`` JSON at ``path`` (one seed's, from ``_reference_rows``), each
+    marked ``from``, plus ``_agreement``: per baseline and target, the share of test users whose rank of
+    the target is the same as in the reference.  Refused (SystemExit) unless the baselines judge the same
+    test users there."""
     agreement: dict[str, dict[str, float]] = {}
     for model, r in baselines.items():
         if model not in ref:
-            raise SystemExit(f"--reference {args.reference}: no {model!r} row to check the test users against")
+            raise SystemExit(f"--reference {path}: no {model!r} row to check the test users against")
         agreement[model] = {}
         for d, users in r["ranks"].items():
             theirs = ref[model]["ranks"].get(d, {})
             if set(users) != set(theirs):
-                raise SystemExit(f"--reference {args.reference}: {model} judges other test users of {d!r} there "
+                raise SystemExit(f"--reference {path}: {model} judges other test users of {d!r} there "
                                  f"({len(set(users) ^ set(theirs))} differ): not the same benchmark")
             agreement[model][d] = float(np.mean([users[u] == theirs[u] for u in users]))
     log.info("--reference: baseline rank agreement %s", agreement)
-    return {**{n: {**r, "from": args.reference} for n, r in ref.items()}, "_agreement": agreement}
+    return {**{n: {**r, "from": path} for n, r in ref.items()}, "_agreement": agreement}
 
 
 #: §4.5: (pre-training text or None = no pre-training, target text, zero-shot?) per row
@@ -316,7 +319,9 @@ def attributes(args: argparse.Namespace) -> dict[str, Any]:
                 "run.stage=finetune", "run.mode=transductive", f"train.epochs={args.ft_epochs}"]
             runs[name] = _run(args, f"s{seed}-attr-{name.replace(' ', '_').replace('/', '-')}", base + train + init
                               + stage + [f"data.domains=[{target}]", f"model.template=upsr:{text}"])
-        out["seeds"][str(seed)] = {"runs": runs, "paired": paired(runs, seed, ref="CT/CTD")}
+        ref = next((r for r in ATTR_REFS if r in runs), None)
+        out["seeds"][str(seed)] = {"runs": runs, "ref": ref, "paired": paired(runs, seed, ref=ref) if ref else {},
+                                   "paired_extra": paired_extra(runs, seed, ATTR_EXTRA_PAIRS)}
     return out
 
 
@@ -329,10 +334,11 @@ def _ndcg_pair(a: dict[str, dict[str, int]], b: dict[str, dict[str, int]], d: st
                             ndcg(np.array([b[d][u] for u in common]), 10), seed=seed).as_dict()
 
 
-def paired_extra(runs: dict[str, dict[str, Any]], seed: int) -> dict[str, Any]:
-    """``EXTRA_PAIRS`` present in ``runs``, keyed ``"a − b"``: paired bootstrap of per-user NDCG@10."""
+def paired_extra(runs: dict[str, dict[str, Any]], seed: int,
+                 pairs: list[tuple[str, str]] = EXTRA_PAIRS) -> dict[str, Any]:
+    """``pairs`` present in ``runs``, keyed ``"a − b"``: paired bootstrap of per-user NDCG@10."""
     return {f"{a} − {b}": {d: _ndcg_pair(runs[a]["ranks"], runs[b]["ranks"], d, seed) for d in runs[a]["ranks"]}
-            for a, b in EXTRA_PAIRS if a in runs and b in runs}
+            for a, b in pairs if a in runs and b in runs}
 
 
 def paired(runs: dict[str, dict[str, Any]], seed: int, ref: str = REF) -> dict[str, Any]:
@@ -345,6 +351,11 @@ def paired(runs: dict[str, dict[str, Any]], seed: int, ref: str = REF) -> dict[s
 
 
 # -- report ---------------------------------------------------------------------------------------------
+
+
+def _diff_cell(per: dict[str, Any], d: str) -> str:
+    """One paired-bootstrap result of domain ``d`` as a table cell (``–`` when ``d`` was not tested)."""
+    return f"{per[d]['diff']:+.4f} (p={per[d]['p_value']:.3f})" if d in per else "–"
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -378,14 +389,10 @@ def markdown(results: dict[str, Any]) -> str:
                 lines.append("")
             lines += [f"Paired bootstrap, {REF} − other, NDCG@10 (seed {seed}):", "",
                       "| Other | " + " | ".join(q["targets"]) + " |", "|---|" + "---:|" * len(q["targets"])]
-            for other, per in block["paired"].items():
-                cells = [f"{per[d]['diff']:+.4f} (p={per[d]['p_value']:.3f})" if d in per else "–"
-                         for d in q["targets"]]
-                lines.append(f"| {other} | " + " | ".join(cells) + " |")
-            for pair, per in block.get("paired_extra", {}).items():
-                cells = [f"{per[d]['diff']:+.4f} (p={per[d]['p_value']:.3f})" if d in per else "–"
-                         for d in q["targets"]]
-                lines.append(f"| ({pair}) | " + " | ".join(cells) + " |")
+            extra = ((f"({pair})", per) for pair, per in block.get("paired_extra", {}).items())
+            rows = [*block["paired"].items(), *extra]
+            for other, per in rows:
+                lines.append(f"| {other} | " + " | ".join(_diff_cell(per, d) for d in q["targets"]) + " |")
             lines.append("")
             ref = block.get("reference")
             if ref:
@@ -397,17 +404,23 @@ def markdown(results: dict[str, Any]) -> str:
     a = results.get("attributes")
     if a:
         lines += [f"## Item text attributes and orders (§4.5), target `{a['target']}`, MiniLM enc-dec", "",
-                  "C = category, T = title, D = brand + price + description; pre-training / target text. "
-                  "Paired: NDCG@10 against CT/CTD (UPSR's choice).", ""]
+                  "C = category, T = title, D = brand + price + description; pre-training / target text "
+                  "(`single`: no pre-training). Paired bootstrap of per-user NDCG@10: the reference row "
+                  "(UPSR's choice of text: CT/CTD, or single CTD without pre-training) − each row.", ""]
+        d = a["target"]
         for seed, block in a["seeds"].items():
-            lines += [f"### seed {seed}", "", "| Row | " + " | ".join(METRICS) + " | vs CT/CTD (p) |",
-                      "|---|" + "---:|" * (len(METRICS) + 1)]
+            ref = block.get("ref", "CT/CTD")
+            lines += [f"### seed {seed}", "", "| Row | " + " | ".join(METRICS) + f" | users | {ref} − row |",
+                      "|---|" + "---:|" * (len(METRICS) + 2)]
             for name, r in block["runs"].items():
-                m = r["test"].get(a["target"])
-                t = block["paired"].get(name, {}).get(a["target"])
+                m = r["test"].get(d)
                 if m:
-                    lines.append(f"| {name} | " + " | ".join(f"{m[k]:.4f}" for k in METRICS) + " | "
-                                 + (f"{t['diff']:+.4f} ({t['p_value']:.3f})" if t else "") + " |")
+                    lines.append(f"| {name} | " + " | ".join(f"{m[k]:.4f}" for k in METRICS)
+                                 + f" | {int(m['n_users'])} | " + _diff_cell(block["paired"].get(name, {}), d) + " |")
+            extra = block.get("paired_extra", {})
+            if extra:
+                lines += ["", "| Pair | " + d + " |", "|---|---:|"]
+                lines += [f"| {pair} | {_diff_cell(per, d)} |" for pair, per in extra.items()]
             lines.append("")
     return "\n".join(lines) + "\n"
 
