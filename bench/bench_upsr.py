@@ -57,9 +57,11 @@ REF = "upsr_minilm"
 EXTRA_PAIRS = [("upsr_minilm_zero_shot", "upsr_minilm_zero_shot_no_pretrain"),
                ("upsr_t5random", "upsr_t5random_zero_shot")]
 #: ``attributes``: every row is paired against the first of these it ran (UPSR's choice of text, with
-#: pre-training, else without), and these pairs as a − b: the category's effect, pre-training's effect
+#: pre-training, else without), and these pairs as a − b: the category's effect, pre-training's effect with
+#: either target text, and zero-shot in the pre-training format against the fine-tuning format (Table 8)
 ATTR_REFS = ("CT/CTD", "single CTD")
-ATTR_EXTRA_PAIRS = [("single CT", "single T"), ("CT/CTD", "single CTD")]
+ATTR_EXTRA_PAIRS = [("single CT", "single T"), ("CT/CTD", "single CTD"), ("CT/CT", "single CT"),
+                    ("zero-shot CT/CT", "zero-shot CT/CTD")]
 
 
 def mini_dataset(args: argparse.Namespace) -> Path:
