@@ -411,14 +411,14 @@ def markdown(results: dict[str, Any]) -> str:
                   "(UPSR's choice of text: CT/CTD, or single CTD without pre-training) − each row.", ""]
         d = a["target"]
         for seed, block in a["seeds"].items():
-            ref = block.get("ref", "CT/CTD")
-            lines += [f"### seed {seed}", "", "| Row | " + " | ".join(METRICS) + f" | users | {ref} − row |",
-                      "|---|" + "---:|" * (len(METRICS) + 2)]
+            ref = block.get("ref", "CT/CTD")  # None: neither reference row ran, no such column
+            lines += [f"### seed {seed}", "", "| Row | " + " | ".join(METRICS) + " | users |"
+                      + (f" {ref} − row |" if ref else ""), "|---|" + "---:|" * (len(METRICS) + 1 + bool(ref))]
             for name, r in block["runs"].items():
                 m = r["test"].get(d)
                 if m:
-                    lines.append(f"| {name} | " + " | ".join(f"{m[k]:.4f}" for k in METRICS)
-                                 + f" | {int(m['n_users'])} | " + _diff_cell(block["paired"].get(name, {}), d) + " |")
+                    lines.append(f"| {name} | " + " | ".join(f"{m[k]:.4f}" for k in METRICS) + f" | {int(m['n_users'])} |"
+                                 + (f" {_diff_cell(block['paired'].get(name, {}), d)} |" if ref else ""))
             extra = block.get("paired_extra", {})
             if extra:
                 lines += ["", "| Pair | " + d + " |", "|---|---:|"]

@@ -77,3 +77,12 @@ def test_attribute_rows_are_paired_against_ctd_without_pre_training(bench) -> No
     assert "| users | single CTD − row |" in md
     assert "| single T | " in md and f"{1 - 1 / math.log2(4):+.4f} (p=" in md
     assert "| single CT − single T | +0.2" in md
+
+
+def test_attribute_rows_without_a_reference_row_have_no_reference_column(bench) -> None:
+    runs = {name: {**_row(u1=r1), "test": {"toys": {**dict.fromkeys(bench.METRICS, 0.25), "n_users": 1}}}
+            for name, r1 in {"single CT": 1, "single T": 3}.items()}
+    block = {"runs": runs, "ref": None, "paired": {}, "paired_extra": bench.paired_extra(runs, 0, bench.ATTR_EXTRA_PAIRS)}
+    md = bench.markdown({"attributes": {"target": "toys", "seeds": {"1": block}}})
+    assert "None" not in md and "| ndcg@10 | users |\n" in md
+    assert "| single T | " + " | ".join(["0.2500"] * len(bench.METRICS)) + " | 1 |\n" in md
