@@ -321,10 +321,16 @@ def attributes(args: argparse.Namespace) -> dict[str, Any]:
                 "run.stage=finetune", "run.mode=transductive", f"train.epochs={args.ft_epochs}"]
             runs[name] = _run(args, f"s{seed}-attr-{name.replace(' ', '_').replace('/', '-')}", base + train + init
                               + stage + [f"data.domains=[{target}]", f"model.template=upsr:{text}"])
-        ref = next((r for r in ATTR_REFS if r in runs), None)
-        out["seeds"][str(seed)] = {"runs": runs, "ref": ref, "paired": paired(runs, seed, ref=ref) if ref else {},
-                                   "paired_extra": paired_extra(runs, seed, ATTR_EXTRA_PAIRS)}
+        out["seeds"][str(seed)] = attribute_block(runs, seed)
     return out
+
+
+def attribute_block(runs: dict[str, dict[str, Any]], seed: int) -> dict[str, Any]:
+    """One seed's attribute rows with their paired tests: every row against the first of ``ATTR_REFS``
+    that ran (``ref``; None and no such tests when neither did), and ``ATTR_EXTRA_PAIRS``."""
+    ref = next((r for r in ATTR_REFS if r in runs), None)
+    return {"runs": runs, "ref": ref, "paired": paired(runs, seed, ref=ref) if ref else {},
+            "paired_extra": paired_extra(runs, seed, ATTR_EXTRA_PAIRS)}
 
 
 def _ndcg_pair(a: dict[str, dict[str, int]], b: dict[str, dict[str, int]], d: str, seed: int) -> dict[str, Any]:

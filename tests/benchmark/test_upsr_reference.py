@@ -66,10 +66,8 @@ def test_attribute_rows_are_paired_against_ctd_without_pre_training(bench) -> No
     the category's effect is tested as ``single CT − single T``, and the markdown shows both."""
     runs = {name: {**_row(u1=r1, u2=r2), "test": {"toys": {**dict.fromkeys(bench.METRICS, 0.5), "n_users": 2}}}
             for name, (r1, r2) in {"single CTD": (1, 1), "single CT": (1, 3), "single T": (3, 3)}.items()}
-    ref = next(r for r in bench.ATTR_REFS if r in runs)
-    block = {"runs": runs, "ref": ref, "paired": bench.paired(runs, 0, ref=ref),
-             "paired_extra": bench.paired_extra(runs, 0, bench.ATTR_EXTRA_PAIRS)}
-    assert ref == "single CTD" and set(block["paired"]) == {"single CT", "single T"}
+    block = bench.attribute_block(runs, seed=0)
+    assert block["ref"] == "single CTD" and set(block["paired"]) == {"single CT", "single T"}
     assert block["paired"]["single T"]["toys"]["diff"] == pytest.approx(1 - 1 / math.log2(4))
     assert list(block["paired_extra"]) == ["single CT − single T"]
     assert block["paired_extra"]["single CT − single T"]["toys"]["diff"] == pytest.approx((1 - 1 / math.log2(4)) / 2)
@@ -82,7 +80,8 @@ def test_attribute_rows_are_paired_against_ctd_without_pre_training(bench) -> No
 def test_attribute_rows_without_a_reference_row_have_no_reference_column(bench) -> None:
     runs = {name: {**_row(u1=r1), "test": {"toys": {**dict.fromkeys(bench.METRICS, 0.25), "n_users": 1}}}
             for name, r1 in {"single CT": 1, "single T": 3}.items()}
-    block = {"runs": runs, "ref": None, "paired": {}, "paired_extra": bench.paired_extra(runs, 0, bench.ATTR_EXTRA_PAIRS)}
+    block = bench.attribute_block(runs, seed=0)
+    assert block["ref"] is None and block["paired"] == {} and list(block["paired_extra"]) == ["single CT − single T"]
     md = bench.markdown({"attributes": {"target": "toys", "seeds": {"1": block}}})
     assert "None" not in md and "| ndcg@10 | users |\n" in md
     assert "| single T | " + " | ".join(["0.2500"] * len(bench.METRICS)) + " | 1 |\n" in md
