@@ -182,15 +182,16 @@ def judged_domains(prep: Any) -> list[str]:
     return [d for d in prep.info.target_domains if d in set(prep.domains)] or sorted(prep.domains)
 
 
-def shortlists(run_dir: Path, top_n: int) -> dict[str, dict[str, np.ndarray]]:
-    """The reference run's top-``top_n`` shortlist per target domain: ``{domain: {user id: item ids}}``."""
+def shortlists(run_dir: Path, top_n: int, all_users: bool = False) -> dict[str, dict[str, np.ndarray]]:
+    """The reference run's top-``top_n`` shortlist per target domain: ``{domain: {user id: item ids}}``, for
+    the users the run is judged on or, with ``all_users``, for every test user of the domain."""
     from raypipe.eval.protocols import first_stage_shortlist
     from raypipe.train.run import judged_set, load_run
 
     model, prep, rcfg = load_run(run_dir)
     out: dict[str, dict[str, np.ndarray]] = {}
     for d in judged_domains(prep):
-        es = judged_set(prep, d, rcfg)
+        es = prep.eval_set("test", d, rcfg.data.max_len) if all_users else judged_set(prep, d, rcfg)
         short = first_stage_shortlist(model.score, es, top_n)
         ids = prep.index.item_ids  # index i holds item_ids[i - 1]; 0 is an empty slot
         out[d] = {str(u): np.array([ids[i - 1] if i else "" for i in row], dtype=object)
@@ -198,7 +199,7 @@ def shortlists(run_dir: Path, top_n: int) -> dict[str, dict[str, np.ndarray]]:
     return out
 
 
-def _aligned_shortlist(short: dict[str, np.ndarray], es: Any, index: Any) -> np.ndarray:
+def aligned_shortlist(short: dict[str, np.ndarray], es: Any, index: Any) -> np.ndarray:
     """The reference's shortlist (item ids) in a run's own item indices, rows in ``es``'s user order."""
     lookup = {i: k for k, i in enumerate(index.item_ids, start=1)}
     missing = [u for u in map(str, es.user_ids) if u not in short]
@@ -242,7 +243,7 @@ def judge_run(run_dir: Path, method: Method, short: dict[str, dict[str, np.ndarr
                 continue
             kw: dict[str, Any] = {"protocol": protocol, "ks": KS, "n_neg": n_neg, "seed": EVAL_SEED, "progress": False}
             if protocol == "rerank":
-                kw["shortlist"] = _aligned_shortlist(short[d], es, prep.index)
+                kw["shortlist"] = aligned_shortlist(short[d], es, prep.index)
             m, ranks = evaluate(model.score, es, return_ranks=True, **kw)
             out["protocols"].setdefault(protocol, {})[d] = {
                 "metrics": {k: float(v) for k, v in m.items()},
@@ -300,7 +301,7 @@ def judge_absent(run_dir: Path, method: Method, short: dict[str, dict[str, np.nd
                 if proto == "rerank":
                     if short is None:
                         raise ValueError(f"{method.name}: the rerank protocol needs the reference's shortlists")
-                    kw["shortlist"] = _aligned_shortlist(short[d], es, prep.index)
+                    kw["shortlist"] = aligned_shortlist(short[d], es, prep.index)
                 m = evaluate(model.score, es, **kw)
                 out["views"].setdefault(view, {}).setdefault(f"{share:g}", {})[d] = {
                     "ndcg@10": float(m["ndcg@10"]), "hr@10": float(m["hr@10"])}

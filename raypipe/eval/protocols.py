@@ -27,6 +27,7 @@ Protocols (:class:`EvalConfig` ``protocol``):
   ``"full"``), its top ``top_n`` are re-ranked by ``score_fn``; a target outside the first-stage top-N
   gets rank ``inf`` (a miss for every metric). Shortlist ties at the N-th place are resolved by
   ``torch.topk``; items the first stage scores -inf (e.g. excluded) are never in the shortlist.
+  :func:`rerank_depths` re-ranks the top 20, 50, ... of one shortlist with a single scoring pass.
 
 Ranks with ties: ``rank = 1 + #(valid candidates scoring strictly higher than the target) + J`` where
 ``J`` is uniform on ``{0, ..., T}`` and ``T`` is the number of *other* valid candidates with exactly
@@ -499,10 +500,16 @@ def _rerank_rows(
 ) -> torch.Tensor:
     """Ranks of each row's target among its shortlist ``candidates`` (item ids; ``valid`` marks real
     entries) re-scored by ``score_fn``; ``inf`` where the target is not in the shortlist."""
-    dev = candidates.device
+    second = _call_scores(score_fn, history, candidates, *candidates.shape, times).to(candidates.device)
+    return _shortlist_rank(second, candidates, valid, target, u)
+
+
+def _shortlist_rank(
+    second: torch.Tensor, candidates: torch.Tensor, valid: torch.Tensor, target: torch.Tensor, u: torch.Tensor
+) -> torch.Tensor:
+    """Ranks of each row's target among ``candidates`` scored ``second``; ``inf`` where it is not there."""
     match = (candidates == target.view(-1, 1)) & valid
     in_top = match.any(dim=1)
-    second = _call_scores(score_fn, history, candidates, *candidates.shape, times).to(dev)
     second = torch.where(valid, second, torch.full_like(second, float("-inf")))
     col = match.to(torch.int8).argmax(dim=1)
     r = _ranks_from_scores(second, col, u, (~valid).sum(dim=1))
@@ -546,10 +553,14 @@ def _shortlist_ranks(
     shortlist: np.ndarray,
     tie_u: np.ndarray,
     bar: tqdm,
-) -> np.ndarray:
+    depths: Sequence[int] | None = None,
+) -> dict[int, np.ndarray]:
+    """Ranks of the targets re-ranked within the first ``n`` columns of ``shortlist``, per ``n`` of
+    ``depths`` (default: all of its columns); each row's shortlist is scored once."""
     device = torch.device(config.device)
+    depths = [shortlist.shape[1]] if depths is None else list(depths)
     batch = _batch_users(shortlist.shape[1], config)
-    ranks = np.empty(eval_set.n_users, dtype=np.float64)
+    ranks = {n: np.empty(eval_set.n_users, dtype=np.float64) for n in depths}
     for start in range(0, eval_set.n_users, batch):
         stop = min(start + batch, eval_set.n_users)
         candidates = torch.from_numpy(shortlist[start:stop]).to(device)
@@ -560,8 +571,10 @@ def _shortlist_ranks(
         u = torch.from_numpy(tie_u[start:stop]).to(device)
         times = None if eval_set.time is None else eval_set.time[start:stop]
         history = torch.from_numpy(eval_set.history[start:stop]).to(device)
-        r = _rerank_rows(score_fn, history, filled, valid, target, u, times)
-        ranks[start:stop] = r.cpu().numpy()
+        second = _call_scores(score_fn, history, filled, *filled.shape, times).to(device)
+        for n in depths:
+            r = _shortlist_rank(second[:, :n], filled[:, :n], valid[:, :n], target, u)
+            ranks[n][start:stop] = r.cpu().numpy()
         bar.update(stop - start)
     return ranks
 
@@ -662,8 +675,41 @@ def compute_ranks(
             if config.protocol == "sampled":
                 return _sampled_ranks(score_fn, eval_set, config, positions, tie_u, bar)
             if shortlist is not None:
-                return _shortlist_ranks(score_fn, eval_set, config, np.asarray(shortlist, np.int64), tie_u, bar)
+                short = np.asarray(shortlist, np.int64)
+                return _shortlist_ranks(score_fn, eval_set, config, short, tie_u, bar)[short.shape[1]]
             return _full_or_rerank_ranks(score_fn, eval_set, config, positions, tie_u, bar, first_stage)
+    finally:
+        bar.close()
+
+
+def rerank_depths(
+    score_fn: ScoreFn,
+    eval_set: EvalSet,
+    shortlist: np.ndarray,
+    depths: Sequence[int],
+    config: EvalConfig | None = None,
+) -> dict[int, np.ndarray]:
+    """Ranks of every user's target when ``score_fn`` re-ranks the top ``n`` of ``shortlist`` (item ids
+    ``[U, N]``, best first, as :func:`first_stage_shortlist` gives), for each ``n`` of ``depths``;
+    ``inf`` where the target is not among them.
+
+    Each row's shortlist is scored once, so this is ``len(depths)`` times cheaper than calling
+    :func:`compute_ranks` with ``shortlist[:, :n]`` per depth, and gives the same ranks (same tie-breaking)
+    for any model whose score of a candidate does not depend on the other candidates of its row.
+    """
+    config = dataclasses.replace(config or EvalConfig(), protocol="rerank")
+    short = np.asarray(shortlist, np.int64)
+    if short.ndim != 2 or short.shape[0] != eval_set.n_users:
+        raise ValueError(f"shortlist must be [n_users={eval_set.n_users}, N], got {short.shape}")
+    bad = [n for n in depths if not 1 <= int(n) <= short.shape[1]]
+    if bad or not depths:
+        raise ValueError(f"depths must be 1..{short.shape[1]} (the shortlist's length), got {list(depths)}")
+    tie_u = np.random.default_rng([config.seed, _TIE_STREAM]).random(eval_set.n_users)
+    bar = tqdm(total=eval_set.n_users, desc="rerank_depths", unit="user",
+               disable=None if config.progress is None else not config.progress, leave=False)
+    try:
+        with _eval_mode(score_fn), torch.inference_mode():
+            return _shortlist_ranks(score_fn, eval_set, config, short, tie_u, bar, [int(n) for n in depths])
     finally:
         bar.close()
 

@@ -363,3 +363,35 @@ def test_auto_protocol_samples_only_where_every_user_has_enough_negatives() -> N
     assert auto_protocol("full", es, 100) == "full"
     small = EvalSet(history=history, target=np.array([6, 7]), catalogue=np.arange(1, 41, dtype=np.int64))
     assert auto_protocol("sampled", small, 100) == "full"
+
+
+def test_rerank_depths_score_once_and_rank_like_a_shortlist_cut_at_each_depth() -> None:
+    from raypipe.eval.protocols import first_stage_shortlist, rerank_depths
+
+    s = EvalSet(history=left_pad([[], [], [], [20]], 1), target=np.array([16, 20, 3, 15]),
+                catalogue=np.arange(1, 21))
+    short = first_stage_shortlist(by_index, s, top_n=5)  # user 0: [20, 19, 18, 17, 16]
+    calls: list[tuple[int, ...]] = []
+
+    def counted(history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        calls.append(tuple(candidates.shape))
+        return by_negative_index(history, candidates)
+
+    r = rerank_depths(counted, s, short, depths=[2, 5])
+    assert calls == [(4, 5)]  # one pass over the whole shortlist
+    # depth 5: the hand-computed ranks above; depth 2: user 0's 16 and user 3's 15 fall outside the top 2,
+    # user 1's 20 is the first of [20, 19] but the lowest index ranks first -> rank 2
+    np.testing.assert_array_equal(r[5], [1, 5, np.inf, 1])
+    np.testing.assert_array_equal(r[2], [np.inf, 2, np.inf, np.inf])
+    # many ties and several batches: identical to re-ranking each cut shortlist on its own
+    big = random_set(n_users=30, n_items=40, length=5, seed=8)
+    long = first_stage_shortlist(by_index, big, 12)
+    cfg = EvalConfig(max_scores_per_batch=50)
+    got = rerank_depths(coarse_hash, big, long, depths=[3, 7, 12], config=cfg)
+    for n in (3, 7, 12):
+        np.testing.assert_array_equal(got[n], compute_ranks(coarse_hash, big, EvalConfig(protocol="rerank"),
+                                                            shortlist=long[:, :n]))
+    with pytest.raises(ValueError, match="depths must be 1..5"):
+        rerank_depths(by_index, s, short, depths=[6])
+    with pytest.raises(ValueError, match="n_users=4"):
+        rerank_depths(by_index, s, short[:2], depths=[2])
