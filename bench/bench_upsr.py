@@ -3,6 +3,7 @@
     python bench/bench_upsr.py scoring --out bench/results/upsr
     python bench/bench_upsr.py quality --seeds 0 --pre-epochs 3 --ft-epochs 4 --out bench/results/upsr
     python bench/bench_upsr.py attributes --seeds 0 --pre-epochs 3 --ft-epochs 4 --out bench/results/upsr
+    python bench/bench_upsr.py rerank --seeds 0 --depths 20,50,100 --out bench/results/upsr_rerank
 
 ``scoring``: one history of ``--short`` and one of ``--long`` items (their prompt lengths in tokens are
 recorded), 100 candidates each; candidates scored per second by ``UPSR.score`` (each history encoded
@@ -29,6 +30,13 @@ Tables 5-6, UPSR (single) fine-tuned on the target without pre-training with the
 C→T→D (attribute sets) and T→C→D, D→C→T (orders); Table 7, pre-training / fine-tuning text T/T,
 CT/CT, CTD/CTD and CT/CTD; Table 8, the same strategies zero-shot (pre-trained, no target training).
 C = category, T = title, D = brand, price and description (``model.template=upsr:<order>``).
+
+``rerank`` (Fig. 2, on ``--attr-target``): SASRec and BERT4Rec trained on the target, and the UPSR rows of
+``--rerank-rows`` (attribute rows; their runs are shared with ``attributes``).  SASRec's top N (the user's
+seen items excluded), for each N of ``--depths``, is re-ranked by every row, by SASRec itself (its own
+order) and by a uniformly random order; a target outside the top N is a miss.  Each row scores the top
+max(N) once (``rerank_depths``).  Paired bootstrap of per-user NDCG@10, UPSR CT/CT − each row, per N and
+on the sampled-100 protocol.  Also ``<out>.png``: NDCG@10 and HR@10 against N.
 
 Raw results: ``<out>.json`` (every part; each run invocation merges its part) and ``<out>.md``.
 """
@@ -57,11 +65,13 @@ REF = "upsr_minilm"
 EXTRA_PAIRS = [("upsr_minilm_zero_shot", "upsr_minilm_zero_shot_no_pretrain"),
                ("upsr_t5random", "upsr_t5random_zero_shot")]
 #: ``attributes``: every row is paired against the first of these it ran (UPSR's choice of text, with
-#: pre-training, else without), and these pairs as a − b: the category's effect, pre-training's effect with
-#: either target text, and zero-shot in the pre-training format against the fine-tuning format (Table 8)
+#: pre-training, else without), and these pairs as a − b: the category's effect (without and with
+#: pre-training), pre-training's effect with each target text, and zero-shot in the pre-training format
+#: against the fine-tuning format and against title-only text (Table 8)
 ATTR_REFS = ("CT/CTD", "single CTD")
-ATTR_EXTRA_PAIRS = [("single CT", "single T"), ("CT/CTD", "single CTD"), ("CT/CT", "single CT"),
-                    ("zero-shot CT/CT", "zero-shot CT/CTD")]
+ATTR_EXTRA_PAIRS = [("single CT", "single T"), ("CT/CT", "T/T"), ("CT/CTD", "single CTD"),
+                    ("CT/CT", "single CT"), ("T/T", "single T"), ("zero-shot CT/CT", "zero-shot CT/CTD"),
+                    ("zero-shot CT/CT", "zero-shot T/T")]
 
 
 def mini_dataset(args: argparse.Namespace) -> Path:
@@ -286,41 +296,57 @@ ATTRIBUTE_ROWS: dict[str, tuple[str | None, str, bool]] = {
 }
 
 
-def attributes(args: argparse.Namespace) -> dict[str, Any]:
-    """UPSR §4.5 (Tables 5-8) on one target domain, the MiniLM enc-dec backbone."""
+def _attr_target(args: argparse.Namespace) -> tuple[Path, str]:
+    """The benchmark and ``--attr-target`` (default: its first target domain), checked."""
     from raypipe.data.dataset import CanonicalDataset
     from raypipe.data.registry import resolve_dataset
-    from raypipe.runtime import init_ray
 
-    init_ray(num_cpus=2)
     data = mini_dataset(args)
     info = CanonicalDataset.open(resolve_dataset(str(data))).info
     target = args.attr_target or info.target_domains[0]
     if target not in info.target_domains:
         raise SystemExit(f"--attr-target {target!r} is not a target domain of {data}: {info.target_domains}")
-    rows = args.attr_rows or list(ATTRIBUTE_ROWS)
+    return data, target
+
+
+def _checked_rows(rows: list[str], option: str) -> list[str]:
     unknown = set(rows) - set(ATTRIBUTE_ROWS)
     if unknown:
-        raise SystemExit(f"--attr-rows: unknown rows {sorted(unknown)}; choose from {list(ATTRIBUTE_ROWS)}")
-    out: dict[str, Any] = {"dataset": str(data), "target": target, "pre_epochs": args.pre_epochs,
-                           "ft_epochs": args.ft_epochs, "rows": rows, "seeds": {}}
+        raise SystemExit(f"{option}: unknown rows {sorted(unknown)}; choose from {list(ATTRIBUTE_ROWS)}")
+    return rows
+
+
+def _attribute_run(args: argparse.Namespace, base: list[str], target: str, seed: int, name: str,
+                   pre: dict[str, str]) -> dict[str, Any]:
+    """One row of ``ATTRIBUTE_ROWS`` (MiniLM enc-dec) on ``target``; ``pre`` caches the pre-training run of
+    each pre-training text (trained here when missing)."""
+    pre_text, text, zero = ATTRIBUTE_ROWS[name]
     train = [f"train.batch_size={args.batch_size}", f"train.optim.grad_accum={args.grad_accum}",
              "train.optim.warmup_steps=10", "train.patience=2", "model.name=upsr", "model.backbone=minilm"]
+    if pre_text is not None and pre_text not in pre:
+        pre[pre_text] = _run(args, f"s{seed}-attr-pre-{pre_text}", base + train + [
+            "run.stage=pretrain", f"model.template=upsr:{pre_text}", f"train.epochs={args.pre_epochs}",
+            "data.eval_domains=[]"])["run"]
+    init = [f"run.init_from={pre[pre_text]}"] if pre_text is not None else []
+    stage = ["run.stage=finetune", "run.mode=zero-shot"] if zero else [
+        "run.stage=finetune", "run.mode=transductive", f"train.epochs={args.ft_epochs}"]
+    return _run(args, f"s{seed}-attr-{name.replace(' ', '_').replace('/', '-')}", base + train + init + stage
+                + [f"data.domains=[{target}]", f"model.template=upsr:{text}"])
+
+
+def attributes(args: argparse.Namespace) -> dict[str, Any]:
+    """UPSR §4.5 (Tables 5-8) on one target domain, the MiniLM enc-dec backbone."""
+    from raypipe.runtime import init_ray
+
+    rows = _checked_rows(args.attr_rows or list(ATTRIBUTE_ROWS), "--attr-rows")
+    data, target = _attr_target(args)
+    init_ray(num_cpus=2)
+    out: dict[str, Any] = {"dataset": str(data), "target": target, "pre_epochs": args.pre_epochs,
+                           "ft_epochs": args.ft_epochs, "rows": rows, "seeds": {}}
     for seed in args.seeds:
         base = _base(args, data, seed)
-        runs: dict[str, dict[str, Any]] = {}
         pre: dict[str, str] = {}
-        for name in rows:
-            pre_text, text, zero = ATTRIBUTE_ROWS[name]
-            if pre_text is not None and pre_text not in pre:
-                pre[pre_text] = _run(args, f"s{seed}-attr-pre-{pre_text}", base + train + [
-                    "run.stage=pretrain", f"model.template=upsr:{pre_text}", f"train.epochs={args.pre_epochs}",
-                    "data.eval_domains=[]"])["run"]
-            init = [f"run.init_from={pre[pre_text]}"] if pre_text is not None else []
-            stage = ["run.stage=finetune", "run.mode=zero-shot"] if zero else [
-                "run.stage=finetune", "run.mode=transductive", f"train.epochs={args.ft_epochs}"]
-            runs[name] = _run(args, f"s{seed}-attr-{name.replace(' ', '_').replace('/', '-')}", base + train + init
-                              + stage + [f"data.domains=[{target}]", f"model.template=upsr:{text}"])
+        runs = {name: _attribute_run(args, base, target, seed, name, pre) for name in rows}
         out["seeds"][str(seed)] = attribute_block(runs, seed)
     return out
 
@@ -356,6 +382,99 @@ def paired(runs: dict[str, dict[str, Any]], seed: int, ref: str = REF) -> dict[s
         return {}
     return {other: {d: _ndcg_pair(runs[ref]["ranks"], r["ranks"], d, seed) for d in runs[ref]["ranks"]}
             for other, r in runs.items() if other != ref}
+
+
+# -- rerank ---------------------------------------------------------------------------------------------
+
+#: ``rerank``: first-stage model whose top-N every row re-ranks; the baselines trained beside it
+FIRST_STAGE = "sasrec"
+RERANK_BASELINES = ("sasrec", "bert4rec")
+RERANK_REF = "CT/CT"
+
+
+def _constant(history: Any, candidates: Any) -> Any:
+    """Every candidate scores 0: the protocol's tie-breaking makes this a uniformly random re-ranking."""
+    import torch
+
+    return torch.zeros(history.shape[0], candidates.shape[-1])
+
+
+def rerank(args: argparse.Namespace) -> dict[str, Any]:
+    """UPSR's Fig. 2 on one target domain: SASRec's top-N (seen items excluded) re-ranked by each row, for
+    each N of ``--depths``; the target counts as a miss when it is outside the top N."""
+    from raypipe.benchmark.runner import aligned_shortlist, shortlists
+    from raypipe.eval.metrics import compute_metrics
+    from raypipe.eval.protocols import EvalConfig, rerank_depths
+    from raypipe.runtime import init_ray
+    from raypipe.train.run import judged_set, load_run
+
+    rows = _checked_rows(args.rerank_rows, "--rerank-rows")
+    depths = sorted(set(args.depths))
+    if not depths or depths[0] < 1:
+        raise SystemExit(f"--depths: shortlist sizes must be positive, got {args.depths}")
+    data, target = _attr_target(args)
+    init_ray(num_cpus=2)
+    out: dict[str, Any] = {"dataset": str(data), "target": target, "first_stage": FIRST_STAGE, "depths": depths,
+                           "pre_epochs": args.pre_epochs, "ft_epochs": args.ft_epochs, "id_epochs": args.id_epochs,
+                           "rows": ["random", *RERANK_BASELINES, *rows], "all_users": args.rerank_all_users,
+                           "seeds": {}}
+    for seed in args.seeds:
+        base = _base(args, data, seed)
+        ft = ["run.stage=finetune", "run.mode=transductive", f"data.domains=[{target}]"]
+        runs = {m: _run(args, f"s{seed}-{target}-{m}", base + ft + [f"model.name={m}", f"train.epochs={args.id_epochs}"])
+                for m in RERANK_BASELINES}
+        pre: dict[str, str] = {}
+        runs.update({name: _attribute_run(args, base, target, seed, name, pre) for name in rows})
+        short = shortlists(Path(runs[FIRST_STAGE]["run"]), depths[-1], args.rerank_all_users)[target]
+        judged: dict[str, Any] = {}
+        for name in out["rows"]:
+            run = runs[FIRST_STAGE if name == "random" else name]
+            model, prep, rcfg = load_run(run["run"])
+            es = prep.eval_set("test", target, rcfg.data.max_len) if args.rerank_all_users \
+                else judged_set(prep, target, rcfg)
+            t0 = time.time()
+            ranks = rerank_depths(_constant if name == "random" else model.score, es,
+                                  aligned_shortlist(short, es, prep.index), depths, EvalConfig(seed=rcfg.train.seed))
+            seconds = time.time() - t0
+            judged[name] = {"run": run["run"], "rerank_seconds": seconds, "sampled": run["test"].get(target),
+                            "depths": {str(n): {"metrics": {k: float(v) for k, v in compute_metrics(
+                                r, int(es.catalogue.size), ks=KS).items()},
+                                "ranks": {str(u): (float(x) if np.isfinite(x) else None)
+                                          for u, x in zip(es.user_ids, r)}} for n, r in ranks.items()}}
+            log.info("seed %d, %s re-ranked %d users at N=%s in %.0f s: NDCG@10 %s", seed, name, es.n_users, depths,
+                     seconds, [round(judged[name]["depths"][str(n)]["metrics"]["ndcg@10"], 4) for n in depths])
+        out["seeds"][str(seed)] = rerank_block(judged, runs, seed)
+    return out
+
+
+def _rank_ndcg10(ranks: dict[str, float | None]) -> dict[str, float]:
+    """Per-user NDCG@10 of stored ranks (``None``: the target was outside the shortlist)."""
+    from raypipe.eval.metrics import ndcg
+
+    users = sorted(ranks)
+    r = np.array([np.inf if ranks[u] is None else ranks[u] for u in users], dtype=np.float64)
+    return dict(zip(users, ndcg(r, 10).tolist()))
+
+
+def rerank_block(judged: dict[str, Any], runs: dict[str, dict[str, Any]], seed: int) -> dict[str, Any]:
+    """One seed of ``rerank``: per depth, the share of users whose target is in SASRec's top N and the
+    paired bootstrap of per-user NDCG@10, ``RERANK_REF`` − every other row; the same pairs on the sampled-100
+    protocol (the runs' own test ranks, same users and negatives), to see where UPSR gains more."""
+    from raypipe.eval.significance import paired_bootstrap
+
+    depths = next(iter(judged.values()))["depths"]
+    recall = {n: float(np.mean([r is not None for r in d["ranks"].values()])) for n, d in depths.items()}
+    pairs: dict[str, dict[str, Any]] = {}
+    if RERANK_REF in judged:
+        for n in depths:
+            ref = _rank_ndcg10(judged[RERANK_REF]["depths"][n]["ranks"])
+            for other, j in judged.items():
+                if other != RERANK_REF:
+                    theirs = _rank_ndcg10(j["depths"][n]["ranks"])
+                    pairs.setdefault(other, {})[n] = paired_bootstrap(
+                        np.array([ref[u] for u in ref]), np.array([theirs[u] for u in ref]), seed=seed).as_dict()
+    return {"judged": judged, "first_stage_recall": recall, "paired": pairs,
+            "paired_sampled": paired(runs, seed, ref=RERANK_REF)}
 
 
 # -- report ---------------------------------------------------------------------------------------------
@@ -417,7 +536,7 @@ def markdown(results: dict[str, Any]) -> str:
                   "(UPSR's choice of text: CT/CTD, or single CTD without pre-training) − each row.", ""]
         d = a["target"]
         for seed, block in a["seeds"].items():
-            ref = block.get("ref", "CT/CTD")  # None: neither reference row ran, no such column
+            ref = block.get("ref")  # None: neither reference row ran, no such column
             lines += [f"### seed {seed}", "", "| Row | " + " | ".join(METRICS) + " | users |"
                       + (f" {ref} − row |" if ref else ""), "|---|" + "---:|" * (len(METRICS) + 1 + bool(ref))]
             for name, r in block["runs"].items():
@@ -430,12 +549,82 @@ def markdown(results: dict[str, Any]) -> str:
                 lines += ["", "| Pair | " + d + " |", "|---|---:|"]
                 lines += [f"| {pair} | {_diff_cell(per, d)} |" for pair, per in extra.items()]
             lines.append("")
+    lines += rerank_markdown(results.get("rerank"))
     return "\n".join(lines) + "\n"
+
+
+def rerank_markdown(rr: dict[str, Any] | None) -> list[str]:
+    """The ``rerank`` part's tables: NDCG@10 / HR@10 per row and depth, and the paired tests."""
+    if not rr:
+        return []
+    d, depths = rr["target"], [str(n) for n in rr["depths"]]
+    lines = [f"## Re-ranking {rr['first_stage']}'s top N (Fig. 2), target `{d}`", "",
+             f"Every row re-ranks the same {rr['first_stage']} top-N shortlist (the user's seen items excluded); a "
+             "target outside it is a miss. `random`: a uniformly random order of the shortlist; "
+             f"`{rr['first_stage']}`: its own order. UPSR rows as in the attribute table (MiniLM enc-dec). "
+             "`sampled`: the same run on the sampled-100 protocol, on its own test users"
+             + (" (a sample of those re-ranked here; its paired tests are over that sample)."
+                if rr.get("all_users") else " (the same users)."), ""]
+    for seed, block in rr["seeds"].items():
+        rec = block["first_stage_recall"]
+        lines += [f"### seed {seed}", "", "| Row | " + " | ".join(f"NDCG@10 N={n}" for n in depths) + " | "
+                  + " | ".join(f"HR@10 N={n}" for n in depths) + " | NDCG@10 sampled | users | s |",
+                  "|---|" + "---:|" * (2 * len(depths) + 3)]
+        for name in [r for r in rr.get("rows", []) if r in block["judged"]] or list(block["judged"]):
+            j = block["judged"][name]
+            m = [j["depths"][n]["metrics"] for n in depths]
+            samp = f"{j['sampled']['ndcg@10']:.4f}" if j.get("sampled") and name != "random" else "–"
+            lines.append(f"| {name} | " + " | ".join(f"{x['ndcg@10']:.4f}" for x in m) + " | "
+                         + " | ".join(f"{x['hr@10']:.4f}" for x in m) + f" | {samp} | {len(j['depths'][depths[0]]['ranks'])} | "
+                         f"{j['rerank_seconds']:.0f} |")
+        lines += ["", f"Targets inside {rr['first_stage']}'s top N: "
+                  + ", ".join(f"N={n} {rec[n]:.1%}" for n in depths) + ".", ""]
+        if block["paired"]:
+            lines += [f"Paired bootstrap of per-user NDCG@10, {RERANK_REF} − row:", "",
+                      "| Row | " + " | ".join(f"N={n}" for n in depths) + " | sampled |",
+                      "|---|" + "---:|" * (len(depths) + 1)]
+            for other in [r for r in rr.get("rows", []) if r in block["paired"]] or list(block["paired"]):
+                per = block["paired"][other]
+                lines.append(f"| {other} | " + " | ".join(_diff_cell(per, n) for n in depths) + " | "
+                             + _diff_cell(block["paired_sampled"].get(other, {}), d) + " |")
+            lines.append("")
+    return lines
+
+
+def rerank_plot(rr: dict[str, Any], path: Path) -> None:
+    """NDCG@10 and HR@10 against the shortlist size N, one line per row, one column per seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from raypipe.io import atomic_path
+
+    seeds = list(rr["seeds"])
+    fig, axes = plt.subplots(2, len(seeds), figsize=(4.6 * len(seeds), 7), squeeze=False)
+    for col, seed in enumerate(seeds):
+        for row, metric in enumerate(("ndcg@10", "hr@10")):
+            ax = axes[row][col]
+            for name in rr["rows"]:
+                j = rr["seeds"][seed]["judged"][name]
+                ax.plot(rr["depths"], [j["depths"][str(n)]["metrics"][metric] for n in rr["depths"]], marker="o",
+                        label=name, linestyle=":" if name == "random" else "-")
+            ax.set_xticks(rr["depths"])
+            ax.set_xlabel(f"{rr['first_stage']} shortlist size N")
+            ax.set_ylabel(metric)
+            ax.set_title(f"seed {seed}, {rr['target']}")
+            ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"UPSR and baselines re-ranking {rr['first_stage']}'s top N")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("part", choices=["scoring", "quality", "attributes", "report"])
+    p.add_argument("part", choices=["scoring", "quality", "attributes", "rerank", "report"])
     p.add_argument("--out", default="bench/results/upsr")
     p.add_argument("--data-dir", default="/tmp/rpdata")
     p.add_argument("--runs", default="/tmp/upsr_runs")
@@ -466,6 +655,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--attr-target", default=None, help="attributes: the target domain (default: the first)")
     p.add_argument("--attr-rows", type=lambda s: s.split(","), default=None,
                    help="attributes: a comma-separated subset of the rows (default: all 13)")
+    p.add_argument("--depths", type=lambda s: [int(x) for x in s.split(",")], default=[20, 50, 100],
+                   help="rerank: the first-stage shortlist sizes N")
+    p.add_argument("--rerank-rows", type=lambda s: s.split(","), default=["CT/CT", "single CT", "single T"],
+                   help="rerank: the UPSR rows (attribute rows) that re-rank, beside SASRec and BERT4Rec")
+    p.add_argument("--rerank-all-users", action="store_true",
+                   help="rerank: judge every test user of the target (default: the runs' own --test-users sample)")
     p.add_argument("--reuse", action="store_true", help="reuse finished runs of an earlier invocation")
     p.add_argument("--reference", default=None,
                    help="quality: an earlier quality JSON whose rows this invocation does not run are kept "
@@ -482,9 +677,13 @@ def main(argv: list[str] | None = None) -> int:
         results["quality"] = quality(args)
     elif args.part == "attributes":
         results["attributes"] = attributes(args)
+    elif args.part == "rerank":
+        results["rerank"] = rerank(args)
     results.setdefault("commands", {})[args.part] = "python bench/bench_upsr.py " + " ".join(argv or sys.argv[1:])
     write_json_atomic(path, results)
     write_text_atomic(out.with_suffix(".md"), markdown(results))
+    if results.get("rerank"):
+        rerank_plot(results["rerank"], out.with_suffix(".png"))
     print(markdown(results))
     return 0
 
