@@ -399,9 +399,11 @@ def _constant(history: Any, candidates: Any) -> Any:
     return torch.zeros(history.shape[0], candidates.shape[-1])
 
 
-def rerank(args: argparse.Namespace) -> dict[str, Any]:
+def rerank(args: argparse.Namespace, previous: dict[str, Any] | None = None) -> dict[str, Any]:
     """UPSR's Fig. 2 on one target domain: SASRec's top-N (seen items excluded) re-ranked by each row, for
-    each N of ``--depths``; the target counts as a miss when it is outside the top N."""
+    each N of ``--depths``; the target counts as a miss when it is outside the top N.  With ``--reuse``, a
+    row that ``previous`` (the out JSON's ``rerank``) already judged with the same settings is not scored
+    again (its run, users and ranks are kept; the pairs are computed afresh)."""
     from raypipe.benchmark.runner import aligned_shortlist, shortlists
     from raypipe.eval.metrics import compute_metrics
     from raypipe.eval.protocols import EvalConfig, rerank_depths
@@ -427,8 +429,15 @@ def rerank(args: argparse.Namespace) -> dict[str, Any]:
         runs.update({name: _attribute_run(args, base, target, seed, name, pre) for name in rows})
         short = shortlists(Path(runs[FIRST_STAGE]["run"]), depths[-1], args.rerank_all_users)[target]
         judged: dict[str, Any] = {}
+        same = previous is not None and args.reuse and all(
+            previous.get(k) == out[k] for k in ("dataset", "target", "first_stage", "depths", "all_users"))
+        earlier = previous["seeds"].get(str(seed), {}).get("judged", {}) if same else {}
         for name in out["rows"]:
             run = runs[FIRST_STAGE if name == "random" else name]
+            if earlier.get(name, {}).get("run") == run["run"]:
+                judged[name] = earlier[name]
+                log.info("seed %d, %s: re-ranking reused from the earlier %s", seed, name, args.out)
+                continue
             model, prep, rcfg = load_run(run["run"])
             es = prep.eval_set("test", target, rcfg.data.max_len) if args.rerank_all_users \
                 else judged_set(prep, target, rcfg)
@@ -456,25 +465,33 @@ def _rank_ndcg10(ranks: dict[str, float | None]) -> dict[str, float]:
     return dict(zip(users, ndcg(r, 10).tolist()))
 
 
-def rerank_block(judged: dict[str, Any], runs: dict[str, dict[str, Any]], seed: int) -> dict[str, Any]:
-    """One seed of ``rerank``: per depth, the share of users whose target is in SASRec's top N and the
-    paired bootstrap of per-user NDCG@10, ``RERANK_REF`` − every other row; the same pairs on the sampled-100
-    protocol (the runs' own test ranks, same users and negatives), to see where UPSR gains more."""
+def _depth_pair(judged: dict[str, Any], a: str, b: str, n: str, seed: int) -> dict[str, Any]:
+    """Paired bootstrap of per-user NDCG@10, row ``a`` − row ``b``, re-ranking the top ``n``."""
     from raypipe.eval.significance import paired_bootstrap
 
+    ra, rb = (_rank_ndcg10(judged[r]["depths"][n]["ranks"]) for r in (a, b))
+    return paired_bootstrap(np.array([ra[u] for u in ra]), np.array([rb[u] for u in ra]), seed=seed).as_dict()
+
+
+def rerank_block(judged: dict[str, Any], runs: dict[str, dict[str, Any]], seed: int) -> dict[str, Any]:
+    """One seed of ``rerank``: per depth, the share of users whose target is in SASRec's top N; paired
+    bootstraps of per-user NDCG@10: ``paired``, ``RERANK_REF`` − every other row (the text choices), and
+    ``vs_baselines``, every UPSR row − each of ``random`` and ``RERANK_BASELINES``; each with the same pair
+    on the sampled-100 protocol where both rows have one (the runs' own test ranks, same users and
+    negatives), to see where UPSR gains more."""
     depths = next(iter(judged.values()))["depths"]
     recall = {n: float(np.mean([r is not None for r in d["ranks"].values()])) for n, d in depths.items()}
     pairs: dict[str, dict[str, Any]] = {}
     if RERANK_REF in judged:
-        for n in depths:
-            ref = _rank_ndcg10(judged[RERANK_REF]["depths"][n]["ranks"])
-            for other, j in judged.items():
-                if other != RERANK_REF:
-                    theirs = _rank_ndcg10(j["depths"][n]["ranks"])
-                    pairs.setdefault(other, {})[n] = paired_bootstrap(
-                        np.array([ref[u] for u in ref]), np.array([theirs[u] for u in ref]), seed=seed).as_dict()
+        pairs = {other: {n: _depth_pair(judged, RERANK_REF, other, n, seed) for n in depths}
+                 for other in judged if other != RERANK_REF}
+    baselines = ["random", *RERANK_BASELINES]
+    upsr = [r for r in judged if r not in baselines]
+    vs = {row: {b: {n: _depth_pair(judged, row, b, n, seed) for n in depths} for b in baselines if b in judged}
+          for row in upsr}
+    sampled = {row: paired(runs, seed, ref=row) for row in upsr if row in runs}
     return {"judged": judged, "first_stage_recall": recall, "paired": pairs,
-            "paired_sampled": paired(runs, seed, ref=RERANK_REF)}
+            "paired_sampled": paired(runs, seed, ref=RERANK_REF), "vs_baselines": vs, "vs_baselines_sampled": sampled}
 
 
 # -- report ---------------------------------------------------------------------------------------------
@@ -588,6 +605,19 @@ def rerank_markdown(rr: dict[str, Any] | None) -> list[str]:
                 lines.append(f"| {other} | " + " | ".join(_diff_cell(per, n) for n in depths) + " | "
                              + _diff_cell(block["paired_sampled"].get(other, {}), d) + " |")
             lines.append("")
+        vs = block.get("vs_baselines", {})
+        for base in ["random", *RERANK_BASELINES]:
+            rows = [r for r in rr.get("rows", vs) if base in vs.get(r, {})]
+            if not rows:
+                continue
+            lines += [f"Paired bootstrap of per-user NDCG@10, UPSR row − {base}:", "",
+                      "| Row | " + " | ".join(f"N={n}" for n in depths) + " | sampled |",
+                      "|---|" + "---:|" * (len(depths) + 1)]
+            for r in rows:
+                samp = block.get("vs_baselines_sampled", {}).get(r, {}).get(base, {})
+                lines.append(f"| {r} | " + " | ".join(_diff_cell(vs[r][base], n) for n in depths) + " | "
+                             + _diff_cell(samp, d) + " |")
+            lines.append("")
     return lines
 
 
@@ -678,7 +708,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.part == "attributes":
         results["attributes"] = attributes(args)
     elif args.part == "rerank":
-        results["rerank"] = rerank(args)
+        results["rerank"] = rerank(args, results.get("rerank"))
     results.setdefault("commands", {})[args.part] = "python bench/bench_upsr.py " + " ".join(argv or sys.argv[1:])
     write_json_atomic(path, results)
     write_text_atomic(out.with_suffix(".md"), markdown(results))

@@ -35,6 +35,10 @@ def test_rerank_pairs_ndcg_per_depth_and_counts_misses_as_zero(bench, tmp_path: 
     assert d5["diff"] == pytest.approx((1 - 1 / math.log2(3) + 1 / math.log2(4) - 1 / math.log2(6)) / 2)
     # the sampled-100 protocol from the runs' own ranks: u1 1 vs 3, u2 40 (beyond 10) vs 1
     assert block["paired_sampled"]["sasrec"]["kitchen"]["diff"] == pytest.approx((1 - 0.5 - 1) / 2)
+    # every UPSR row against each baseline that ran: here CT/CT − sasrec, the same test as above
+    assert list(block["vs_baselines"]) == ["CT/CT"] and list(block["vs_baselines"]["CT/CT"]) == ["sasrec"]
+    assert block["vs_baselines"]["CT/CT"]["sasrec"]["5"]["diff"] == pytest.approx(d5["diff"])
+    assert block["vs_baselines_sampled"]["CT/CT"]["sasrec"]["kitchen"]["diff"] == pytest.approx(-0.25)
     rr = {"target": "kitchen", "first_stage": "sasrec", "depths": [2, 5], "rows": ["sasrec", "CT/CT"],
           "seeds": {"0": block}}
     md = "\n".join(bench.rerank_markdown(rr))
@@ -42,6 +46,8 @@ def test_rerank_pairs_ndcg_per_depth_and_counts_misses_as_zero(bench, tmp_path: 
     assert "| sasrec | 0.0000 | 0.0000 | 0.0000 | 0.0000 | 0.5000 | 2 | 1 |" in md
     assert md.index("| sasrec | 0.0000") < md.index("| CT/CT | 0.0000")  # the rows' order, not the JSON's
     assert f"| sasrec | {d2['diff']:+.4f} (p={d2['p_value']:.3f}) | {d5['diff']:+.4f}" in md
+    assert "UPSR row − sasrec:" in md and "UPSR row − random:" not in md  # no random row ran
+    assert f"| CT/CT | {d2['diff']:+.4f} (p={d2['p_value']:.3f}) | {d5['diff']:+.4f}" in md
     bench.rerank_plot(rr, tmp_path / "rr.png")
     assert (tmp_path / "rr.png").read_bytes()[:4] == b"\x89PNG"
 
