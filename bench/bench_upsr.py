@@ -66,10 +66,12 @@ EXTRA_PAIRS = [("upsr_minilm_zero_shot", "upsr_minilm_zero_shot_no_pretrain"),
                ("upsr_t5random", "upsr_t5random_zero_shot")]
 #: ``attributes``: every row is paired against the first of these it ran (UPSR's choice of text, with
 #: pre-training, else without), and these pairs as a − b: the category's effect (without and with
-#: pre-training), pre-training's effect with each target text, and zero-shot in the pre-training format
-#: against the fine-tuning format and against title-only text (Table 8)
+#: pre-training), UPSR's order against the other two (Table 6), pre-training's effect with each target
+#: text, and zero-shot in the pre-training format against the fine-tuning format and against title-only
+#: text (Table 8)
 ATTR_REFS = ("CT/CTD", "single CTD")
-ATTR_EXTRA_PAIRS = [("single CT", "single T"), ("CT/CT", "T/T"), ("CT/CTD", "single CTD"),
+ATTR_EXTRA_PAIRS = [("single CT", "single T"), ("CT/CT", "T/T"), ("single CTD", "single TCD"),
+                    ("single CTD", "single DCT"), ("CT/CTD", "single CTD"),
                     ("CT/CT", "single CT"), ("T/T", "single T"), ("zero-shot CT/CT", "zero-shot CT/CTD"),
                     ("zero-shot CT/CT", "zero-shot T/T")]
 
