@@ -441,8 +441,7 @@ def rerank(args: argparse.Namespace, previous: dict[str, Any] | None = None) -> 
                 log.info("seed %d, %s: re-ranking reused from the earlier %s", seed, name, args.out)
                 continue
             model, prep, rcfg = load_run(run["run"])
-            es = prep.eval_set("test", target, rcfg.data.max_len) if args.rerank_all_users \
-                else judged_set(prep, target, rcfg)
+            es = judged_set(prep, target, rcfg, all_users=args.rerank_all_users)
             t0 = time.time()
             ranks = rerank_depths(_constant if name == "random" else model.score, es,
                                   aligned_shortlist(short, es, prep.index), depths, EvalConfig(seed=rcfg.train.seed))
@@ -458,21 +457,12 @@ def rerank(args: argparse.Namespace, previous: dict[str, Any] | None = None) -> 
     return out
 
 
-def _rank_ndcg10(ranks: dict[str, float | None]) -> dict[str, float]:
-    """Per-user NDCG@10 of stored ranks (``None``: the target was outside the shortlist)."""
-    from raypipe.eval.metrics import ndcg
-
-    users = sorted(ranks)
-    r = np.array([np.inf if ranks[u] is None else ranks[u] for u in users], dtype=np.float64)
-    return dict(zip(users, ndcg(r, 10).tolist()))
-
-
 def _depth_pair(judged: dict[str, Any], a: str, b: str, n: str, seed: int) -> dict[str, Any]:
-    """Paired bootstrap of per-user NDCG@10, row ``a`` − row ``b``, re-ranking the top ``n``."""
-    from raypipe.eval.significance import paired_bootstrap
-
-    ra, rb = (_rank_ndcg10(judged[r]["depths"][n]["ranks"]) for r in (a, b))
-    return paired_bootstrap(np.array([ra[u] for u in ra]), np.array([rb[u] for u in ra]), seed=seed).as_dict()
+    """Paired bootstrap of per-user NDCG@10, row ``a`` − row ``b``, re-ranking the top ``n`` (a stored rank
+    ``None``: the target was outside the shortlist, NDCG 0)."""
+    a_ranks, b_ranks = ({n: {u: np.inf if r is None else r for u, r in judged[row]["depths"][n]["ranks"].items()}}
+                        for row in (a, b))
+    return _ndcg_pair(a_ranks, b_ranks, n, seed)
 
 
 def rerank_block(judged: dict[str, Any], runs: dict[str, dict[str, Any]], seed: int) -> dict[str, Any]:

@@ -191,7 +191,7 @@ def shortlists(run_dir: Path, top_n: int, all_users: bool = False) -> dict[str, 
     model, prep, rcfg = load_run(run_dir)
     out: dict[str, dict[str, np.ndarray]] = {}
     for d in judged_domains(prep):
-        es = prep.eval_set("test", d, rcfg.data.max_len) if all_users else judged_set(prep, d, rcfg)
+        es = judged_set(prep, d, rcfg, all_users=all_users)
         short = first_stage_shortlist(model.score, es, top_n)
         ids = prep.index.item_ids  # index i holds item_ids[i - 1]; 0 is an empty slot
         out[d] = {str(u): np.array([ids[i - 1] if i else "" for i in row], dtype=object)

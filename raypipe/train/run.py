@@ -232,12 +232,14 @@ def eval_protocol(cfg: ExperimentConfig, es: EvalSet, what: str = "eval") -> str
     return auto_protocol(get_spec(cfg.model.name).protocol, es, cfg.eval.n_neg)
 
 
-def judged_set(prep: Prepared, domain: str, cfg: ExperimentConfig, split: str = "test") -> EvalSet:
+def judged_set(prep: Prepared, domain: str, cfg: ExperimentConfig, split: str = "test",
+               all_users: bool = False) -> EvalSet:
     """The users a run is judged on in ``domain``: all of them, or ``eval.test_users`` of them (a sample
-    seeded by ``data.split_seed`` and the domain's name, so every run of a comparison sees the same users)."""
+    seeded by ``data.split_seed`` and the domain's name, so every run of a comparison sees the same users);
+    ``all_users``: every user of the split, whatever ``eval.test_users`` says."""
     es = prep.eval_set(split, domain, cfg.data.max_len)
     cap = cfg.eval.test_users
-    if cap is None or es.n_users <= cap:
+    if all_users or cap is None or es.n_users <= cap:
         return es
     seed = [cfg.data.split_seed, *domain.encode()]
     keep = np.sort(np.random.default_rng(seed).choice(es.n_users, size=cap, replace=False))

@@ -36,6 +36,8 @@ def test_a_capped_run_judges_the_same_sample_whatever_the_training_seed(tiny_dat
         # the sample is the helper's, in the eval set's order
         es = judged_set(prep, d, cfg)
         assert [str(u) for u in es.user_ids] == list(users)
+        # all_users ignores the cap: every test user, as the uncapped run judged them
+        assert [str(u) for u in judged_set(prep, d, cfg, all_users=True).user_ids] == list(ranks_full[d])
 
 
 def test_a_cap_of_zero_is_refused_before_anything_runs() -> None:
