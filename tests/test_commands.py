@@ -89,6 +89,7 @@ def test_print_config_prints_the_resolved_yaml(no_ray: None, capsys: pytest.Capt
     (["tune", "--space", "tune_spaces/sasrec.yaml", "train.lr=-1"], "train.lr"),
     (["idp", "--dataset", "{missing}"], "{missing}"),
     (["idp", "--finetune", "train.batch_size=0"], "train.batch_size"),
+    (["idp", "--storage-path", "{out}", "--shared-from", "nosuchrun"], "shared_from='nosuchrun'"),
     (["features", "--dataset", "{missing}", "--out", "{out}"], "{missing}"),
     (["data", "--size", "huge"], "--size"),
     (["serve", "artifacts={missing}"], "artifacts"),

@@ -124,6 +124,10 @@ class IDPConfig:
     cdim_train: ExperimentConfig = field(default_factory=lambda: _stage(
         "train.epochs=1", "train.batch_size=128", "train.lr=5e-5", "train.patience=2", "train.torch_threads=2"))
     seed: int = 0
+    #: the name of a finished pipeline under the same ``storage_path`` whose features, pre-training, CDIM
+    #: and transfer this one copies instead of recomputing (e.g. more fine-tuning seeds over one
+    #: pre-training); refused unless that pipeline's config agrees on every setting those stages depend on
+    shared_from: str | None = None
 
     def __post_init__(self) -> None:
         reject_uri(self.storage_path, "the IDP pipeline")
@@ -133,6 +137,8 @@ class IDPConfig:
         if not 1 <= self.cdim.pairs_per_item <= self.cdim.k_neighbours:
             raise ValueError(f"cdim.pairs_per_item must be in [1, k_neighbours={self.cdim.k_neighbours}], "
                              f"got {self.cdim.pairs_per_item}")
+        if self.shared_from == self.name:
+            raise ValueError(f"shared_from names this pipeline itself ({self.name!r})")
         hp, hf = getattr(self.pretrain.model, "hidden", None), getattr(self.finetune.model, "hidden", None)
         if hp != hf:
             raise ValueError(f"finetune model.hidden ({hf}) must equal pretrain model.hidden ({hp}): the "
@@ -150,6 +156,67 @@ class IDPConfig:
             finetune=with_overrides(self.finetune, [*both, *finetune]),
             cdim_train=with_overrides(self.cdim_train, list(cdim_train)),
             cdim=with_overrides(self.cdim, list(cdim), "cdim"))
+
+
+#: the config fields the shareable stages depend on, and those stages' outputs under a pipeline's root
+SHARED_FIELDS = ("dataset", "target_dataset", "pretrain", "cdim", "cdim_train", "top_m", "seed")
+SHARED_OUTPUTS = ("features", "pretrain", "cdim", "cdim_id_view.npy", "transfer_cdim", "transfer_raw",
+                  "target_index.parquet", "pca_text.npy")
+
+
+def _plain(value: Any) -> Any:
+    """A config value as it reads back from ``results.json`` (tuples become lists, paths strings)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def shared_source(cfg: IDPConfig) -> Path | None:
+    """The root of ``cfg.shared_from``, checked: it has finished (``results.json``) and its config agrees
+    with ``cfg`` on :data:`SHARED_FIELDS`.  Raises ``ValueError`` naming the first field that differs."""
+    if cfg.shared_from is None:
+        return None
+    src = Path(cfg.storage_path) / cfg.shared_from
+    res = src / "results.json"
+    if not res.is_file():
+        raise ValueError(f"shared_from={cfg.shared_from!r}: {res} does not exist (that pipeline has not finished)")
+    theirs = json.loads(res.read_text()).get("config", {})
+    mine = _plain(dataclasses.asdict(cfg))
+    for key in SHARED_FIELDS:
+        if key not in theirs:
+            raise ValueError(f"shared_from={cfg.shared_from!r}: {res} has no config field {key!r}")
+        if _plain(theirs[key]) != mine[key]:
+            raise ValueError(f"shared_from={cfg.shared_from!r}: its {key} differs from this pipeline's, so its "
+                             f"stages are not this pipeline's ({res})")
+    return src
+
+
+def share_stages(cfg: IDPConfig) -> list[str]:
+    """Copy the outputs of :data:`SHARED_OUTPUTS` that ``cfg.shared_from`` has and this pipeline lacks
+    (each copied beside its place and renamed into it, so an interrupted copy is never taken for a stage's
+    output).  Returns the names copied."""
+    import shutil
+
+    src = shared_source(cfg)
+    if src is None:
+        return []
+    root = Path(cfg.storage_path) / cfg.name
+    root.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for name in SHARED_OUTPUTS:
+        a, b = src / name, root / name
+        if not a.exists() or b.exists():
+            continue
+        tmp = root / f".{name}.copying"
+        if tmp.is_dir():
+            shutil.rmtree(tmp)
+        tmp.unlink(missing_ok=True)
+        if a.is_dir():
+            shutil.copytree(a, tmp)
+        else:
+            shutil.copy2(a, tmp)
+        tmp.replace(b)
+        copied.append(name)
+    log.info("shared from %s: %s", src, ", ".join(copied) or "nothing new")
+    return copied
 
 
 @dataclass
@@ -521,6 +588,7 @@ def plot_curves(summary: dict[str, dict[str, Any]], path: Path) -> None:
 def run_idp(cfg: IDPConfig) -> dict[str, Any]:
     """Run every stage and the selected variants; writes results.{json,md,png} under the pipeline dir."""
     t_all = time.time()
+    share_stages(cfg)
     p = IDPPipeline(cfg)
     features = p.features()
     pre_run = p.pretrain()

@@ -4,6 +4,7 @@
     python jobs/idp.py                                   # the embedded benchmark, main variants
     python jobs/idp.py --variants all --name idp-all     # every variant and ablation
     python jobs/idp.py --pretrain train.epochs=30 --finetune train.lr=3e-4
+    python jobs/idp.py --name idp-s1 --shared-from idp --finetune train.seed=1   # another fine-tuning seed
 
 Stages whose outputs exist under <storage-path>/<name>/ are reused, so a re-run resumes.  Stage
 overrides are dotted keys of the stage's ExperimentConfig, checked before Ray starts.
@@ -16,7 +17,7 @@ from typing import Sequence
 
 from raypipe.cli import HelpFormatter
 from raypipe.config import ConfigError
-from raypipe.pipelines.idp import MAIN_VARIANTS, VARIANTS, IDPConfig, format_report, run_idp
+from raypipe.pipelines.idp import MAIN_VARIANTS, VARIANTS, IDPConfig, format_report, run_idp, shared_source
 
 
 def parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -36,6 +37,10 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
                    help="CDIM model settings, e.g. trainable_layers=2 k_neighbours=10 (fields of CDIMConfig)")
     p.add_argument("--cdim-pairs", type=int, default=1,
                    help="behaviour positives per source item (of its k ID neighbours) in CDIM's training data")
+    p.add_argument("--shared-from", metavar="NAME",
+                   help="copy the features, pre-training, CDIM and transfer of the finished pipeline NAME "
+                        "(same storage path; refused unless its dataset, pretrain, cdim, cdim-train and top-m "
+                        "settings are these), e.g. to fine-tune more seeds over one pre-training")
     p.add_argument("--address", help="Ray address (default: $RAY_ADDRESS, else a local Ray on 127.0.0.1)")
     return p
 
@@ -58,9 +63,11 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     workers = [f"train.num_workers={args.num_workers}"]
     try:
         cfg = IDPConfig(dataset=args.dataset, target_dataset=args.target_dataset, storage_path=args.storage_path,
-                        name=args.name, variants=variants, top_m=args.top_m).with_overrides(
+                        name=args.name, variants=variants, top_m=args.top_m,
+                        shared_from=args.shared_from).with_overrides(
             pretrain=args.pretrain, finetune=args.finetune, cdim_train=[*workers, *args.cdim_train],
             cdim=[f"pairs_per_item={args.cdim_pairs}", *args.cdim], both=workers)
+        shared_source(cfg)
     except (ConfigError, ValueError) as e:
         p.error(str(e))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

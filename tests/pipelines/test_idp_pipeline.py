@@ -11,7 +11,8 @@ import pytest
 from raypipe.models.cdim import CDIMConfig
 from raypipe.config import load_config
 from raypipe.config import ConfigError
-from raypipe.pipelines.idp import IDPConfig, VARIANTS, plot_curves, run_idp, training_summary
+from raypipe.pipelines.idp import (IDPConfig, VARIANTS, plot_curves, run_idp, share_stages, shared_source,
+                                   training_summary)
 
 FAST = ["train.epochs=2", "train.patience=2"]
 
@@ -52,6 +53,39 @@ def test_zero_shot_transfer_generates_every_target_item(idp_tiny: tuple[Path, di
     assert json.loads((root / "results.json").read_text())["variants"] == {
         v: VARIANTS[v].description for v in ("idp_zero_shot", "idp_wo_bcl_zero_shot")}
     assert (root / "results.png").exists() and (root / "results.md").read_text().startswith("| Domain |")
+
+
+def test_a_pipeline_shares_the_stages_of_a_finished_one(idp_tiny: tuple[Path, dict], tiny_dataset: Path) -> None:
+    root, res = idp_tiny
+
+    def cfg(name: str = "seed1", top_m: int = 3, pretrain: tuple[str, ...] = ("train.epochs=2", "train.patience=2"),
+            shared_from: str | None = "idp", finetune: tuple[str, ...] = ()) -> IDPConfig:
+        return IDPConfig(dataset=str(tiny_dataset), storage_path=str(root.parent), name=name,
+                         variants=["idp_zero_shot"], top_m=top_m, shared_from=shared_from).with_overrides(
+            pretrain=list(pretrain), finetune=list(finetune), cdim=["pairs_per_item=2"])
+
+    # refused, naming what differs, before anything is copied
+    for bad, match in ((cfg(top_m=4), "its top_m differs"), (cfg(pretrain=("train.epochs=3",)), "its pretrain differs"),
+                       (cfg(shared_from="nope"), "has not finished")):
+        with pytest.raises(ValueError, match=match):
+            share_stages(bad)
+    assert not (root.parent / "seed1").exists()
+    with pytest.raises(ValueError, match="itself"):
+        cfg(name="idp")
+    assert shared_source(cfg(finetune=("train.seed=1",))) == root  # fine-tuning settings may differ
+    before = (root / "pretrain" / "model.pt").read_bytes()
+    out = run_idp(cfg())
+    mine = root.parent / "seed1"
+    # nothing trained again: pre-training, CDIM and the transfer are the shared pipeline's, byte for byte
+    assert set(out["timings_s"]) == {"features", "idp_zero_shot", "report"}
+    assert (mine / "pretrain" / "model.pt").read_bytes() == before == (root / "pretrain" / "model.pt").read_bytes()
+    for f in ("cdim/model.pt", "transfer_cdim/generated.parquet", "transfer_raw/generated.parquet"):
+        assert (mine / f).read_bytes() == (root / f).read_bytes()
+    assert not list(mine.glob(".*.copying"))
+    full = [{d: {k: v for k, v in m.items() if k.startswith("full_")} for d, m in r["results"]["idp_zero_shot"].items()}
+            for r in (out, res)]  # tiny: the sampled-99 metrics are NaN (99 negatives do not fit)
+    assert full[0] == full[1] and full[0]["toys"]["full_n_users"] > 0
+    assert out["config"]["shared_from"] == "idp" and share_stages(cfg()) == []  # already there: nothing copied
 
 
 @pytest.mark.slow
