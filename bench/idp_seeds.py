@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from raypipe.io import atomic_path, write_json_atomic, write_text_atomic
+from raypipe.pipelines.idp import VARIANTS
 
 #: (metric key in results.json, column title)
 METRICS = [("s_hr@1", "HR@1"), ("s_hr@5", "HR@5"), ("s_ndcg@5", "NDCG@5"), ("s_mrr", "MRR"),
@@ -46,7 +47,9 @@ def _fmt(x: float | None) -> str:
 def summarise(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Per variant, domain and metric: the value of every run (``None`` where absent) and, over the runs
     that have it, the mean and the sample sd (``None`` with fewer than two)."""
-    variants = list(dict.fromkeys(v for r in runs.values() for v in r["results"]))
+    order = list(VARIANTS)  # the pipeline's report order; names it does not know go last
+    variants = sorted(dict.fromkeys(v for r in runs.values() for v in r["results"]),
+                      key=lambda v: order.index(v) if v in order else len(order))
     out: dict[str, Any] = {}
     for v in variants:
         domains = sorted({d for r in runs.values() for d in r["results"].get(v, {})})
