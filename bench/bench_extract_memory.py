@@ -35,7 +35,7 @@ from bench_features import bench_dataset  # noqa: E402
 
 from raypipe.data.schema import ITEMS_FILE  # noqa: E402
 from raypipe.features.pipeline import WORK_DIR, FeatureConfig, extract_features  # noqa: E402
-from raypipe.io import write_json_atomic  # noqa: E402
+from raypipe.io import save_figure_atomic, write_json_atomic  # noqa: E402
 
 log = logging.getLogger("bench_extract_memory")
 MiB = 1024 ** 2
@@ -87,10 +87,7 @@ def plot(res: dict[str, Any], path: Path) -> None:
     ax2.set_ylabel("rows written")
     fig.legend(loc="lower right", fontsize=8, bbox_to_anchor=(0.88, 0.18))
     ax.set_title(f"Feature extraction of {res['n_items']:,} items ({', '.join(res['views'])})")
-    fig.tight_layout()
-    tmp = path.with_name("." + path.name)
-    fig.savefig(tmp, dpi=110, format="png")
-    os.replace(tmp, path)
+    save_figure_atomic(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

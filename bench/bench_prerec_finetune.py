@@ -46,7 +46,7 @@ from bench_prerec import (  # noqa: E402
 )
 
 from raypipe.config import load_config  # noqa: E402
-from raypipe.io import write_json_atomic, write_text_atomic  # noqa: E402
+from raypipe.io import save_figure_atomic, write_json_atomic, write_text_atomic  # noqa: E402
 
 log = logging.getLogger("bench_prerec_finetune")
 VARIANTS = ("gru4rec", "sasrec", "prerec_scratch", "prerec_ft", "unisrec_ft")
@@ -170,11 +170,7 @@ def plot(results: dict[str, dict[str, Any]], zero: dict[str, Any] | None, fracti
     ax.set_title(f"PreRec incremental fine-tuning (markets; error bars: sd over seeds {', '.join(map(str, seeds))})",
                  fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure_atomic(fig, path, dpi=120)
 
 
 def write(args: argparse.Namespace, argv: list[str] | None, results: dict[str, dict[str, Any]],

@@ -55,7 +55,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from raypipe.io import write_json_atomic, write_text_atomic  # noqa: E402
+from raypipe.io import save_figure_atomic, write_json_atomic, write_text_atomic  # noqa: E402
 
 log = logging.getLogger("bench_upsr")
 KS = [1, 5, 10]
@@ -620,8 +620,6 @@ def rerank_plot(rr: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from raypipe.io import atomic_path
-
     seeds = list(rr["seeds"])
     fig, axes = plt.subplots(2, len(seeds), figsize=(4.6 * len(seeds), 7), squeeze=False)
     for col, seed in enumerate(seeds):
@@ -638,10 +636,7 @@ def rerank_plot(rr: dict[str, Any], path: Path) -> None:
             ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.suptitle(f"UPSR and baselines re-ranking {rr['first_stage']}'s top N")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure_atomic(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

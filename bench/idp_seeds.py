@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from raypipe.io import atomic_path, write_json_atomic, write_text_atomic
+from raypipe.io import save_figure_atomic, write_json_atomic, write_text_atomic
 from raypipe.pipelines.idp import VARIANTS
 
 #: (metric key in results.json, column title)
@@ -120,10 +120,7 @@ def plot(summary: dict[str, Any], names: list[str], path: Path, key: str = "full
     ax.set_ylabel(key.replace("full_", "full "))
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure_atomic(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from raypipe.io import write_json_atomic, write_text_atomic  # noqa: E402
+from raypipe.io import save_figure_atomic, write_json_atomic, write_text_atomic  # noqa: E402
 
 
 def row(path: Path) -> dict[str, Any]:
@@ -94,11 +94,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     ax.set_ylabel("p99 latency through the proxy (ms)")
     ax.set_title("The same load: p99 against the CPU the run used")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    tmp = path.with_suffix(".png.tmp")
-    fig.savefig(tmp, dpi=110, format="png")
-    tmp.replace(path)
-    plt.close(fig)
+    save_figure_atomic(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

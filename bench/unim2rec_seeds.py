@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from raypipe.io import atomic_path, write_json_atomic, write_text_atomic
+from raypipe.io import save_figure_atomic, write_json_atomic, write_text_atomic
 
 ALPHA = 0.05
 METRIC = "ndcg@10"
@@ -146,10 +146,7 @@ def plot(summary: dict[str, Any], path: Path) -> None:
         lo = min(x for v in variants for x in summary[v].get(d, {}).get("by_seed", {}).values())
         ax.set_ylim(lo * 0.9, None)
     axes[0][0].set_ylabel("test NDCG@10 (bar: mean; dots: seeds)")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    save_figure_atomic(fig, path, dpi=120)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -94,6 +94,16 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
     write_text_atomic(path, json_text(obj))
 
 
+def save_figure_atomic(fig: Any, path: str | Path, dpi: int = 110) -> None:
+    """Lay out a matplotlib figure, write it to ``path`` as PNG atomically, and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    plt.close(fig)
+
+
 def write_parquet_atomic(path: str | Path, table: pa.Table, **kwargs: Any) -> None:
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, **kwargs)

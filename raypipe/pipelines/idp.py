@@ -38,7 +38,7 @@ from raypipe.data.prepare import prepare_for
 from raypipe.data.registry import resolve_dataset
 from raypipe.data.sequences import ItemIndex
 from raypipe.data.text import render
-from raypipe.io import atomic_path, write_json_atomic, write_parquet_atomic, write_text_atomic
+from raypipe.io import atomic_path, save_figure_atomic, write_json_atomic, write_parquet_atomic, write_text_atomic
 from raypipe.eval.metrics import ndcg
 from raypipe.eval.significance import paired_bootstrap
 from raypipe.data.catalogue import ItemCatalogue, load_views
@@ -525,8 +525,6 @@ def plot_report(rows: dict[str, dict[str, dict[str, float]]], path: Path, metric
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from raypipe.io import atomic_path
-
     domains = sorted({d for per in rows.values() for d in per})
     variants = list(rows)
     fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(domains) * max(1, len(variants)) / 3, 3.4))
@@ -537,10 +535,7 @@ def plot_report(rows: dict[str, dict[str, dict[str, float]]], path: Path, metric
     ax.set_xticks(np.arange(len(domains)) + 0.4 - width / 2, domains)
     ax.set_ylabel(metric.replace("s_", "") + " (99 sampled negatives)")
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure_atomic(fig, path)
 
 
 def training_summary(runs: dict[str, Path]) -> dict[str, dict[str, Any]]:
@@ -569,8 +564,6 @@ def plot_curves(summary: dict[str, dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from raypipe.io import atomic_path
-
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     for variant, s in summary.items():
         line, = ax.plot(range(len(s["curve"])), s["curve"], label=variant, lw=1.2)
@@ -579,10 +572,7 @@ def plot_curves(summary: dict[str, dict[str, Any]], path: Path) -> None:
     ax.set_ylabel("valid NDCG@10 (full ranking)")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure_atomic(fig, path)
 
 
 def run_idp(cfg: IDPConfig) -> dict[str, Any]:

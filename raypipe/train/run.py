@@ -33,7 +33,7 @@ from raypipe.data.registry import resolve_dataset
 from raypipe.data.sequences import ItemIndex, seq_columns
 from raypipe.eval.metrics import check_metric_name
 from raypipe.eval.protocols import EvalSet, auto_protocol, evaluate
-from raypipe.io import write_json_atomic
+from raypipe.io import save_figure_atomic, write_json_atomic
 from raypipe.models.registry import build_model, get_spec
 from raypipe.meta import run_meta
 from raypipe.rundir import (CONFIG_FILE, CURVES_FILE, INDEX_FILE, METRICS_FILE, RANKS_FILE, WEIGHTS_FILE, load_weights,
@@ -274,18 +274,13 @@ def plot_curves(history: list[dict[str, float]], metric: str, path: Path) -> Non
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from raypipe.io import atomic_path
-
     ep = [h["epoch"] for h in history]
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
     ax[0].plot(ep, [h["train_loss"] for h in history], marker="o")
     ax[0].set(xlabel="epoch", ylabel="train loss", title="training loss")
     ax[1].plot(ep, [h[f"valid/{metric}"] for h in history], marker="o", color="C1")
     ax[1].set(xlabel="epoch", ylabel=metric, title=f"validation {metric}")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure_atomic(fig, path)
 
 
 def ray_dataset(columns: dict[str, np.ndarray], n_blocks: int):

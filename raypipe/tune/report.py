@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from raypipe.io import atomic_path, write_text_atomic
+from raypipe.io import save_figure_atomic, write_text_atomic
 from raypipe.tune.spaces import TuneSpace
 
 __all__ = ["write_report", "sort_rows", "best_row", "markdown_table"]
@@ -85,10 +85,7 @@ def _plot(rows: list[dict[str, Any]], space: TuneSpace, metric: str, path: Path)
         a.set_ylabel(metric)
         a.grid(alpha=0.3)
     fig.suptitle(f"{space.model}: {metric} per trial vs each swept axis")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure_atomic(fig, path)
 
 
 def write_report(out_dir: Path, rows: list[dict[str, Any]], space: TuneSpace, metric: str, mode: str,
