@@ -40,14 +40,21 @@ Variants: ``unimp`` (gated per-item cross-attention), ``wo_vision`` (fusion none
 (early fusion: visual tokens in the input), ``wo_exclusive`` (every token sees every earlier image),
 ``wo_context`` (no context reconstruction), ``wo_reweight`` (gamma 0), ``wo_context_reweight`` (both),
 ``small_lm`` (SmolLM2's first 6 blocks: an extra row), ``last_layer_rec`` (Table 7: the ``unimp`` run's LM
-last block and final norm tuned on the recommendation task alone, ``model.tune=last_layer``).
+last block and final norm tuned on the recommendation task alone, ``model.tune=last_layer``),
+``content_init`` (an extension, not the paper's: each new item token starts from the mean embedding of
+its item's attribute text, ``model.item_init=content``, instead of the LM's mean embedding).
 
 Robustness (Table 6 analogue, evaluation only, on every trained variant): recommendation NDCG@10 on
 the same test users with clean inputs, with noisy text (NT: each item attribute of every item dropped
 with probability 0.2, seeded) and with noisy images (NV: 20% of the items with an image get another
 such item's image, a seeded permutation).  Generalisation to new users (Table 4a analogue): the test
 users are split into those whose sequence was among the ``--max-users`` training sequences and the
-others, never seen in training.
+others, never seen in training.  Generalisation to new domains (Table 4b analogue): recommendation on the
+domains the run never trained on (``--dataset``'s target domains), zero-shot, the same protocol; their
+items' tokens never appear in a training row, so the paper's new tokens rank them from their
+initialisation; SASRec trained on the same source domains is scored in the same way.  The per-user
+ranks are saved in each run as ``new_domain_ranks.json`` and ``paired`` tests ``unimp`` against every run
+on them too.
 
 ``serving``: the trained ``unimp`` run loaded as the app's ``Reranker`` deployment loads it, timed
 in-process (no HTTP): rerank of 30 candidates and ``/explain`` generation, p50 / p99.
@@ -82,6 +89,8 @@ VARIANTS: dict[str, list[str]] = {
     "wo_reweight": ["model.gamma=0"],
     "wo_context_reweight": ["model.context_loss=false", "model.gamma=0"],
     "small_lm": ["model.lm_layers=6"],
+    # an extension: new item tokens start from their item's attribute text (new domains, Table 4b)
+    "content_init": ["model.item_init=content"],
     # Table 7: the multi-task model's LM last block (and final norm) tuned on one task, from `unimp`
     "last_layer_rec": ["model.tune=last_layer", "model.tasks=[rec]"],
 }
@@ -304,6 +313,26 @@ def new_user_split(run_dir: Path, prep: Any, cfg: Any, domains: list[str], seed:
     return out
 
 
+NEW_DOMAIN_RANKS = "new_domain_ranks.json"
+
+
+def new_domains(model: Any, prep: Any, cfg: Any, trained: list[str], run_dir: Path) -> dict[str, Any]:
+    """Test metrics on the domains of ``prep`` that are not in ``trained`` (the run's own protocol, no
+    training on them); their per-user ranks go to ``run_dir / NEW_DOMAIN_RANKS`` (``load_ranks`` format)."""
+    import torch
+
+    from raypipe.train.run import evaluate_domains, judged_set
+
+    new = [d for d in prep.domains if d not in trained]
+    ranks: dict[str, np.ndarray] = {}
+    with torch.no_grad():
+        out = evaluate_domains(model, prep, new, cfg, ranks_out=ranks)
+    write_json_atomic(run_dir / NEW_DOMAIN_RANKS, {
+        d: {"users": [str(u) for u in judged_set(prep, d, cfg).user_ids],
+            "ranks": [float(x) if np.isfinite(x) else "inf" for x in r]} for d, r in ranks.items()})
+    return out
+
+
 def task_metrics(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Preference, explanation and search on the run's test events (the run's own rec metrics aside)."""
     import torch
@@ -466,27 +495,33 @@ def quality(args: argparse.Namespace, previous: dict[str, Any] | None = None) ->
         model, prep_v, cfg_v = load_run(run_dir)
         res["runs"][v]["robustness"] = robustness(model, prep_v, cfg_v, m["train_domains"], args.dataset, args.seed)
         res["runs"][v]["new_users"] = new_user_split(run_dir, prep_v, cfg_v, m["train_domains"], args.seed)
+        res["runs"][v]["new_domains"] = new_domains(model, prep_v, cfg_v, m["train_domains"], run_dir)
         del model
         log.info("%s done", v)
-    sas_model, prep, _ = load_run(sas)
-    res["baselines"] = baselines(prep, json.loads((sas / "metrics.json").read_text())["train_domains"], args,
-                                 sas_model)
+    sas_model, prep, sas_cfg = load_run(sas)
+    sas_domains = json.loads((sas / "metrics.json").read_text())["train_domains"]
+    res["runs"]["sasrec"]["new_domains"] = new_domains(sas_model, prep, sas_cfg, sas_domains, sas)
+    res["baselines"] = baselines(prep, sas_domains, args, sas_model)
     return res
 
 
-def paired(args: argparse.Namespace, quality_result: dict[str, Any]) -> dict[str, Any]:
-    """Paired bootstrap of per-user test NDCG@10 (recommendation), ``unimp`` vs every other run."""
+def paired(args: argparse.Namespace, quality_result: dict[str, Any], new_domains: bool = False) -> dict[str, Any]:
+    """Paired bootstrap of per-user test NDCG@10 (recommendation), ``unimp`` vs every other run; with
+    ``new_domains``, on the domains they never trained on (runs judged before that evaluation existed,
+    without its ranks file, are left out)."""
     from raypipe.eval.metrics import ndcg
     from raypipe.eval.significance import paired_bootstrap
-    from raypipe.rundir import load_ranks
+    from raypipe.rundir import RANKS_FILE, load_ranks
 
+    name = NEW_DOMAIN_RANKS if new_domains else RANKS_FILE
     runs = quality_result["runs"]
-    ref = load_ranks(Path(args.runs) / f"s{args.seed}-unimp")
+    ref = load_ranks(Path(args.runs) / f"s{args.seed}-unimp", name)
     out: dict[str, Any] = {}
     for other in runs:
-        if other == "unimp":
+        run_dir = Path(args.runs) / f"s{args.seed}-{other}"
+        if other == "unimp" or (new_domains and not (run_dir / name).exists()):
             continue
-        ranks = load_ranks(Path(args.runs) / f"s{args.seed}-{other}")
+        ranks = load_ranks(run_dir, name)
         out[other] = {}
         for d, users in ref.items():
             common = sorted(set(users) & set(ranks.get(d, {})))
@@ -612,6 +647,19 @@ def markdown(results: dict[str, Any]) -> str:
             for other, per in q["paired"].items():
                 lines.append(f"| {other} | " + " | ".join(
                     f"{per[d]['diff']:+.4f} (p={per[d]['p_value']:.3f})" if d in per else "–" for d in doms) + " |")
+        nd = [(name, r["new_domains"]) for name, r in q["runs"].items() if r.get("new_domains")]
+        if nd:
+            new = sorted({d for _, per in nd for d in per})
+            pn = q.get("paired_new_domains", {})
+            lines += ["", "### New domains (Table 4b analogue): zero-shot on the domains no run trained on", "",
+                      "| Method | " + " | ".join(f"{d} N@10 | {d} HR@10" for d in new) + " | unimp − method (p) |",
+                      "|---|" + "---:|---:|" * len(new) + "---|"]
+            for name, per in nd:
+                test = " / ".join(f"{d} {pn[name][d]['diff']:+.4f} (p={pn[name][d]['p_value']:.3f})"
+                                  for d in new if d in pn.get(name, {}))
+                lines.append(f"| {name} | " + " | ".join(
+                    f"{_f(per.get(d, {}).get('ndcg@10'))} | {_f(per.get(d, {}).get('hr@10'))}" for d in new)
+                    + f" | {test or '–'} |")
         if q.get("reweight_interaction"):
             lines += ["", "Re-weighting's gain in per-user NDCG@10 (p), with context reconstruction (unimp − "
                       "wo_reweight), without it (wo_context − wo_context_reweight), their difference; and context "
@@ -703,6 +751,8 @@ def main(argv: list[str] | None = None) -> int:
             results["quality"] = quality(args, results.get("quality"))
         elif args.part == "paired":
             results["quality"]["paired"] = paired(args, results["quality"])
+            if (Path(args.runs) / f"s{args.seed}-unimp" / NEW_DOMAIN_RANKS).exists():
+                results["quality"]["paired_new_domains"] = paired(args, results["quality"], new_domains=True)
             if all(v in results["quality"]["runs"] for pair in INTERACTION for v in pair):
                 from raypipe.rundir import load_ranks
 

@@ -22,11 +22,12 @@ RANKS_FILE = "test_ranks.json"
 COMMIT_FILE = METRICS_FILE
 
 
-def load_ranks(run_dir: str | Path) -> dict[str, dict[str, float]]:
-    """``{domain: {user_id: rank}}`` of a finished run's test users (``inf``: a rerank miss)."""
+def load_ranks(run_dir: str | Path, name: str = RANKS_FILE) -> dict[str, dict[str, float]]:
+    """``{domain: {user_id: rank}}`` of a finished run's test users (``inf``: a rerank miss), from its
+    ``name`` file (another evaluation of the run may write its ranks in the same format)."""
     import json
 
-    raw = json.loads((Path(run_dir) / RANKS_FILE).read_text())
+    raw = json.loads((Path(run_dir) / name).read_text())
     return {d: {u: float(r) for u, r in zip(v["users"], v["ranks"])} for d, v in raw.items()}
 
 

@@ -103,6 +103,11 @@ class UniMPConfig(ModelConfig):
     gamma: float = 2.0
     train_lm_io: bool = True
     tune: Literal["multitask", "last_layer"] = "multitask"
+    #: each new item token's first embedding: ``mean`` (the LM's mean token embedding plus a little
+    #: noise: the paper's new tokens) or ``content`` (the mean embedding of the item's own attribute
+    #: tokens plus the same noise, so an item never trained on, e.g. of a new domain, starts from what
+    #: its text says; an extension, not the paper's)
+    item_init: Literal["mean", "content"] = "mean"
     seed: int = 0
     #: histories per LM pass when scoring
     score_batch: int = 16
@@ -287,6 +292,8 @@ class UniMP(SequentialRecommender):
                                  persistent=False)
         self._set_trainable()
         self._texts(catalogue)
+        if cfg.item_init == "content":
+            self._content_item_tokens()
         # a batch may hold no image (or no context tokens): its unused blocks get no gradient under DDP
         self.ddp_kwargs = {"find_unused_parameters": True}
 
@@ -312,6 +319,20 @@ class UniMP(SequentialRecommender):
     # -- text -> tokens ------------------------------------------------------------------------------
     def _ids(self, text: str) -> list[int]:
         return list(map(int, self.tok(text, add_special_tokens=False)["input_ids"]))
+
+    def _content_item_tokens(self) -> None:
+        """``item_init=content``: each item token's row, in the input embeddings and (when not tied to
+        them) the output embeddings, becomes the mean of the item's attribute-token rows plus noise of
+        0.1 x the vocabulary's per-dimension sd (seeded)."""
+        emb, out = self.lm.get_input_embeddings().weight, self.lm.get_output_embeddings().weight
+        g = torch.Generator().manual_seed(self.cfg.seed + 1)
+        for w in ([emb] if out is emb else [emb, out]):
+            with torch.no_grad():
+                std = w[: self.base_vocab].std(0)
+                for item in range(1, len(self.attr_ids)):
+                    content = w[torch.as_tensor(self.attr_ids[item])].mean(0)
+                    noise = torch.randn(w.shape[1], generator=g).to(w.dtype)
+                    w[int(self.item_token[item])] = content + 0.1 * std * noise
 
     def _texts(self, catalogue: ItemCatalogue) -> None:
         cut = self.cfg.value_tokens

@@ -58,6 +58,27 @@ def test_item_tokens_are_new_distinct_and_randomly_assigned(catalogue) -> None:
     assert not np.array_equal(tok, other)
 
 
+def test_content_init_starts_each_item_token_at_its_own_attribute_text(catalogue) -> None:
+    plain, content = _model(catalogue), _model(catalogue, item_init="content")
+    assert torch.equal(plain.item_token, content.item_token)  # the same tokens, only their first rows differ
+    emb, out = content.lm.get_input_embeddings().weight, content.lm.get_output_embeddings().weight
+    for w in ([emb] if out is emb else [emb, out]):  # tied (as SmolLM2): one matrix; untied: each its own
+        rows = w[content.item_token[1:]].detach()
+        text = torch.stack([w[torch.as_tensor(ids)].mean(0) for ids in content.attr_ids[1:]]).detach()
+        noise = (rows - text).norm(dim=1)
+        sd = w[: content.base_vocab].std(0).detach()
+        assert torch.allclose(noise.mean(), 0.1 * sd.norm(), rtol=0.2)  # only the stated noise is added
+        # each row is nearer its own item's text than any other item's (up to items with the same text)
+        dist = torch.cdist(rows, text)
+        same_text = torch.tensor([[a == b for b in content.attr_ids[1:]] for a in content.attr_ids[1:]])
+        own = dist.diagonal()
+        assert ((dist >= own[:, None] - 1e-6) | same_text).all()
+    # the plain rows do not carry the item's text: nearest text is its own for few items
+    w = plain.lm.get_input_embeddings().weight
+    rows = w[plain.item_token[1:]].detach()
+    text = torch.stack([w[torch.as_tensor(ids)].mean(0) for ids in plain.attr_ids[1:]]).detach()
+    assert (torch.cdist(rows, text).argmin(1) == torch.arange(len(rows))).float().mean() < 0.2
+
 def test_row_layout_chunks_instruction_and_answer(catalogue) -> None:
     m = _model(catalogue)
     row = m.build_row([1, 5, 2], "preference", 3, [m.digits[3]])
