@@ -116,11 +116,12 @@ def markdown(summary: dict[str, Any], reference: str, data: dict[str, Any]) -> s
             cells.append(" / ".join(f"s{s} {x['diff']:+.4f} ({x['p_value']:.3f})" for s, x in t.items()) or "–")
             above, below, n = above + c.get("above", 0), below + c.get("below", 0), n + len(t)
         lines.append(f"| {v} | " + " | ".join(cells) + f" | {above} / {below} / {n} |")
-    lines += ["", "Pre-training per seed (seconds, best epoch of those run):", ""]
+    lines += ["", "Pre-training per seed (training seconds; the epoch, counted from 1, with the best source validation, "
+              "of the epochs run):", ""]
     for s in seeds:
         pre = data["pretrain"].get(s, {})
         lines.append(f"- seed {s}: " + "; ".join(
-            f"{v} {p['train_seconds']:.0f} s, best {p['best_epoch']} of {p['epochs_run']}" for v, p in sorted(pre.items())
+            f"{v} {p['train_seconds']:.0f} s, best {p['best_epoch'] + 1} of {p['epochs_run']}" for v, p in sorted(pre.items())
             if p.get("train_seconds") is not None))
     return "\n".join(lines) + "\n"
 

@@ -41,6 +41,7 @@ def test_seeds_and_files_are_merged_and_tallied(tmp_path: Path) -> None:
     assert vp["sd"] is None and (vp["above"], vp["below"]) == (0, 0)  # one seed, not significant
     md = seeds.markdown(s, "unim2rec", seeds.load(files))
     assert "| wo_cp | s0 +0.0100 (0.001) / s1 -0.0100 (0.010) | 1 / 1 / 2 |" in md
+    assert "- seed 1: unim2rec 101 s, best 3 of 6; wo_cp 101 s, best 3 of 6" in md  # best_epoch is 0-based
 
 
 def test_two_different_runs_under_one_name_are_refused(tmp_path: Path) -> None:
