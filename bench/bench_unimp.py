@@ -321,15 +321,13 @@ def new_domains(model: Any, prep: Any, cfg: Any, trained: list[str], run_dir: Pa
     training on them); their per-user ranks go to ``run_dir / NEW_DOMAIN_RANKS`` (``load_ranks`` format)."""
     import torch
 
-    from raypipe.train.run import evaluate_domains, judged_set
+    from raypipe.train.run import evaluate_domains, write_ranks
 
     new = [d for d in prep.domains if d not in trained]
     ranks: dict[str, np.ndarray] = {}
     with torch.no_grad():
         out = evaluate_domains(model, prep, new, cfg, ranks_out=ranks)
-    write_json_atomic(run_dir / NEW_DOMAIN_RANKS, {
-        d: {"users": [str(u) for u in judged_set(prep, d, cfg).user_ids],
-            "ranks": [float(x) if np.isfinite(x) else "inf" for x in r]} for d, r in ranks.items()})
+    write_ranks(run_dir / NEW_DOMAIN_RANKS, prep, cfg, ranks)
     return out
 
 

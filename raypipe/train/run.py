@@ -266,6 +266,14 @@ def evaluate_domains(model: torch.nn.Module, prep: Prepared, domains: list[str],
     return out
 
 
+def write_ranks(path: Path, prep: Prepared, cfg: ExperimentConfig, ranks: dict[str, np.ndarray]) -> None:
+    """Each domain's per-user test ranks (from :func:`evaluate_domains`' ``ranks_out``) as
+    ``{domain: {"users", "ranks"}}``, the format :func:`raypipe.rundir.load_ranks` reads."""
+    write_json_atomic(path, {
+        d: {"users": [str(u) for u in judged_set(prep, d, cfg).user_ids],
+            "ranks": [float(x) if np.isfinite(x) else "inf" for x in r]} for d, r in ranks.items()})
+
+
 def plot_curves(history: list[dict[str, float]], metric: str, path: Path) -> None:
     if not history:
         return
@@ -432,9 +440,7 @@ def _run_into(cfg: ExperimentConfig, run_dir: Path, init_dir: Path | None, callb
     test = evaluate_domains(model, prep, eval_domains, cfg, ranks_out=ranks, protocols_out=protocols) \
         if "scorer" in spec.capabilities else {}
     if ranks:
-        write_json_atomic(run_dir / RANKS_FILE, {
-            d: {"users": [str(u) for u in judged_set(prep, d, cfg).user_ids],
-                "ranks": [float(x) if np.isfinite(x) else "inf" for x in r]} for d, r in ranks.items()})
+        write_ranks(run_dir / RANKS_FILE, prep, cfg, ranks)
     write_json_atomic(run_dir / METRICS_FILE, {
         "stage": cfg.run.stage, "mode": cfg.run.mode, "model": cfg.model.name, "dataset": str(path),
         "train_domains": train_domains, "test": test, "protocols": protocols, "history": history, "best_epoch": best_epoch,
