@@ -331,6 +331,59 @@ def new_domains(model: Any, prep: Any, cfg: Any, trained: list[str], run_dir: Pa
     return out
 
 
+def chance_level(prep: Any, cfg: Any, domains: list[str], draws: int = 200) -> dict[str, Any]:
+    """A uniformly random ranking on each domain's judged users, with the run's protocol (``cfg``): a
+    constant score over ``draws`` tie-breaking seeds (ties are broken uniformly at random, so each draw is
+    one random ranking per user). Per domain: the mean NDCG@10 and HR@10, and each user's mean NDCG@10
+    (``per_user``, for paired tests). The reference for domains of a few dozen items, where HR@10 is large
+    by chance."""
+    import torch
+
+    from raypipe.eval.metrics import ndcg
+    from raypipe.eval.protocols import evaluate
+    from raypipe.train.run import eval_protocol, judged_set
+
+    def constant(history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(history.shape[0], candidates.shape[-1])
+
+    out: dict[str, Any] = {}
+    for d in domains:
+        es = judged_set(prep, d, cfg)
+        protocol = eval_protocol(cfg, es)
+        ranks = np.stack([evaluate(constant, es, protocol=protocol, ks=(10,), k_percents=(), n_neg=cfg.eval.n_neg,
+                                   exclude_seen=cfg.eval.exclude_seen, seed=s, return_ranks=True)[1]
+                          for s in range(draws)])
+        per_user = np.stack([ndcg(r, 10) for r in ranks]).mean(axis=0)
+        out[d] = {"ndcg@10": float(per_user.mean()), "hr@10": float((ranks <= 10).mean()), "n_users": int(es.n_users),
+                  "draws": draws, "protocol": protocol,
+                  "per_user": dict(zip((str(u) for u in es.user_ids), per_user.tolist()))}
+    return out
+
+
+def paired_chance(args: argparse.Namespace, quality_result: dict[str, Any]) -> dict[str, Any]:
+    """Paired bootstrap of per-user NDCG@10 on the new domains, each run with new-domain ranks − the
+    user's expected NDCG@10 under a random ranking (``quality_result["chance_new_domains"]``)."""
+    from raypipe.eval.metrics import ndcg
+    from raypipe.eval.significance import paired_bootstrap
+    from raypipe.rundir import load_ranks
+
+    chance = quality_result["chance_new_domains"]
+    out: dict[str, Any] = {}
+    for name in quality_result["runs"]:
+        run_dir = Path(args.runs) / f"s{args.seed}-{name}"
+        if not (run_dir / NEW_DOMAIN_RANKS).exists():
+            continue
+        ranks = load_ranks(run_dir, NEW_DOMAIN_RANKS)
+        out[name] = {}
+        for d, users in ranks.items():
+            common = sorted(set(users) & set(chance.get(d, {}).get("per_user", {})))
+            if common:
+                a = ndcg(np.array([users[u] for u in common], dtype=np.float64), 10)
+                b = np.array([chance[d]["per_user"][u] for u in common])
+                out[name][d] = paired_bootstrap(a, b, seed=args.seed).as_dict()
+    return out
+
+
 def task_metrics(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Preference, explanation and search on the run's test events (the run's own rec metrics aside)."""
     import torch
@@ -607,6 +660,51 @@ def _f(x: Any) -> str:
     return f"{x:.4f}" if isinstance(x, float) and math.isfinite(x) else "–"
 
 
+def domain_bars(q: dict[str, Any]) -> tuple[list[str], int, dict[str, list[float]]]:
+    """The bars of :func:`plot_domains`: the domain labels (trained domains, then the new ones), how many
+    are trained, and per run judged on new domains its test NDCG@10 in that order (NaN where missing)."""
+    runs = [(name, r) for name, r in q["runs"].items() if r.get("new_domains")]
+    trained = sorted({d for _, r in runs for d in r["rec"]})
+    new = sorted({d for _, r in runs for d in r["new_domains"]})
+    vals = {name: [float(r["rec"].get(d, {}).get("ndcg@10", math.nan)) for d in trained]
+            + [float(r["new_domains"].get(d, {}).get("ndcg@10", math.nan)) for d in new] for name, r in runs}
+    return trained + new, len(trained), vals
+
+
+def plot_domains(q: dict[str, Any], path: Path) -> bool:
+    """Grouped bars of test NDCG@10 per domain and run: the trained domains, then (hatched) the new ones
+    judged zero-shot. Written only when some run was judged on new domains; returns whether it was."""
+    labels, n_trained, vals = domain_bars(q)
+    if not vals:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from raypipe.io import save_figure_atomic
+
+    x = np.arange(len(labels))
+    w = 0.8 / len(vals)
+    fig, ax = plt.subplots(figsize=(1.1 * len(x) + 2, 3.6))
+    for i, (name, v) in enumerate(vals.items()):
+        bars = ax.bar(x + (i - (len(vals) - 1) / 2) * w, v, w, label=name, color=f"C{i}")
+        for b in bars[n_trained:]:
+            b.set_hatch("//")
+    chance = q.get("chance_new_domains", {})
+    for j, d in enumerate(labels[n_trained:]):
+        if d in chance:
+            ax.hlines(chance[d]["ndcg@10"], n_trained + j - 0.45, n_trained + j + 0.45, colors="k", linestyles=":",
+                      label="random ranking" if j == 0 else None)
+    ax.axvline(n_trained - 0.5, color="grey", lw=0.8, ls="--")
+    ax.set_xticks(x, labels[:n_trained] + [f"{d}\n(new)" for d in labels[n_trained:]])
+    ax.set_ylabel("test NDCG@10")
+    ax.set_title(f"{q['dataset']}, seed {q['seed']}: trained domains | new domains, zero-shot (hatched)")
+    ax.legend(fontsize=8)
+    save_figure_atomic(fig, path)
+    return True
+
+
 def markdown(results: dict[str, Any]) -> str:
     lines = ["# UniMP benchmark", ""]
     tp = results.get("throughput")
@@ -650,14 +748,24 @@ def markdown(results: dict[str, Any]) -> str:
             new = sorted({d for _, per in nd for d in per})
             pn = q.get("paired_new_domains", {})
             lines += ["", "### New domains (Table 4b analogue): zero-shot on the domains no run trained on", "",
-                      "| Method | " + " | ".join(f"{d} N@10 | {d} HR@10" for d in new) + " | unimp − method (p) |",
-                      "|---|" + "---:|---:|" * len(new) + "---|"]
+                      "| Method | " + " | ".join(f"{d} N@10 | {d} HR@10" for d in new)
+                      + " | unimp − method (p) | method − random ranking (p) |",
+                      "|---|" + "---:|---:|" * len(new) + "---|---|"]
+            pc = q.get("paired_chance_new_domains", {})
+
+            def tests(p: dict[str, Any]) -> str:
+                return " / ".join(f"{d} {p[d]['diff']:+.4f} (p={p[d]['p_value']:.3f})" for d in new if d in p) or "–"
+
             for name, per in nd:
-                test = " / ".join(f"{d} {pn[name][d]['diff']:+.4f} (p={pn[name][d]['p_value']:.3f})"
-                                  for d in new if d in pn.get(name, {}))
                 lines.append(f"| {name} | " + " | ".join(
                     f"{_f(per.get(d, {}).get('ndcg@10'))} | {_f(per.get(d, {}).get('hr@10'))}" for d in new)
-                    + f" | {test or '–'} |")
+                    + f" | {tests(pn.get(name, {}))} | {tests(pc.get(name, {}))} |")
+            chance = q.get("chance_new_domains")
+            if chance:
+                draws = next(iter(chance.values()))["draws"]
+                lines.append(f"| random ranking (mean of {draws} draws) | " + " | ".join(
+                    f"{_f(chance.get(d, {}).get('ndcg@10'))} | {_f(chance.get(d, {}).get('hr@10'))}" for d in new)
+                    + " | | |")
         if q.get("reweight_interaction"):
             lines += ["", "Re-weighting's gain in per-user NDCG@10 (p), with context reconstruction (unimp − "
                       "wo_reweight), without it (wo_context − wo_context_reweight), their difference; and context "
@@ -751,6 +859,14 @@ def main(argv: list[str] | None = None) -> int:
             results["quality"]["paired"] = paired(args, results["quality"])
             if (Path(args.runs) / f"s{args.seed}-unimp" / NEW_DOMAIN_RANKS).exists():
                 results["quality"]["paired_new_domains"] = paired(args, results["quality"], new_domains=True)
+                from raypipe.train.run import load_run
+
+                sas = Path(args.runs) / f"s{args.seed}-sasrec"
+                _, prep, cfg = load_run(sas)
+                trained = json.loads((sas / "metrics.json").read_text())["train_domains"]
+                results["quality"]["chance_new_domains"] = chance_level(
+                    prep, cfg, [d for d in prep.domains if d not in trained])
+                results["quality"]["paired_chance_new_domains"] = paired_chance(args, results["quality"])
             if all(v in results["quality"]["runs"] for pair in INTERACTION for v in pair):
                 from raypipe.rundir import load_ranks
 
@@ -761,6 +877,8 @@ def main(argv: list[str] | None = None) -> int:
             results[args.part] = {"throughput": throughput, "serving": serving}[args.part](args)
         write_json_atomic(path, results)
     write_text_atomic(out.with_suffix(".md"), markdown(results))
+    if results.get("quality") and plot_domains(results["quality"], out.with_name(out.name + "_domains.png")):
+        log.info("plot: %s", out.with_name(out.name + "_domains.png"))
     print(markdown(results))
     return 0
 

@@ -53,3 +53,57 @@ def test_paired_on_new_domains_skips_runs_judged_before_it_existed(tmp_path: Pat
     out = bench.paired(args, {"runs": {"unimp": {}, "sasrec": {}, "wo_vision": {}}}, new_domains=True)
     assert list(out) == ["sasrec"]
     assert out["sasrec"]["toys"]["diff"] == np.float64(0.5 + 1.0) / 4  # NDCG@10: rank 1 -> 1, 3 -> 0.5, 11 -> 0
+
+
+def test_domain_plot_bars_are_trained_then_new_domains_per_judged_run(tmp_path: Path) -> None:
+    bench = load_script("bench/bench_unimp.py")
+    q = {"dataset": "builtin:tiny", "seed": 0, "runs": {
+        "sasrec": {"rec": {"books": {"ndcg@10": 0.5}, "movies": {"ndcg@10": 0.25}},
+                   "new_domains": {"toys": {"ndcg@10": 0.1}}},
+        "unimp": {"rec": {"movies": {"ndcg@10": 0.2}, "books": {"ndcg@10": 0.3}},
+                  "new_domains": {"toys": {"ndcg@10": 0.05}, "sports": {"ndcg@10": 0.02}}},
+        "wo_vision": {"rec": {"books": {"ndcg@10": 0.9}}}}}  # judged before the new-domain split: no bars
+    labels, n_trained, vals = bench.domain_bars(q)
+    assert labels == ["books", "movies", "sports", "toys"] and n_trained == 2
+    assert vals["unimp"] == [0.3, 0.2, 0.02, 0.05]
+    assert vals["sasrec"][:2] == [0.5, 0.25] and np.isnan(vals["sasrec"][2]) and vals["sasrec"][3] == 0.1
+    assert list(vals) == ["sasrec", "unimp"]
+    assert bench.plot_domains(q, tmp_path / "d.png") and (tmp_path / "d.png").read_bytes()[:4] == b"\x89PNG"
+    assert not bench.plot_domains({"runs": {"wo_vision": q["runs"]["wo_vision"]}}, tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()
+
+
+def test_chance_level_is_the_expected_ndcg_of_a_uniformly_random_ranking(tiny_dataset: Path) -> None:
+    from raypipe.eval.metrics import ndcg
+    from raypipe.train.run import judged_set
+
+    bench = load_script("bench/bench_unimp.py")
+    cfg = load_config(None, ["model.name=sasrec", f"data.dataset={tiny_dataset}", "eval.protocol=full"])
+    prep = prepare_for(cfg.data)
+    out = bench.chance_level(prep, cfg, ["sports"], draws=300)["sports"]
+    es = judged_set(prep, "sports", cfg)
+    # hand count: each user ranks the domain's items less the ones in their history (the target stays)
+    items = set(prep.index.domain_items("sports").tolist())
+    n = np.array([len(items - (set(h[h > 0].tolist()) - {int(t)})) for h, t in zip(es.history, es.target)])
+    expected = np.mean([ndcg(np.arange(1, c + 1, dtype=np.float64), 10).mean() for c in n])
+    assert out["n_users"] == es.n_users and out["protocol"] == "full"
+    assert abs(out["ndcg@10"] - expected) < 0.02
+    assert abs(out["hr@10"] - np.mean(np.minimum(10, n) / n)) < 0.02
+    per_user = np.array([out["per_user"][str(u)] for u in es.user_ids])
+    exact = np.array([ndcg(np.arange(1, c + 1, dtype=np.float64), 10).mean() for c in n])
+    assert np.abs(per_user - exact).max() < 0.08 and per_user.mean() == np.float64(out["ndcg@10"])
+
+
+def test_runs_are_paired_against_each_users_chance_level(tmp_path: Path) -> None:
+    import argparse
+
+    bench = load_script("bench/bench_unimp.py")
+    (tmp_path / "s0-unimp").mkdir()
+    (tmp_path / "s0-unimp" / bench.NEW_DOMAIN_RANKS).write_text(json.dumps(
+        {"toys": {"users": ["a", "b", "c"], "ranks": [1, 3, 11]}}))
+    (tmp_path / "s0-wo_vision").mkdir()  # no new-domain ranks: left out
+    q = {"runs": {"unimp": {}, "wo_vision": {}},
+         "chance_new_domains": {"toys": {"per_user": {"a": 0.25, "b": 0.25, "c": 0.25, "z": 0.9}}}}
+    out = bench.paired_chance(argparse.Namespace(runs=str(tmp_path), seed=0), q)
+    assert list(out) == ["unimp"]
+    assert out["unimp"]["toys"]["diff"] == np.float64((1.0 + 0.5 + 0.0) / 3 - 0.25)  # user z: not judged by the run
