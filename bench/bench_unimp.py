@@ -54,12 +54,15 @@ domains the run never trained on (``--dataset``'s target domains), zero-shot, th
 items' tokens never appear in a training row, so the paper's new tokens rank them from their
 initialisation; SASRec trained on the same source domains is scored in the same way.  The per-user
 ranks are saved in each run as ``new_domain_ranks.json`` and ``paired`` tests ``unimp`` against every run
-on them too.
+on them too.  ``paired`` also measures the new domains' chance level (a uniformly random ranking of the
+same users with the same protocol, the mean of 200 draws; the domains have a few dozen items, so HR@10 is
+large by chance) and tests every run against each user's chance NDCG@10.
 
 ``serving``: the trained ``unimp`` run loaded as the app's ``Reranker`` deployment loads it, timed
 in-process (no HTTP): rerank of 30 candidates and ``/explain`` generation, p50 / p99.
 
-Raw results: ``<out>.json`` (each invocation merges its part) and ``<out>.md``.
+Raw results: ``<out>.json`` (each invocation merges its part) and ``<out>.md``; with new-domain results,
+``<out>_domains.png`` (NDCG@10 per run on the trained and the new domains, chance level marked).
 """
 from __future__ import annotations
 
