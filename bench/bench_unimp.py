@@ -387,6 +387,70 @@ def paired_chance(args: argparse.Namespace, quality_result: dict[str, Any]) -> d
     return out
 
 
+def repeat_targets(prep: Any, cfg: Any, domains: list[str]) -> dict[str, dict[str, bool]]:
+    """Per domain, whether each judged user's test target is one of the items of their history (a repeat
+    consumption) under ``cfg``'s protocol: ``{domain: {user_id: bool}}``. The evaluation excludes seen items
+    but never the target, so a repeated target competes only with the items the user has not taken."""
+    from raypipe.train.run import judged_set
+
+    out: dict[str, dict[str, bool]] = {}
+    for d in domains:
+        es = judged_set(prep, d, cfg)
+        out[d] = {str(u): bool(t in set(h[h > 0].tolist())) for u, h, t in zip(es.user_ids, es.history, es.target)}
+    return out
+
+
+def by_repeat(rank_sets: dict[str, dict[str, dict[str, float]]], repeats: dict[str, dict[str, bool]],
+              chance: dict[str, Any] | None = None, seed: int = 0) -> dict[str, Any]:
+    """NDCG@10 per run and domain of the users whose target repeats a history item and of the others
+    (``rank_sets``: ``{run: {domain: {user: rank}}}``), with their counts; where ``chance`` (from
+    :func:`chance_level`) covers the domain, each group's chance level and a paired bootstrap of the run
+    against it."""
+    from raypipe.eval.metrics import ndcg
+    from raypipe.eval.significance import paired_bootstrap
+
+    out: dict[str, Any] = {}
+    for name, ranks in rank_sets.items():
+        for d, users in ranks.items():
+            for group, want in (("repeat", True), ("other", False)):
+                us = sorted(u for u in users if repeats.get(d, {}).get(u) is want)
+                a = ndcg(np.array([users[u] for u in us], dtype=np.float64), 10)
+                res: dict[str, Any] = {"n": len(us), "ndcg@10": float(a.mean()) if us else math.nan}
+                per_user = (chance or {}).get(d, {}).get("per_user")
+                if per_user and us:
+                    b = np.array([per_user[u] for u in us])
+                    res["chance"] = float(b.mean())
+                    res["minus_chance"] = paired_bootstrap(a, b, seed=seed).as_dict()
+                out.setdefault(name, {}).setdefault(d, {})[group] = res
+    return out
+
+
+def new_domain_analysis(args: argparse.Namespace, q: dict[str, Any]) -> dict[str, Any]:
+    """``paired``'s reading of the new-domain split (the SASRec run gives the data, protocol and domains):
+    the chance level of every domain, every run against it on the new domains, and the metrics split by
+    repeated targets (trained domains from the runs' test ranks, new domains from their new-domain ranks),
+    each group against its chance level."""
+    from raypipe.rundir import load_ranks
+    from raypipe.train.run import load_run
+
+    sas = Path(args.runs) / f"s{args.seed}-sasrec"
+    _, prep, cfg = load_run(sas)
+    trained = json.loads((sas / "metrics.json").read_text())["train_domains"]
+    out: dict[str, Any] = {"chance_new_domains": chance_level(prep, cfg, [d for d in prep.domains if d not in trained]),
+                           "chance_trained_domains": chance_level(prep, cfg, trained)}
+    out["paired_chance_new_domains"] = paired_chance(args, {**q, **out})
+    judged = {name: Path(args.runs) / f"s{args.seed}-{name}" for name in q["runs"]}
+    judged = {name: rd for name, rd in judged.items() if (rd / NEW_DOMAIN_RANKS).exists()}
+    repeats = repeat_targets(prep, cfg, list(prep.domains))
+    out["by_repeat"] = {
+        "trained": by_repeat({n: load_ranks(rd) for n, rd in judged.items()}, repeats, out["chance_trained_domains"],
+                             args.seed),
+        "new": by_repeat({n: load_ranks(rd, NEW_DOMAIN_RANKS) for n, rd in judged.items()}, repeats,
+                         out["chance_new_domains"], args.seed),
+        "repeat_share": {d: float(np.mean(list(r.values()))) for d, r in repeats.items()}}
+    return out
+
+
 def task_metrics(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Preference, explanation and search on the run's test events (the run's own rec metrics aside)."""
     import torch
@@ -676,7 +740,8 @@ def domain_bars(q: dict[str, Any]) -> tuple[list[str], int, dict[str, list[float
 
 def plot_domains(q: dict[str, Any], path: Path) -> bool:
     """Grouped bars of test NDCG@10 per domain and run: the trained domains, then (hatched) the new ones
-    judged zero-shot. Written only when some run was judged on new domains; returns whether it was."""
+    judged zero-shot, with each domain's chance level where ``paired`` measured it. Written only when some
+    run was judged on new domains; returns whether it was."""
     labels, n_trained, vals = domain_bars(q)
     if not vals:
         return False
@@ -694,11 +759,13 @@ def plot_domains(q: dict[str, Any], path: Path) -> bool:
         bars = ax.bar(x + (i - (len(vals) - 1) / 2) * w, v, w, label=name, color=f"C{i}")
         for b in bars[n_trained:]:
             b.set_hatch("//")
-    chance = q.get("chance_new_domains", {})
-    for j, d in enumerate(labels[n_trained:]):
+    chance = {**q.get("chance_trained_domains", {}), **q.get("chance_new_domains", {})}
+    drawn = False
+    for j, d in enumerate(labels):
         if d in chance:
-            ax.hlines(chance[d]["ndcg@10"], n_trained + j - 0.45, n_trained + j + 0.45, colors="k", linestyles=":",
-                      label="random ranking" if j == 0 else None)
+            ax.hlines(chance[d]["ndcg@10"], j - 0.45, j + 0.45, colors="k", linestyles=":",
+                      label=None if drawn else "random ranking")
+            drawn = True
     ax.axvline(n_trained - 0.5, color="grey", lw=0.8, ls="--")
     ax.set_xticks(x, labels[:n_trained] + [f"{d}\n(new)" for d in labels[n_trained:]])
     ax.set_ylabel("test NDCG@10")
@@ -769,6 +836,24 @@ def markdown(results: dict[str, Any]) -> str:
                 lines.append(f"| random ranking (mean of {draws} draws) | " + " | ".join(
                     f"{_f(chance.get(d, {}).get('ndcg@10'))} | {_f(chance.get(d, {}).get('hr@10'))}" for d in new)
                     + " | | |")
+        br = q.get("by_repeat")
+        if br:
+            share = ", ".join(f"{d} {v:.0%}" for d, v in br["repeat_share"].items())
+            lines += ["", "Split by repeated targets: the test target is one of the user's history items (seen items "
+                      "are excluded from the ranking, the target never is). Share of such users: " + share + ".", "",
+                      "| Method | Domain | Repeated targets N@10 (n) | − chance (p) | Other targets N@10 (n) | "
+                      "Other: chance level | − chance (p) |", "|---|---|---:|---:|---:|---:|---:|"]
+
+            def vs(g: dict[str, Any]) -> str:
+                c = g.get("minus_chance")
+                return f"{c['diff']:+.4f} (p={c['p_value']:.3f})" if c else "–"
+
+            for part in ("trained", "new"):
+                for name, per in br[part].items():
+                    for d, g in per.items():
+                        r, o = g["repeat"], g["other"]
+                        lines.append(f"| {name} | {d}{' (new)' if part == 'new' else ''} | {_f(r['ndcg@10'])} ({r['n']}) | "
+                                     f"{vs(r)} | {_f(o['ndcg@10'])} ({o['n']}) | {_f(o.get('chance'))} | {vs(o)} |")
         if q.get("reweight_interaction"):
             lines += ["", "Re-weighting's gain in per-user NDCG@10 (p), with context reconstruction (unimp − "
                       "wo_reweight), without it (wo_context − wo_context_reweight), their difference; and context "
@@ -862,14 +947,7 @@ def main(argv: list[str] | None = None) -> int:
             results["quality"]["paired"] = paired(args, results["quality"])
             if (Path(args.runs) / f"s{args.seed}-unimp" / NEW_DOMAIN_RANKS).exists():
                 results["quality"]["paired_new_domains"] = paired(args, results["quality"], new_domains=True)
-                from raypipe.train.run import load_run
-
-                sas = Path(args.runs) / f"s{args.seed}-sasrec"
-                _, prep, cfg = load_run(sas)
-                trained = json.loads((sas / "metrics.json").read_text())["train_domains"]
-                results["quality"]["chance_new_domains"] = chance_level(
-                    prep, cfg, [d for d in prep.domains if d not in trained])
-                results["quality"]["paired_chance_new_domains"] = paired_chance(args, results["quality"])
+                results["quality"].update(new_domain_analysis(args, results["quality"]))
             if all(v in results["quality"]["runs"] for pair in INTERACTION for v in pair):
                 from raypipe.rundir import load_ranks
 
