@@ -388,15 +388,14 @@ def paired_chance(args: argparse.Namespace, quality_result: dict[str, Any]) -> d
 
 
 def repeat_targets(prep: Any, cfg: Any, domains: list[str]) -> dict[str, dict[str, bool]]:
-    """Per domain, whether each judged user's test target is one of the items of their history (a repeat
-    consumption) under ``cfg``'s protocol: ``{domain: {user_id: bool}}``. The evaluation excludes seen items
-    but never the target, so a repeated target competes only with the items the user has not taken."""
+    """Per domain, whether each judged user's test target is one of their seen items (``EvalSet.target_seen``)
+    under ``cfg``'s protocol: ``{domain: {user_id: bool}}``."""
     from raypipe.train.run import judged_set
 
     out: dict[str, dict[str, bool]] = {}
     for d in domains:
         es = judged_set(prep, d, cfg)
-        out[d] = {str(u): bool(t in set(h[h > 0].tolist())) for u, h, t in zip(es.user_ids, es.history, es.target)}
+        out[d] = {str(u): bool(r) for u, r in zip(es.user_ids, es.target_seen())}
     return out
 
 
@@ -414,8 +413,10 @@ def by_repeat(rank_sets: dict[str, dict[str, dict[str, float]]], repeats: dict[s
         for d, users in ranks.items():
             for group, want in (("repeat", True), ("other", False)):
                 us = sorted(u for u in users if repeats.get(d, {}).get(u) is want)
-                a = ndcg(np.array([users[u] for u in us], dtype=np.float64), 10)
-                res: dict[str, Any] = {"n": len(us), "ndcg@10": float(a.mean()) if us else math.nan}
+                r = np.array([users[u] for u in us], dtype=np.float64)
+                a = ndcg(r, 10)
+                res: dict[str, Any] = {"n": len(us), "ndcg@10": float(a.mean()) if us else math.nan,
+                                       "hr@1": float((r <= 1).mean()) if us else math.nan}
                 per_user = (chance or {}).get(d, {}).get("per_user")
                 if per_user and us:
                     b = np.array([per_user[u] for u in us])

@@ -148,6 +148,16 @@ class EvalSet:
         np.cumsum(mask.sum(axis=1), out=indptr[1:])
         return indptr, self.history[mask]
 
+    def target_seen(self) -> np.ndarray:
+        """bool [U]: whether each user's target is one of their seen items (a repeat consumption). The
+        protocols exclude seen items from the ranking but never the target, so a repeated target competes
+        only with the items the user has not taken."""
+        indptr, indices = self.seen_csr()
+        row = np.repeat(np.arange(self.n_users), np.diff(indptr))
+        out = np.zeros(self.n_users, dtype=bool)
+        out[row[indices == self.target[row]]] = True
+        return out
+
     def subset(self, rows: np.ndarray) -> EvalSet:
         """A new :class:`EvalSet` with the given rows (boolean mask or integer indices), same catalogue."""
         idx = np.arange(self.n_users)[rows]

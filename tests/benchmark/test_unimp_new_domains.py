@@ -126,6 +126,7 @@ def test_repeated_targets_are_told_apart_and_split_the_metrics(tiny_dataset: Pat
     chance = {"toys": {"per_user": {"a": 0.2, "b": 0.2, "c": 0.1, "d": 0.3}}}
     out = bench.by_repeat(ranks, repeats, chance)["m"]["toys"]
     assert out["repeat"]["n"] == 2 and out["repeat"]["ndcg@10"] == np.float64(1.0 + 0.5) / 2
+    assert out["repeat"]["hr@1"] == 0.5 and out["other"]["hr@1"] == 0.0
     assert out["other"]["n"] == 2 and abs(out["other"]["ndcg@10"] - 1 / np.log2(3) / 2) < 1e-12
     assert abs(out["other"]["chance"] - 0.2) < 1e-12
     assert abs(out["other"]["minus_chance"]["diff"] - (1 / np.log2(3) / 2 - 0.2)) < 1e-12

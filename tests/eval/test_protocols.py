@@ -395,3 +395,17 @@ def test_rerank_depths_score_once_and_rank_like_a_shortlist_cut_at_each_depth() 
         rerank_depths(by_index, s, short, depths=[6])
     with pytest.raises(ValueError, match="n_users=4"):
         rerank_depths(by_index, s, short[:2], depths=[2])
+
+
+def test_target_seen_marks_the_repeat_targets_from_history_or_an_explicit_seen_set() -> None:
+    history = np.array([[1, 3, 5], [0, 0, 4], [2, 3, 2]])
+    es = EvalSet(history=history, target=np.array([5, 6, 3]), catalogue=np.arange(1, 8))
+    assert es.target_seen().tolist() == [True, False, True]
+    seen = (np.array([0, 1, 1, 3]), np.array([6, 1, 2]))  # user 1 saw nothing; user 2 saw 1 and 2, not 3
+    es2 = EvalSet(history=history, target=np.array([6, 6, 3]), catalogue=np.arange(1, 8), seen=seen)
+    assert es2.target_seen().tolist() == [True, False, False]
+    # a repeated target is ranked among the items the user has not taken (and itself): with a constant
+    # score, uniformly over 7 - 2 = 5 places for user 0, 7 - 1 = 6 for the others
+    ranks = np.stack([compute_ranks(lambda h, c: torch.zeros(h.shape[0], c.shape[-1]), es,
+                                    EvalConfig(protocol="full", seed=s)) for s in range(300)])
+    assert ranks.max(axis=0).tolist() == [5, 6, 6] and ranks.min(axis=0).tolist() == [1, 1, 1]
