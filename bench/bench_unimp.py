@@ -54,9 +54,11 @@ domains the run never trained on (``--dataset``'s target domains), zero-shot, th
 items' tokens never appear in a training row, so the paper's new tokens rank them from their
 initialisation; SASRec trained on the same source domains is scored in the same way.  The per-user
 ranks are saved in each run as ``new_domain_ranks.json`` and ``paired`` tests ``unimp`` against every run
-on them too.  ``paired`` also measures the new domains' chance level (a uniformly random ranking of the
-same users with the same protocol, the mean of 200 draws; the domains have a few dozen items, so HR@10 is
-large by chance) and tests every run against each user's chance NDCG@10.
+on them too.  ``paired`` also measures every domain's chance level (a uniformly random ranking of the
+same users with the same protocol, the mean of 200 draws; ``tiny``'s domains have a few dozen items, so
+HR@10 is large by chance), tests every run against each user's chance NDCG@10 on the new domains, and
+splits every domain's users by whether their target repeats an item of their history (about half of
+``tiny``'s: ``bench/repeat_targets.py``), each group against its chance level.
 
 ``serving``: the trained ``unimp`` run loaded as the app's ``Reranker`` deployment loads it, timed
 in-process (no HTTP): rerank of 30 candidates and ``/explain`` generation, p50 / p99.
