@@ -389,52 +389,14 @@ def paired_chance(args: argparse.Namespace, quality_result: dict[str, Any]) -> d
     return out
 
 
-def repeat_targets(prep: Any, cfg: Any, domains: list[str]) -> dict[str, dict[str, bool]]:
-    """Per domain, whether each judged user's test target is one of their seen items (``EvalSet.target_seen``)
-    under ``cfg``'s protocol: ``{domain: {user_id: bool}}``."""
-    from raypipe.train.run import judged_set
-
-    out: dict[str, dict[str, bool]] = {}
-    for d in domains:
-        es = judged_set(prep, d, cfg)
-        out[d] = {str(u): bool(r) for u, r in zip(es.user_ids, es.target_seen())}
-    return out
-
-
-def by_repeat(rank_sets: dict[str, dict[str, dict[str, float]]], repeats: dict[str, dict[str, bool]],
-              chance: dict[str, Any] | None = None, seed: int = 0) -> dict[str, Any]:
-    """NDCG@10 per run and domain of the users whose target repeats a history item and of the others
-    (``rank_sets``: ``{run: {domain: {user: rank}}}``), with their counts; where ``chance`` (from
-    :func:`chance_level`) covers the domain, each group's chance level and a paired bootstrap of the run
-    against it."""
-    from raypipe.eval.metrics import ndcg
-    from raypipe.eval.significance import paired_bootstrap
-
-    out: dict[str, Any] = {}
-    for name, ranks in rank_sets.items():
-        for d, users in ranks.items():
-            for group, want in (("repeat", True), ("other", False)):
-                us = sorted(u for u in users if repeats.get(d, {}).get(u) is want)
-                r = np.array([users[u] for u in us], dtype=np.float64)
-                a = ndcg(r, 10)
-                res: dict[str, Any] = {"n": len(us), "ndcg@10": float(a.mean()) if us else math.nan,
-                                       "hr@1": float((r <= 1).mean()) if us else math.nan}
-                per_user = (chance or {}).get(d, {}).get("per_user")
-                if per_user and us:
-                    b = np.array([per_user[u] for u in us])
-                    res["chance"] = float(b.mean())
-                    res["minus_chance"] = paired_bootstrap(a, b, seed=seed).as_dict()
-                out.setdefault(name, {}).setdefault(d, {})[group] = res
-    return out
-
-
 def new_domain_analysis(args: argparse.Namespace, q: dict[str, Any]) -> dict[str, Any]:
     """``paired``'s reading of the new-domain split (the SASRec run gives the data, protocol and domains):
     the chance level of every domain, every run against it on the new domains, and the metrics split by
     repeated targets (trained domains from the runs' test ranks, new domains from their new-domain ranks),
     each group against its chance level."""
+    from raypipe.eval.repeats import split_by_repeat
     from raypipe.rundir import load_ranks
-    from raypipe.train.run import load_run
+    from raypipe.train.run import load_run, repeated_targets
 
     sas = Path(args.runs) / f"s{args.seed}-sasrec"
     _, prep, cfg = load_run(sas)
@@ -444,12 +406,12 @@ def new_domain_analysis(args: argparse.Namespace, q: dict[str, Any]) -> dict[str
     out["paired_chance_new_domains"] = paired_chance(args, {**q, **out})
     judged = {name: Path(args.runs) / f"s{args.seed}-{name}" for name in q["runs"]}
     judged = {name: rd for name, rd in judged.items() if (rd / NEW_DOMAIN_RANKS).exists()}
-    repeats = repeat_targets(prep, cfg, list(prep.domains))
+    repeats = repeated_targets(prep, list(prep.domains), cfg)
     out["by_repeat"] = {
-        "trained": by_repeat({n: load_ranks(rd) for n, rd in judged.items()}, repeats, out["chance_trained_domains"],
-                             args.seed),
-        "new": by_repeat({n: load_ranks(rd, NEW_DOMAIN_RANKS) for n, rd in judged.items()}, repeats,
-                         out["chance_new_domains"], args.seed),
+        "trained": split_by_repeat({n: load_ranks(rd) for n, rd in judged.items()}, repeats,
+                                   out["chance_trained_domains"], args.seed),
+        "new": split_by_repeat({n: load_ranks(rd, NEW_DOMAIN_RANKS) for n, rd in judged.items()}, repeats,
+                               out["chance_new_domains"], args.seed),
         "repeat_share": {d: float(np.mean(list(r.values()))) for d, r in repeats.items()}}
     return out
 

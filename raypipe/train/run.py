@@ -246,6 +246,18 @@ def judged_set(prep: Prepared, domain: str, cfg: ExperimentConfig, split: str = 
     return es.subset(keep)
 
 
+def repeated_targets(prep: Prepared, domains: list[str], cfg: ExperimentConfig, all_users: bool = False
+                     ) -> dict[str, dict[str, bool]]:
+    """Per domain, whether each judged test user's target is one of their seen items
+    (:meth:`EvalSet.target_seen`): ``{domain: {user_id: bool}}``, for
+    :func:`raypipe.eval.repeats.split_by_repeat`."""
+    out: dict[str, dict[str, bool]] = {}
+    for d in domains:
+        es = judged_set(prep, d, cfg, all_users=all_users)
+        out[d] = {str(u): bool(r) for u, r in zip(es.user_ids, es.target_seen())}
+    return out
+
+
 def evaluate_domains(model: torch.nn.Module, prep: Prepared, domains: list[str], cfg: ExperimentConfig,
                      split: str = "test", ranks_out: dict[str, np.ndarray] | None = None,
                      protocols_out: dict[str, str] | None = None) -> dict[str, dict[str, float]]:

@@ -107,27 +107,3 @@ def test_runs_are_paired_against_each_users_chance_level(tmp_path: Path) -> None
     out = bench.paired_chance(argparse.Namespace(runs=str(tmp_path), seed=0), q)
     assert list(out) == ["unimp"]
     assert out["unimp"]["toys"]["diff"] == np.float64((1.0 + 0.5 + 0.0) / 3 - 0.25)  # user z: not judged by the run
-
-
-def test_repeated_targets_are_told_apart_and_split_the_metrics(tiny_dataset: Path) -> None:
-    bench = load_script("bench/bench_unimp.py")
-    cfg = load_config(None, ["model.name=sasrec", f"data.dataset={tiny_dataset}"])
-    prep = prepare_for(cfg.data)
-    from raypipe.train.run import judged_set
-
-    rep = bench.repeat_targets(prep, cfg, ["toys"])["toys"]
-    es = judged_set(prep, "toys", cfg)
-    assert len(rep) == es.n_users
-    for u, h, t in zip(es.user_ids, es.history, es.target):
-        assert rep[str(u)] == (int(t) in [int(x) for x in h if x > 0])
-    # hand-made ranks: two repeat users at ranks 1 and 3, two others at 2 and 11
-    repeats = {"toys": {"a": True, "b": True, "c": False, "d": False}}
-    ranks = {"m": {"toys": {"a": 1.0, "b": 3.0, "c": 2.0, "d": 11.0}}}
-    chance = {"toys": {"per_user": {"a": 0.2, "b": 0.2, "c": 0.1, "d": 0.3}}}
-    out = bench.by_repeat(ranks, repeats, chance)["m"]["toys"]
-    assert out["repeat"]["n"] == 2 and out["repeat"]["ndcg@10"] == np.float64(1.0 + 0.5) / 2
-    assert out["repeat"]["hr@1"] == 0.5 and out["other"]["hr@1"] == 0.0
-    assert out["other"]["n"] == 2 and abs(out["other"]["ndcg@10"] - 1 / np.log2(3) / 2) < 1e-12
-    assert abs(out["other"]["chance"] - 0.2) < 1e-12
-    assert abs(out["other"]["minus_chance"]["diff"] - (1 / np.log2(3) / 2 - 0.2)) < 1e-12
-    assert "chance" not in bench.by_repeat(ranks, repeats)["m"]["toys"]["other"]

@@ -43,3 +43,16 @@ def test_a_capped_run_judges_the_same_sample_whatever_the_training_seed(tiny_dat
 def test_a_cap_of_zero_is_refused_before_anything_runs() -> None:
     with pytest.raises(ConfigError, match="eval.test_users"):
         load_config(None, ["eval.test_users=0"])
+
+
+def test_repeated_targets_flag_the_judged_users_whose_target_is_in_their_history(tiny_dataset: Path) -> None:
+    from raypipe.train.run import repeated_targets
+
+    cfg = load_config(None, [f"data.dataset={tiny_dataset}", "model.name=pop", "eval.test_users=7"])
+    prep = prepare_for(cfg.data)
+    capped = repeated_targets(prep, ["toys"], cfg)["toys"]
+    full = repeated_targets(prep, ["toys"], cfg, all_users=True)["toys"]
+    es = judged_set(prep, "toys", cfg, all_users=True)
+    assert len(capped) == 7 and set(capped) < set(full) and len(full) == es.n_users
+    hand = {str(u): int(t) in {int(x) for x in h if x > 0} for u, h, t in zip(es.user_ids, es.history, es.target)}
+    assert full == hand and 0 < sum(hand.values()) < len(hand)
