@@ -365,27 +365,31 @@ def chance_level(prep: Any, cfg: Any, domains: list[str], draws: int = 200) -> d
     return out
 
 
-def paired_chance(args: argparse.Namespace, quality_result: dict[str, Any]) -> dict[str, Any]:
-    """Paired bootstrap of per-user NDCG@10 on the new domains, each run with new-domain ranks − the
-    user's expected NDCG@10 under a random ranking (``quality_result["chance_new_domains"]``)."""
-    from raypipe.eval.metrics import ndcg
-    from raypipe.eval.significance import paired_bootstrap
+def rank_sets(args: argparse.Namespace, runs: Any, name: str) -> dict[str, dict[str, dict[str, float]]]:
+    """``{run: {domain: {user: rank}}}`` from each of ``runs`` that wrote the ranks file ``name`` (runs
+    judged before that evaluation existed are left out)."""
     from raypipe.rundir import load_ranks
 
-    chance = quality_result["chance_new_domains"]
+    dirs = {run: Path(args.runs) / f"s{args.seed}-{run}" for run in runs}
+    return {run: load_ranks(d, name) for run, d in dirs.items() if (d / name).exists()}
+
+
+def paired_chance(ranks: dict[str, dict[str, dict[str, float]]], chance: dict[str, Any], seed: int = 0
+                  ) -> dict[str, Any]:
+    """Paired bootstrap of per-user NDCG@10, each run of ``ranks`` (``{run: {domain: {user: rank}}}``) −
+    the user's expected NDCG@10 under a random ranking (``chance``, from :func:`chance_level`)."""
+    from raypipe.eval.metrics import ndcg
+    from raypipe.eval.significance import paired_bootstrap
+
     out: dict[str, Any] = {}
-    for name in quality_result["runs"]:
-        run_dir = Path(args.runs) / f"s{args.seed}-{name}"
-        if not (run_dir / NEW_DOMAIN_RANKS).exists():
-            continue
-        ranks = load_ranks(run_dir, NEW_DOMAIN_RANKS)
+    for name, per in ranks.items():
         out[name] = {}
-        for d, users in ranks.items():
+        for d, users in per.items():
             common = sorted(set(users) & set(chance.get(d, {}).get("per_user", {})))
             if common:
                 a = ndcg(np.array([users[u] for u in common], dtype=np.float64), 10)
                 b = np.array([chance[d]["per_user"][u] for u in common])
-                out[name][d] = paired_bootstrap(a, b, seed=args.seed).as_dict()
+                out[name][d] = paired_bootstrap(a, b, seed=seed).as_dict()
     return out
 
 
@@ -395,7 +399,7 @@ def new_domain_analysis(args: argparse.Namespace, q: dict[str, Any]) -> dict[str
     repeated targets (trained domains from the runs' test ranks, new domains from their new-domain ranks),
     each group against its chance level."""
     from raypipe.eval.repeats import split_by_repeat
-    from raypipe.rundir import load_ranks
+    from raypipe.rundir import RANKS_FILE
     from raypipe.train.run import load_run, repeated_targets
 
     sas = Path(args.runs) / f"s{args.seed}-sasrec"
@@ -403,15 +407,13 @@ def new_domain_analysis(args: argparse.Namespace, q: dict[str, Any]) -> dict[str
     trained = json.loads((sas / "metrics.json").read_text())["train_domains"]
     out: dict[str, Any] = {"chance_new_domains": chance_level(prep, cfg, [d for d in prep.domains if d not in trained]),
                            "chance_trained_domains": chance_level(prep, cfg, trained)}
-    out["paired_chance_new_domains"] = paired_chance(args, {**q, **out})
-    judged = {name: Path(args.runs) / f"s{args.seed}-{name}" for name in q["runs"]}
-    judged = {name: rd for name, rd in judged.items() if (rd / NEW_DOMAIN_RANKS).exists()}
+    new_ranks = rank_sets(args, q["runs"], NEW_DOMAIN_RANKS)
+    out["paired_chance_new_domains"] = paired_chance(new_ranks, out["chance_new_domains"], args.seed)
     repeats = repeated_targets(prep, list(prep.domains), cfg)
     out["by_repeat"] = {
-        "trained": split_by_repeat({n: load_ranks(rd) for n, rd in judged.items()}, repeats,
-                                   out["chance_trained_domains"], args.seed),
-        "new": split_by_repeat({n: load_ranks(rd, NEW_DOMAIN_RANKS) for n, rd in judged.items()}, repeats,
-                               out["chance_new_domains"], args.seed),
+        "trained": split_by_repeat(rank_sets(args, new_ranks, RANKS_FILE), repeats, out["chance_trained_domains"],
+                                   args.seed),
+        "new": split_by_repeat(new_ranks, repeats, out["chance_new_domains"], args.seed),
         "repeat_share": {d: float(np.mean(list(r.values()))) for d, r in repeats.items()}}
     return out
 

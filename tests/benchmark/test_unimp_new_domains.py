@@ -104,6 +104,7 @@ def test_runs_are_paired_against_each_users_chance_level(tmp_path: Path) -> None
     (tmp_path / "s0-wo_vision").mkdir()  # no new-domain ranks: left out
     q = {"runs": {"unimp": {}, "wo_vision": {}},
          "chance_new_domains": {"toys": {"per_user": {"a": 0.25, "b": 0.25, "c": 0.25, "z": 0.9}}}}
-    out = bench.paired_chance(argparse.Namespace(runs=str(tmp_path), seed=0), q)
-    assert list(out) == ["unimp"]
+    ranks = bench.rank_sets(argparse.Namespace(runs=str(tmp_path), seed=0), q["runs"], bench.NEW_DOMAIN_RANKS)
+    out = bench.paired_chance(ranks, q["chance_new_domains"])
+    assert list(ranks) == ["unimp"] and list(out) == ["unimp"]
     assert out["unimp"]["toys"]["diff"] == np.float64((1.0 + 0.5 + 0.0) / 3 - 0.25)  # user z: not judged by the run
