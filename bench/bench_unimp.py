@@ -591,29 +591,17 @@ def quality(args: argparse.Namespace, previous: dict[str, Any] | None = None) ->
 
 
 def paired(args: argparse.Namespace, quality_result: dict[str, Any], new_domains: bool = False) -> dict[str, Any]:
-    """Paired bootstrap of per-user test NDCG@10 (recommendation), ``unimp`` vs every other run; with
-    ``new_domains``, on the domains they never trained on (runs judged before that evaluation existed,
-    without its ranks file, are left out)."""
-    from raypipe.eval.metrics import ndcg
-    from raypipe.eval.significance import paired_bootstrap
+    """Paired bootstrap of per-user test NDCG@10 (recommendation), ``unimp`` vs every other run that wrote
+    the ranks file; with ``new_domains``, on the domains they never trained on (runs judged before that
+    evaluation existed, without its ranks file, are left out)."""
+    from raypipe.eval.significance import paired_ndcg
     from raypipe.rundir import RANKS_FILE, load_ranks
 
     name = NEW_DOMAIN_RANKS if new_domains else RANKS_FILE
-    runs = quality_result["runs"]
     ref = load_ranks(Path(args.runs) / f"s{args.seed}-unimp", name)
-    out: dict[str, Any] = {}
-    for other in runs:
-        run_dir = Path(args.runs) / f"s{args.seed}-{other}"
-        if other == "unimp" or (new_domains and not (run_dir / name).exists()):
-            continue
-        ranks = load_ranks(run_dir, name)
-        out[other] = {}
-        for d, users in ref.items():
-            common = sorted(set(users) & set(ranks.get(d, {})))
-            a = ndcg(np.array([users[u] for u in common]), 10)
-            b = ndcg(np.array([ranks[d][u] for u in common]), 10)
-            out[other][d] = paired_bootstrap(a, b, seed=args.seed).as_dict()
-    return out
+    others = rank_sets(args, [r for r in quality_result["runs"] if r != "unimp"], name)
+    return {other: {d: paired_ndcg(users, ranks.get(d, {}), seed=args.seed).as_dict() for d, users in ref.items()}
+            for other, ranks in others.items()}
 
 
 #: the 2x2 of Table 3's last rows: re-weighting's gain with context reconstruction, and without it

@@ -362,12 +362,9 @@ def attribute_block(runs: dict[str, dict[str, Any]], seed: int) -> dict[str, Any
 
 
 def _ndcg_pair(a: dict[str, dict[str, int]], b: dict[str, dict[str, int]], d: str, seed: int) -> dict[str, Any]:
-    from raypipe.eval.metrics import ndcg
-    from raypipe.eval.significance import paired_bootstrap
+    from raypipe.eval.significance import paired_ndcg
 
-    common = sorted(set(a[d]) & set(b.get(d, {})))
-    return paired_bootstrap(ndcg(np.array([a[d][u] for u in common]), 10),
-                            ndcg(np.array([b[d][u] for u in common]), 10), seed=seed).as_dict()
+    return paired_ndcg(a[d], b.get(d, {}), seed=seed).as_dict()
 
 
 def paired_extra(runs: dict[str, dict[str, Any]], seed: int,

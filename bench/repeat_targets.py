@@ -65,9 +65,8 @@ def split_results(results: dict[str, Any], ref: str | None, max_len: int | None,
     """:func:`raypipe.eval.repeats.split_by_repeat` of every run with ranks in each part of ``results``
     that names its ``dataset``; with ``ref``, each run − the ``ref`` run of the same group, per split."""
     from raypipe.config import load_config
-    from raypipe.eval.metrics import ndcg
     from raypipe.eval.repeats import split_by_repeat
-    from raypipe.eval.significance import paired_bootstrap
+    from raypipe.eval.significance import paired_ndcg
     from raypipe.train.run import prepare_for, repeated_targets
 
     out: dict[str, Any] = {}
@@ -93,11 +92,9 @@ def split_results(results: dict[str, Any], ref: str | None, max_len: int | None,
             pairs: dict[str, Any] = {}
             for d, users in ranks.items():
                 for group, want in (("repeat", True), ("other", False)):
-                    us = sorted(u for u in users if u in other.get(d, {}) and flags.get(d, {}).get(u) is want)
+                    us = [u for u in users if u in other.get(d, {}) and flags.get(d, {}).get(u) is want]
                     if us:
-                        a = ndcg(np.array([users[u] for u in us]), 10)
-                        b = ndcg(np.array([other[d][u] for u in us]), 10)
-                        pairs.setdefault(d, {})[group] = paired_bootstrap(a, b, seed=seed).as_dict()
+                        pairs.setdefault(d, {})[group] = paired_ndcg(users, other[d], us, seed=seed).as_dict()
             res["paired"]["/".join(path)] = pairs
         out[part] = res
     return out

@@ -6,6 +6,7 @@ its 95% percentile interval and a two-sided bootstrap p-value for "no difference
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -45,3 +46,17 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 10_000, seed: i
     lo, hi = np.percentile(means, [2.5, 97.5])
     p = min(1.0, 2 * min(float(np.mean(means <= 0)), float(np.mean(means >= 0))))
     return PairedDiff(len(d), float(a.mean()), float(b.mean()), float(d.mean()), float(lo), float(hi), p)
+
+
+def paired_ndcg(a: Mapping[str, float], b: Mapping[str, float], users: Iterable[str] | None = None,
+                k: int = 10, seed: int = 0) -> PairedDiff:
+    """:func:`paired_bootstrap` of per-user NDCG@k from two runs' test ranks (``{user: rank}``, 1-based,
+    ``inf`` = a miss) over the users both judged, restricted to ``users`` when given."""
+    from raypipe.eval.metrics import ndcg
+
+    common = set(a) & set(b)
+    if users is not None:
+        common &= set(users)
+    us = sorted(common)
+    return paired_bootstrap(ndcg(np.array([a[u] for u in us], np.float64), k),
+                            ndcg(np.array([b[u] for u in us], np.float64), k), seed=seed)

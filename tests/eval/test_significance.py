@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
 from raypipe.eval.metrics import ndcg
-from raypipe.eval.significance import paired_bootstrap
+from raypipe.eval.significance import paired_bootstrap, paired_ndcg
 
 
 def test_a_consistent_gain_is_significant_and_its_interval_covers_the_true_difference() -> None:
@@ -41,3 +43,16 @@ def test_bad_input_is_named() -> None:
         paired_bootstrap(np.array([0.1, np.nan]), np.zeros(2))
     with pytest.raises(ValueError, match="no users"):
         paired_bootstrap(np.zeros(0), np.zeros(0))
+
+
+def test_paired_ndcg_pairs_the_users_both_runs_judged() -> None:
+    a = {"u1": 1.0, "u2": 3.0, "u3": math.inf, "only_a": 1.0}
+    b = {"u1": 2.0, "u2": 3.0, "u3": 1.0, "only_b": 5.0}
+    r = paired_ndcg(a, b)
+    # u1: 1 vs 1/log2(3); u2: equal (0.5 each); u3: a miss vs 1
+    assert r.n_users == 3
+    assert r.mean_a == pytest.approx((1.0 + 0.5 + 0.0) / 3)
+    assert r.mean_b == pytest.approx((1 / math.log2(3) + 0.5 + 1.0) / 3)
+    sub = paired_ndcg(a, b, users=["u1", "only_a", "nobody"])
+    assert sub.n_users == 1 and sub.diff == pytest.approx(1.0 - 1 / math.log2(3))
+    assert paired_ndcg(a, b, k=1).mean_a == pytest.approx(1 / 3)  # NDCG@1 is a hit at rank 1
