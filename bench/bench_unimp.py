@@ -39,8 +39,9 @@ reaches a threshold chosen for F1 on validation prompts: the paper's threshold-b
 Variants: ``unimp`` (gated per-item cross-attention), ``wo_vision`` (fusion none), ``wo_fine_grained``
 (early fusion: visual tokens in the input), ``wo_exclusive`` (every token sees every earlier image),
 ``wo_context`` (no context reconstruction), ``wo_reweight`` (gamma 0), ``wo_context_reweight`` (both),
-``small_lm`` (SmolLM2's first 6 blocks: an extra row), ``last_layer_rec`` (Table 7: the ``unimp`` run's LM
-last block and final norm tuned on the recommendation task alone, ``model.tune=last_layer``),
+``small_lm`` (SmolLM2's first 6 blocks: an extra row), ``last_layer_<task>`` (Table 7: the ``unimp`` run's
+LM last block and final norm tuned on one task alone, ``model.tune=last_layer``; ``rec``, ``preference``,
+``explanation``, ``search`` or ``selection``),
 ``content_init`` (an extension, not the paper's: each new item token starts from the mean embedding of
 its item's attribute text, ``model.item_init=content``, instead of the LM's mean embedding).
 
@@ -97,10 +98,11 @@ VARIANTS: dict[str, list[str]] = {
     # an extension: new item tokens start from their item's attribute text (new domains, Table 4b)
     "content_init": ["model.item_init=content"],
     # Table 7: the multi-task model's LM last block (and final norm) tuned on one task, from `unimp`
-    "last_layer_rec": ["model.tune=last_layer", "model.tasks=[rec]"],
+    **{f"last_layer_{t}": ["model.tune=last_layer", f"model.tasks=[{t}]"]
+       for t in ("rec", "preference", "explanation", "search", "selection")},
 }
 #: variants that start from the multi-task `unimp` run of the same seed
-FROM_UNIMP = ("last_layer_rec",)
+FROM_UNIMP = tuple(v for v in VARIANTS if v.startswith("last_layer_"))
 
 
 # -- throughput -----------------------------------------------------------------------------------------
