@@ -64,6 +64,7 @@ from typing import Any, Callable, Literal, Sequence
 from raypipe.data.formats.common import (
     ROW,
     Conversion,
+    Rejected,
     ItemMode,
     ReadResult,
     Role,
@@ -76,6 +77,7 @@ from raypipe.data.formats.common import (
     parse_optional_number,
     parse_python_literal,
     parse_unix_time,
+    parsed,
     require_file,
     split_csv_line,
 )
@@ -160,79 +162,47 @@ def _read_ratings_csv(conv: Conversion, spec: AmazonDomain, path: Path) -> None:
     rep = conv.report(path)
     item_first = spec.version == "2018"
     for line, text in conv.lines(rep, path):
-        try:
-            cols = split_csv_line(text)
-        except Exception as e:  # csv.Error
-            conv.reject(rep, line, ROW, f"not a CSV line: {e}")
-            continue
-        if len(cols) != 4:
-            conv.reject(rep, line, ROW, f"expected 4 comma-separated columns "
-                        f"({'item,user' if item_first else 'user,item'},rating,timestamp), got {len(cols)}")
-            continue
-        item, user = (cols[0], cols[1]) if item_first else (cols[1], cols[0])
-        try:
-            rating = parse_optional_number(cols[2], "rating")
-        except ValueError as e:
-            conv.reject(rep, line, "rating", str(e))
-            continue
-        try:
-            ts = parse_unix_time(cols[3], "s", "timestamp")
-        except ValueError as e:
-            conv.reject(rep, line, "timestamp", str(e))
-            continue
-        conv.add_interaction(rep, line, domain=spec.domain, user_id=user, raw_item_id=item,
-                             timestamp=ts, rating=rating)
+        with conv.rejecting(rep, line):
+            try:
+                cols = split_csv_line(text)
+            except Exception as e:  # csv.Error
+                raise Rejected(ROW, f"not a CSV line: {e}") from e
+            if len(cols) != 4:
+                raise Rejected(ROW, f"expected 4 comma-separated columns "
+                               f"({'item,user' if item_first else 'user,item'},rating,timestamp), got {len(cols)}")
+            item, user = (cols[0], cols[1]) if item_first else (cols[1], cols[0])
+            rating = parsed("rating", parse_optional_number, cols[2], "rating")
+            ts = parsed("timestamp", parse_unix_time, cols[3], "s", "timestamp")
+            conv.add_interaction(rep, line, domain=spec.domain, user_id=user, raw_item_id=item,
+                                 timestamp=ts, rating=rating)
 
 
 def _read_reviews_json(conv: Conversion, spec: AmazonDomain, path: Path) -> None:
     """2014/2018 review JSON lines (``reviewerID, asin, overall, unixReviewTime, summary, reviewText``)."""
     rep = conv.report(path)
     for line, text in conv.lines(rep, path):
-        try:
-            r = parse_json_object(text)
-        except ValueError as e:
-            conv.reject(rep, line, ROW, f"invalid JSON: {e}")
-            continue
-        try:
-            rating = parse_optional_number(r.get("overall"), "overall")
-        except ValueError as e:
-            conv.reject(rep, line, "overall", str(e))
-            continue
-        try:
-            ts = parse_unix_time(r.get("unixReviewTime"), "s", "unixReviewTime")
-        except ValueError as e:
-            conv.reject(rep, line, "unixReviewTime", str(e))
-            continue
-        conv.add_interaction(rep, line, domain=spec.domain, user_id=r.get("reviewerID"),
-                             raw_item_id=r.get("asin"), timestamp=ts, rating=rating,
-                             review=_review_text(r.get("summary"), r.get("reviewText")))
+        with conv.rejecting(rep, line):
+            r = parsed(ROW, parse_json_object, text, prefix="invalid JSON: ")
+            rating = parsed("overall", parse_optional_number, r.get("overall"), "overall")
+            ts = parsed("unixReviewTime", parse_unix_time, r.get("unixReviewTime"), "s", "unixReviewTime")
+            conv.add_interaction(rep, line, domain=spec.domain, user_id=r.get("reviewerID"),
+                                 raw_item_id=r.get("asin"), timestamp=ts, rating=rating,
+                                 review=_review_text(r.get("summary"), r.get("reviewText")))
 
 
 def _read_reviews_2023(conv: Conversion, spec: AmazonDomain, path: Path) -> None:
     """2023 review JSON lines (``user_id, parent_asin, rating, timestamp`` in ms, ``title, text``)."""
     rep = conv.report(path)
     for line, text in conv.lines(rep, path):
-        try:
-            r = parse_json_object(text)
-        except ValueError as e:
-            conv.reject(rep, line, ROW, f"invalid JSON: {e}")
-            continue
-        item = clean_text(r.get("parent_asin"))
-        if item is None:
-            conv.reject(rep, line, "parent_asin", "missing or empty (the 2023 item id)")
-            continue
-        try:
-            rating = parse_optional_number(r.get("rating"), "rating")
-        except ValueError as e:
-            conv.reject(rep, line, "rating", str(e))
-            continue
-        try:
-            ts = parse_unix_time(r.get("timestamp"), "ms", "timestamp")
-        except ValueError as e:
-            conv.reject(rep, line, "timestamp", str(e))
-            continue
-        conv.add_interaction(rep, line, domain=spec.domain, user_id=r.get("user_id"), raw_item_id=item,
-                             timestamp=ts, rating=rating, review=_review_text(r.get("title"), r.get("text")))
+        with conv.rejecting(rep, line):
+            r = parsed(ROW, parse_json_object, text, prefix="invalid JSON: ")
+            item = clean_text(r.get("parent_asin"))
+            if item is None:
+                raise Rejected("parent_asin", "missing or empty (the 2023 item id)")
+            rating = parsed("rating", parse_optional_number, r.get("rating"), "rating")
+            ts = parsed("timestamp", parse_unix_time, r.get("timestamp"), "ms", "timestamp")
+            conv.add_interaction(rep, line, domain=spec.domain, user_id=r.get("user_id"), raw_item_id=item,
+                                 timestamp=ts, rating=rating, review=_review_text(r.get("title"), r.get("text")))
 
 
 def _is_csv(path: Path) -> bool:
@@ -304,18 +274,13 @@ def _read_meta(conv: Conversion, spec: AmazonDomain, path: Path) -> None:
     rep: ValidationReport = conv.report(path)
     what = "Python literal" if spec.version == "2014" else "JSON"
     for line, text in conv.lines(rep, path):
-        try:
-            m = parse(text)
-        except ValueError as e:
-            conv.reject(rep, line, ROW, f"invalid {what}: {e}")
-            continue
-        fields = to_item(m)
-        raw = clean_text(fields["raw_item_id"]) if isinstance(fields["raw_item_id"], str) else None
-        if raw is None:
-            conv.reject(rep, line, id_field, "missing or empty (the item id)")
-            continue
-        fields["raw_item_id"] = raw
-        conv.add_item(rep, line, domain=spec.domain, **fields)
+        with conv.rejecting(rep, line):
+            fields = to_item(parsed(ROW, parse, text, prefix=f"invalid {what}: "))
+            raw = clean_text(fields["raw_item_id"]) if isinstance(fields["raw_item_id"], str) else None
+            if raw is None:
+                raise Rejected(id_field, "missing or empty (the item id)")
+            fields["raw_item_id"] = raw
+            conv.add_item(rep, line, domain=spec.domain, **fields)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence
+from typing import IO, Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence, TypeVar
 from urllib.parse import unquote, urlparse
 
 from raypipe.data.dataset import CanonicalWriter
@@ -60,6 +60,25 @@ Role = Literal["source", "target"]
 ROW = "row"  # the ``field`` of a rejection that concerns the whole line
 BARE_ITEMS_SUFFIX = "#items-without-metadata"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+T = TypeVar("T")
+
+
+class Rejected(ValueError):
+    """A line that cannot become a record: ``field`` and ``reason`` go to the report
+    (:meth:`Conversion.rejecting`)."""
+
+    def __init__(self, field_name: str, reason: str) -> None:
+        super().__init__(f"{field_name}: {reason}")
+        self.field_name, self.reason = field_name, reason
+
+
+def parsed(field_name: str, parse: Callable[..., T], *args: Any, prefix: str = "") -> T:
+    """``parse(*args)``; its ``ValueError`` becomes :class:`Rejected` naming ``field_name`` (the reason is
+    ``prefix`` + the error's message)."""
+    try:
+        return parse(*args)
+    except ValueError as e:
+        raise Rejected(field_name, f"{prefix}{e}") from e
 
 
 # --------------------------------------------------------------------------------------------------
@@ -371,6 +390,15 @@ class Conversion:
 
     def reject(self, rep: ValidationReport, line: int, field_name: str, reason: str) -> None:
         self.writer.reject(rep, line, field_name, reason)
+
+    @contextlib.contextmanager
+    def rejecting(self, rep: ValidationReport, line: int) -> Iterator[None]:
+        """Reject ``line`` when its body raises :class:`Rejected` (and go on with the next line): the
+        body of a reader's loop reads its fields with :func:`parsed` inside ``with conv.rejecting(...)``."""
+        try:
+            yield
+        except Rejected as e:
+            self.reject(rep, line, e.field_name, e.reason)
 
     def lines(self, rep: ValidationReport, path: str | Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
         """Stream ``(line number, text without line ending)`` of a (possibly gzipped) file.

@@ -33,6 +33,7 @@ from typing import Any
 from raypipe.data.formats.common import (
     ROW,
     Conversion,
+    Rejected,
     ReadResult,
     Role,
     clean_text,
@@ -40,6 +41,7 @@ from raypipe.data.formats.common import (
     dataset_info,
     parse_datetime,
     parse_number,
+    parsed,
     require_file,
     split_csv_line,
 )
@@ -86,6 +88,29 @@ def _customer(value: str) -> str | None:
     return re.sub(r"\.0+$", "", s) if re.fullmatch(r"\d+\.0+", s) else (s or None)
 
 
+
+def _purchase(text: str, header: list[str], ix: dict[str, int]) -> tuple[str, str, int, float, str | None]:
+    """One invoice line as ``(customer, stock code, timestamp, unit price, description)``; raises
+    :class:`Rejected` naming the field that makes it unusable (guest, cancelled, returned, unparsable)."""
+    try:
+        c = split_csv_line(text)
+    except Exception as e:  # csv.Error
+        raise Rejected(ROW, f"not a CSV line: {e}") from e
+    if len(c) != len(header):
+        raise Rejected(ROW, f"expected {len(header)} comma-separated columns, got {len(c)}")
+    user = _customer(c[ix["customer"]])
+    if user is None:
+        raise Rejected("CustomerID", "empty (a guest purchase cannot be attributed to a user)")
+    invoice = c[ix["invoice"]].strip()
+    if invoice.upper().startswith("C"):
+        raise Rejected("InvoiceNo", f"cancelled invoice {invoice!r}")
+    qty = parsed("Quantity", parse_number, c[ix["quantity"]], "Quantity")
+    if qty <= 0:
+        raise Rejected("Quantity", f"not a purchase: quantity {c[ix['quantity']].strip()} <= 0")
+    ts = parsed("InvoiceDate", parse_datetime, c[ix["date"]], DATE_FORMATS, "InvoiceDate")
+    price = parsed("UnitPrice", parse_number, c[ix["price"]], "UnitPrice")
+    return user, c[ix["stock"]].strip(), ts, price, clean_text(c[ix["description"]])
+
 def read_online_retail(csv_path: str | Path, out_dir: str | Path, *, domain: str = "online_retail",
                        role: Role = "target", name: str | None = None, encoding: str = "utf-8",
                        max_bad_fraction: float = 0.5) -> ReadResult:
@@ -112,52 +137,18 @@ def read_online_retail(csv_path: str | Path, out_dir: str | Path, *, domain: str
         # stock code -> [title, price, first kept line]
         items: dict[str, list[Any]] = {}
         for line, text in lines:
-            try:
-                c = split_csv_line(text)
-            except Exception as e:  # csv.Error
-                conv.reject(rep, line, ROW, f"not a CSV line: {e}")
-                continue
-            if len(c) != len(header):
-                conv.reject(rep, line, ROW, f"expected {len(header)} comma-separated columns, got {len(c)}")
-                continue
-            user = _customer(c[ix["customer"]])
-            if user is None:
-                conv.reject(rep, line, "CustomerID", "empty (a guest purchase cannot be attributed to a user)")
-                continue
-            invoice = c[ix["invoice"]].strip()
-            if invoice.upper().startswith("C"):
-                conv.reject(rep, line, "InvoiceNo", f"cancelled invoice {invoice!r}")
-                continue
-            try:
-                qty = parse_number(c[ix["quantity"]], "Quantity")
-            except ValueError as e:
-                conv.reject(rep, line, "Quantity", str(e))
-                continue
-            if qty <= 0:
-                conv.reject(rep, line, "Quantity", f"not a purchase: quantity {c[ix['quantity']].strip()} <= 0")
-                continue
-            try:
-                ts = parse_datetime(c[ix["date"]], DATE_FORMATS, "InvoiceDate")
-            except ValueError as e:
-                conv.reject(rep, line, "InvoiceDate", str(e))
-                continue
-            try:
-                price = parse_number(c[ix["price"]], "UnitPrice")
-            except ValueError as e:
-                conv.reject(rep, line, "UnitPrice", str(e))
-                continue
-            stock = c[ix["stock"]].strip()
-            if not conv.add_interaction(rep, line, domain=domain, user_id=user, raw_item_id=stock, timestamp=ts):
-                continue
-            desc = clean_text(c[ix["description"]])
-            entry = items.get(stock)
-            if entry is None:
-                items[stock] = [desc, price if price > 0 else None, line]
-            else:
-                if entry[0] is None and desc is not None:
-                    entry[0] = desc
-                if entry[1] is None and price > 0:
-                    entry[1] = price
+            with conv.rejecting(rep, line):
+                user, stock, ts, price, desc = _purchase(text, header, ix)
+                if not conv.add_interaction(rep, line, domain=domain, user_id=user, raw_item_id=stock, timestamp=ts):
+                    continue
+                entry = items.get(stock)
+                if entry is None:
+                    items[stock] = [desc, price if price > 0 else None, line]
+                else:
+                    if entry[0] is None and desc is not None:
+                        entry[0] = desc
+                    if entry[1] is None and price > 0:
+                        entry[1] = price
         item_rep = conv.report(f"{path}#items") if items else None
         for stock, (title, price, line) in items.items():
             assert item_rep is not None

@@ -39,6 +39,7 @@ from raypipe.data.formats.common import (
     dataset_info,
     parse_optional_number,
     parse_unix_time,
+    parsed,
     require_file,
 )
 from raypipe.data.schema import DataValidationError, ValidationReport
@@ -146,19 +147,13 @@ def _read_inter(conv: Conversion, spec: RecBoleDomain, fields: RecBoleFields) ->
     ir = names.index(fields.rating) if fields.rating in names else None
     iv = names.index(fields.review) if fields.review in names else None
     for line, c in rows:
-        try:
-            rating = parse_optional_number(c[ir], fields.rating) if ir is not None else None
-        except ValueError as e:
-            conv.reject(rep, line, fields.rating, str(e))
-            continue
-        try:
-            ts = parse_unix_time(c[it], "s", fields.timestamp)
-        except ValueError as e:
-            conv.reject(rep, line, fields.timestamp, str(e))
-            continue
-        review = (c[iv].strip() or None) if iv is not None else None
-        conv.add_interaction(rep, line, domain=spec.domain, user_id=c[iu], raw_item_id=c[ii],
-                             timestamp=ts, rating=rating, review=review)
+        with conv.rejecting(rep, line):
+            rating = (parsed(fields.rating, parse_optional_number, c[ir], fields.rating)
+                      if ir is not None else None)
+            ts = parsed(fields.timestamp, parse_unix_time, c[it], "s", fields.timestamp)
+            review = (c[iv].strip() or None) if iv is not None else None
+            conv.add_interaction(rep, line, domain=spec.domain, user_id=c[iu], raw_item_id=c[ii],
+                                 timestamp=ts, rating=rating, review=review)
 
 
 def _read_item(conv: Conversion, spec: RecBoleDomain, fields: RecBoleFields) -> list[str]:

@@ -37,6 +37,7 @@ from typing import Any, Sequence
 from raypipe.data.formats.common import (
     ROW,
     Conversion,
+    Rejected,
     ItemMode,
     ReadResult,
     Role,
@@ -48,6 +49,7 @@ from raypipe.data.formats.common import (
     parse_datetime,
     parse_json_or_literal,
     parse_number,
+    parsed,
     require_file,
 )
 
@@ -118,24 +120,16 @@ def _read_ratings(conv: Conversion, spec: XMarketDomain) -> None:
     path = Path(spec.ratings)
     rep = conv.report(path)
     for line, text in conv.lines(rep, path):
-        cols = text.split()
-        if len(cols) != 4:
-            conv.reject(rep, line, ROW, f"expected 4 whitespace-separated fields (userId itemId rating date), "
-                        f"got {len(cols)}")
-            continue
-        user, item, rating_s, date_s = cols
-        try:
-            rating = parse_number(rating_s, "rating")
-        except ValueError as e:
-            conv.reject(rep, line, "rating", str(e))
-            continue
-        try:
-            ts = parse_datetime(date_s, ["%Y-%m-%d"], "date")
-        except ValueError as e:
-            conv.reject(rep, line, "date", str(e))
-            continue
-        conv.add_interaction(rep, line, domain=spec.name, user_id=user, raw_item_id=item, timestamp=ts,
-                             rating=rating)
+        with conv.rejecting(rep, line):
+            cols = text.split()
+            if len(cols) != 4:
+                raise Rejected(ROW, f"expected 4 whitespace-separated fields (userId itemId rating date), "
+                               f"got {len(cols)}")
+            user, item, rating_s, date_s = cols
+            rating = parsed("rating", parse_number, rating_s, "rating")
+            ts = parsed("date", parse_datetime, date_s, ["%Y-%m-%d"], "date")
+            conv.add_interaction(rep, line, domain=spec.name, user_id=user, raw_item_id=item, timestamp=ts,
+                                 rating=rating)
 
 
 def _read_metadata(conv: Conversion, spec: XMarketDomain) -> None:
@@ -143,26 +137,22 @@ def _read_metadata(conv: Conversion, spec: XMarketDomain) -> None:
     path = Path(spec.metadata)
     rep = conv.report(path)
     for line, text in conv.lines(rep, path):
-        try:
-            m = parse_json_or_literal(text)
-        except ValueError as e:
-            conv.reject(rep, line, ROW, f"neither a JSON object nor a Python dict literal: {e}")
-            continue
-        asin = clean_text(m.get("asin")) if isinstance(m.get("asin"), str) else None
-        if asin is None:
-            conv.reject(rep, line, "asin", "missing or empty (the item id)")
-            continue
-        details = m.get("productDetails") if isinstance(m.get("productDetails"), dict) else {}
-        conv.add_item(
-            rep, line, domain=spec.name, raw_item_id=asin,
-            title=clean_text(m.get("title")),
-            category=category_path(m.get("categories")),
-            brand=clean_text(m.get("brand")) or clean_text(details.get("Brand"))
-            or clean_text(details.get("Manufacturer")),
-            description=join_text(m.get("description")) or join_text(m.get("features")),
-            price=m.get("price"),
-            image_refs=_image_refs(m.get("imgUrl")),
-        )
+        with conv.rejecting(rep, line):
+            m = parsed(ROW, parse_json_or_literal, text, prefix="neither a JSON object nor a Python dict literal: ")
+            asin = clean_text(m.get("asin")) if isinstance(m.get("asin"), str) else None
+            if asin is None:
+                raise Rejected("asin", "missing or empty (the item id)")
+            details = m.get("productDetails") if isinstance(m.get("productDetails"), dict) else {}
+            conv.add_item(
+                rep, line, domain=spec.name, raw_item_id=asin,
+                title=clean_text(m.get("title")),
+                category=category_path(m.get("categories")),
+                brand=clean_text(m.get("brand")) or clean_text(details.get("Brand"))
+                or clean_text(details.get("Manufacturer")),
+                description=join_text(m.get("description")) or join_text(m.get("features")),
+                price=m.get("price"),
+                image_refs=_image_refs(m.get("imgUrl")),
+            )
 
 
 def read_xmarket(domains: Sequence[XMarketDomain], out_dir: str | Path, *, name: str | None = None,

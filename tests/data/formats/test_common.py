@@ -9,14 +9,17 @@ import pytest
 from raypipe.data.dataset import CanonicalWriter
 from raypipe.data.formats.common import (
     Conversion,
+    Rejected,
     category_path,
     dataset_info,
     join_text,
     local_image,
     parse_datetime,
+    parse_number,
     parse_price,
     parse_python_literal,
     parse_unix_time,
+    parsed,
     split_csv_line,
 )
 
@@ -119,3 +122,22 @@ def test_lines_crlf_bom_blank_undecodable_and_gzip(tmp_path: Path):
         assert "not valid utf-8" in rep.errors[0].reason
     w.abort(RuntimeError("test over"))
     assert not out.exists() and leftovers(tmp_path) == []
+
+
+def test_a_rejected_field_is_reported_and_the_next_line_is_read(tmp_path: Path):
+    out = tmp_path / "out"
+    w = CanonicalWriter(out, dataset_info("t", "1", [("d", "target")], "", ""))
+    conv = Conversion(w)
+    rep = conv.report(tmp_path / "src.csv")
+    kept = []
+    for line, text in [(1, "5"), (2, "x"), (3, "7")]:
+        with conv.rejecting(rep, line):
+            kept.append(parsed("rating", parse_number, text, "rating", prefix="bad: "))
+    assert kept == [5.0, 7.0]
+    assert [(e.line, e.field) for e in rep.errors] == [(2, "rating")]
+    assert rep.errors[0].reason.startswith("bad: ") and "rating" in rep.errors[0].reason
+    with pytest.raises(KeyError):  # anything but a rejection still stops the reader
+        with conv.rejecting(rep, 4):
+            raise KeyError("a bug, not bad data")
+    assert isinstance(Rejected("f", "why"), ValueError) and str(Rejected("f", "why")) == "f: why"
+    w.abort(RuntimeError("test over"))
