@@ -41,7 +41,8 @@ Variants: ``unimp`` (gated per-item cross-attention), ``wo_vision`` (fusion none
 ``wo_context`` (no context reconstruction), ``wo_reweight`` (gamma 0), ``wo_context_reweight`` (both),
 ``small_lm`` (SmolLM2's first 6 blocks: an extra row), ``last_layer_<task>`` (Table 7: the ``unimp`` run's
 LM last block and final norm tuned on one task alone, ``model.tune=last_layer``; ``rec``, ``preference``,
-``explanation``, ``search`` or ``selection``),
+``explanation``, ``search`` or ``selection``; the robustness, new-user and new-domain analyses of
+recommendation below are run for ``last_layer_rec`` only),
 ``content_init`` (an extension, not the paper's: each new item token starts from the mean embedding of
 its item's attribute text, ``model.item_init=content``, instead of the LM's mean embedding).
 
@@ -579,11 +580,13 @@ def quality(args: argparse.Namespace, previous: dict[str, Any] | None = None) ->
         res["runs"][v] = {"rec": m["test"], "train_seconds": m["train_seconds"], "train_rows": m["train_rows"],
                           "history": m["history"], "tasks": task_metrics(run_dir, args),
                           "task_eval_seconds": time.time() - t0, "run": str(run_dir)}
-        model, prep_v, cfg_v = load_run(run_dir)
-        res["runs"][v]["robustness"] = robustness(model, prep_v, cfg_v, m["train_domains"], args.dataset, args.seed)
-        res["runs"][v]["new_users"] = new_user_split(run_dir, prep_v, cfg_v, m["train_domains"], args.seed)
-        res["runs"][v]["new_domains"] = new_domains(model, prep_v, cfg_v, m["train_domains"], run_dir)
-        del model
+        if v not in FROM_UNIMP or v == "last_layer_rec":  # the recommendation analyses: runs trained on it
+            model, prep_v, cfg_v = load_run(run_dir)
+            res["runs"][v]["robustness"] = robustness(model, prep_v, cfg_v, m["train_domains"], args.dataset,
+                                                      args.seed)
+            res["runs"][v]["new_users"] = new_user_split(run_dir, prep_v, cfg_v, m["train_domains"], args.seed)
+            res["runs"][v]["new_domains"] = new_domains(model, prep_v, cfg_v, m["train_domains"], run_dir)
+            del model
         log.info("%s done", v)
     sas_model, prep, sas_cfg = load_run(sas)
     sas_domains = json.loads((sas / "metrics.json").read_text())["train_domains"]
