@@ -144,8 +144,10 @@ def plot(summary: dict[str, Any], path: Path) -> None:
             ax.plot([i] * len(c["by_seed"]), list(c["by_seed"].values()), "k.", ms=6)
         ax.set_xticks(range(len(variants)), variants, rotation=45, ha="right")
         ax.set_title(d)
-        lo = min(x for v in variants for x in summary[v].get(d, {}).get("by_seed", {}).values())
-        ax.set_ylim(lo * 0.9, None)
+    # one y range for the shared axis, from every seed's value (a limit set per panel would freeze the top at
+    # the first panel's and clip the others' dots)
+    values = [x for row in summary.values() for c in row.values() for x in c["by_seed"].values()]
+    axes[0][0].set_ylim(min(values) * 0.9, max(values) * 1.03)
     axes[0][0].set_ylabel("test NDCG@10 (bar: mean; dots: seeds)")
     save_figure_atomic(fig, path, dpi=120)
 
