@@ -64,9 +64,9 @@ from typing import Any, Callable, Literal, Sequence
 from raypipe.data.formats.common import (
     ROW,
     Conversion,
-    Rejected,
     ItemMode,
     ReadResult,
+    Rejected,
     Role,
     category_path,
     clean_text,

@@ -33,8 +33,8 @@ from typing import Any
 from raypipe.data.formats.common import (
     ROW,
     Conversion,
-    Rejected,
     ReadResult,
+    Rejected,
     Role,
     clean_text,
     convert,
@@ -88,7 +88,6 @@ def _customer(value: str) -> str | None:
     return re.sub(r"\.0+$", "", s) if re.fullmatch(r"\d+\.0+", s) else (s or None)
 
 
-
 def _purchase(text: str, header: list[str], ix: dict[str, int]) -> tuple[str, str, int, float, str | None]:
     """One invoice line as ``(customer, stock code, timestamp, unit price, description)``; raises
     :class:`Rejected` naming the field that makes it unusable (guest, cancelled, returned, unparsable)."""
@@ -110,6 +109,7 @@ def _purchase(text: str, header: list[str], ix: dict[str, int]) -> tuple[str, st
     ts = parsed("InvoiceDate", parse_datetime, c[ix["date"]], DATE_FORMATS, "InvoiceDate")
     price = parsed("UnitPrice", parse_number, c[ix["price"]], "UnitPrice")
     return user, c[ix["stock"]].strip(), ts, price, clean_text(c[ix["description"]])
+
 
 def read_online_retail(csv_path: str | Path, out_dir: str | Path, *, domain: str = "online_retail",
                        role: Role = "target", name: str | None = None, encoding: str = "utf-8",

@@ -37,9 +37,9 @@ from typing import Any, Sequence
 from raypipe.data.formats.common import (
     ROW,
     Conversion,
-    Rejected,
     ItemMode,
     ReadResult,
+    Rejected,
     Role,
     category_path,
     clean_text,
